@@ -1,0 +1,172 @@
+"""The one wire codec: msgpack, used by every transport so byte counts agree everywhere.
+
+An envelope travels as ``[tag, src, dst, [field, ...]]`` where `tag` is the message type's
+position in `MESSAGE_TYPES`; nested dataclasses (entries, commands, positions) become lists of
+their fields, enums their values. Decoding checks every field's type against the dataclass
+annotations and lets the message's own `__post_init__` check ranges, so a malformed or hostile
+frame raises `DecodeError` and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from protocols.errors import DecodeError
+from protocols.messages import MESSAGE_TYPES, Envelope, MemberPosition, Message
+from protocols.types import Command, Entry
+
+_Decoder = Callable[[Any], Any]
+_Encoder = Callable[[Any], Any]
+
+_TAGS: dict[type, int] = {cls: tag for tag, cls in enumerate(MESSAGE_TYPES)}
+_NESTED: tuple[type, ...] = (Entry, Command, MemberPosition)
+
+
+def _scalar_decoder(expected: type) -> _Decoder:
+    def decode(value: Any) -> Any:
+        # bool is a subclass of int: never accept one for the other.
+        if type(value) is not expected and not (expected is float and type(value) is int):
+            raise DecodeError(f"expected {expected.__name__}, got {type(value).__name__}")
+        return value
+
+    return decode
+
+
+def _enum_decoder(enum_type: type[Enum]) -> _Decoder:
+    def decode(value: Any) -> Any:
+        try:
+            return enum_type(value)
+        except (ValueError, TypeError) as error:
+            raise DecodeError(f"bad {enum_type.__name__}: {value!r}") from error
+
+    return decode
+
+
+def _optional_decoder(inner: _Decoder) -> _Decoder:
+    def decode(value: Any) -> Any:
+        return None if value is None else inner(value)
+
+    return decode
+
+
+def _tuple_decoder(inner: _Decoder) -> _Decoder:
+    def decode(value: Any) -> Any:
+        if type(value) is not list:
+            raise DecodeError(f"expected a list, got {type(value).__name__}")
+        return tuple(inner(item) for item in value)
+
+    return decode
+
+
+def _decoder_for(annotation: Any) -> _Decoder:
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(arguments) != 1:
+            raise TypeError(f"unsupported union {annotation}")
+        return _optional_decoder(_decoder_for(arguments[0]))
+    if origin is tuple:
+        item, ellipsis = typing.get_args(annotation)
+        if ellipsis is not Ellipsis:
+            raise TypeError(f"only tuple[X, ...] is supported, not {annotation}")
+        return _tuple_decoder(_decoder_for(item))
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return _enum_decoder(annotation)
+    if annotation in _NESTED:
+        return _dataclass_decoder(annotation)
+    if annotation in (int, str, bool, float):
+        return _scalar_decoder(annotation)
+    raise TypeError(f"no codec for {annotation!r}")
+
+
+def _dataclass_decoder(cls: type) -> _Decoder:
+    hints = typing.get_type_hints(cls)
+    fields = [field.name for field in dataclasses.fields(cls)]
+    decoders = [_decoder_for(hints[name]) for name in fields]
+    count = len(fields)
+
+    def decode(value: Any) -> Any:
+        if type(value) is not list or len(value) != count:
+            raise DecodeError(f"{cls.__name__}: expected {count} fields")
+        arguments = [decoder(item) for decoder, item in zip(decoders, value, strict=True)]
+        try:
+            return cls(*arguments)
+        except (ValueError, TypeError) as error:
+            raise DecodeError(f"{cls.__name__}: {error}") from error
+
+    return decode
+
+
+def _to_wire(value: Any) -> Any:
+    """Dataclasses to field lists, enums to values, tuples to lists (recursively)."""
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple):
+        return [_to_wire(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return [_to_wire(getattr(value, field.name)) for field in dataclasses.fields(value)]
+    return value
+
+
+def _entry_to_wire(entry: Entry) -> list[Any]:
+    c = entry.command
+    return [entry.term, entry.index, [c.op.value, c.key, c.value, c.expected, c.client_id, c.seq]]
+
+
+def _message_encoder(cls: type) -> _Encoder:
+    names = [field.name for field in dataclasses.fields(cls)]
+    entry_fields = {name for name in names if name == "entries"}
+
+    def encode(message: Any) -> list[Any]:
+        out = []
+        for name in names:
+            value = getattr(message, name)
+            if name in entry_fields:
+                out.append([_entry_to_wire(entry) for entry in value])
+            else:
+                out.append(_to_wire(value))
+        return out
+
+    return encode
+
+
+_DECODERS: list[_Decoder] = [_dataclass_decoder(cls) for cls in MESSAGE_TYPES]
+_ENCODERS: dict[type, _Encoder] = {cls: _message_encoder(cls) for cls in MESSAGE_TYPES}
+_decode_node = _scalar_decoder(str)
+
+
+def encode(envelope: Envelope) -> bytes:
+    """The envelope as bytes, ready for any transport."""
+    message = envelope.message
+    body = _ENCODERS[type(message)](message)
+    packed: bytes = msgpack.packb(
+        [_TAGS[type(message)], envelope.src, envelope.dst, body], use_bin_type=True
+    )
+    return packed
+
+
+def decode(frame: bytes) -> Envelope:
+    """Bytes from a peer to an envelope; anything malformed raises DecodeError."""
+    try:
+        raw = msgpack.unpackb(frame, raw=False, strict_map_key=True, use_list=True)
+    except Exception as error:  # msgpack raises several unrelated types on garbage
+        raise DecodeError(f"not msgpack: {error}") from error
+    if type(raw) is not list or len(raw) != 4:
+        raise DecodeError("envelope must be [tag, src, dst, body]")
+    tag, src, dst, body = raw
+    if type(tag) is not int or not 0 <= tag < len(_DECODERS):
+        raise DecodeError(f"unknown message tag {tag!r}")
+    message: Message = _DECODERS[tag](body)
+    return Envelope(_decode_node(src), _decode_node(dst), message)
+
+
+def encoded_size(envelope: Envelope) -> int:
+    """Bytes the envelope occupies on the wire (what the simulator charges to a link)."""
+    return len(encode(envelope))

@@ -1,0 +1,132 @@
+"""The engine interface both protocols implement (sans-I/O, after etcd's Step/Ready/Advance).
+
+Inputs are method calls carrying the caller's `now`; outputs are collected and handed over in
+one `Ready`. The caller processes a Ready in this order, then calls `advance(ready)`:
+
+1. persist `truncate_after`, `entries` and `hard_state` (durable before step 2);
+2. send `messages` (they may promise what step 1 made durable: votes, acknowledgements);
+3. `committed` entries are already applied by the engine to its state machine; the caller may
+   record them (the simulator checks state-machine safety with them);
+4. deliver `replies` to clients.
+
+Inputs may be given between `ready()` and `advance()` (e.g. while a disk write is in flight);
+`ready()` must not be called again before `advance()`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from protocols.config import Config
+from protocols.kv import Result
+from protocols.log import RaftLog
+from protocols.messages import Envelope
+from protocols.storage import StoredState
+from protocols.types import Command, Entry, HardState, NodeId, Role
+
+
+class Consistency(StrEnum):
+    """Read consistency levels offered by the client API."""
+
+    LINEARIZABLE = "linearizable"  # read barrier confirmed by a majority in the current term
+    LEADER = "leader"  # served by the node that believes it leads; may be stale after a split
+    LOCAL = "local"  # served by any node from its applied state; may be stale
+
+
+class ReplyStatus(StrEnum):
+    OK = "ok"
+    NOT_LEADER = "not-leader"  # nothing happened; retry at `leader` (if known)
+    UNKNOWN = "unknown"  # accepted, then leadership was lost: may or may not apply; retry same seq
+    RETRY = "retry"  # nothing happened yet (e.g. a new leader not ready for reads); retry later
+
+
+@dataclass(frozen=True, slots=True)
+class ClientRequest:
+    """A write to replicate. `request_id` is the caller's handle to match the reply."""
+
+    request_id: int
+    command: Command
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRequest:
+    request_id: int
+    key: str
+    consistency: Consistency = Consistency.LINEARIZABLE
+
+
+@dataclass(frozen=True, slots=True)
+class ClientReply:
+    request_id: int
+    status: ReplyStatus
+    result: Result | None = None
+    leader: NodeId | None = None
+    index: int = 0  # log index of a write, or the read index of a linearizable read
+
+
+@dataclass(slots=True)
+class Ready:
+    """All outstanding work of an engine, in the order the module docstring gives."""
+
+    hard_state: HardState | None = None
+    truncate_after: int | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Envelope] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    replies: list[ClientReply] = field(default_factory=list)
+
+    def needs_persist(self) -> bool:
+        return self.hard_state is not None or self.truncate_after is not None or bool(self.entries)
+
+    def is_empty(self) -> bool:
+        return not (self.needs_persist() or self.messages or self.committed or self.replies)
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """What `/status` and the simulator's invariant checks read."""
+
+    node_id: NodeId
+    role: Role
+    term: int
+    leader: NodeId | None
+    commit: int
+    applied: int
+    last_index: int
+    last_term: int
+    sync_source: NodeId | None = None
+    peers_seen: tuple[NodeId, ...] = ()
+
+
+class Engine(Protocol):
+    """The contract the simulator and the real node drive; both engines satisfy it."""
+
+    node_id: NodeId
+    log: RaftLog
+
+    def tick(self, now: float) -> None: ...
+    def receive(self, envelope: Envelope, now: float) -> None: ...
+    def propose(self, request: ClientRequest, now: float) -> None: ...
+    def read(self, request: ReadRequest, now: float) -> None: ...
+    def has_ready(self) -> bool: ...
+    def ready(self) -> Ready: ...
+    def advance(self, ready: Ready) -> None: ...
+    def status(self) -> Status: ...
+    def next_deadline(self) -> float: ...
+    @property
+    def commit_index(self) -> int: ...
+    @property
+    def term(self) -> int: ...
+    @property
+    def role(self) -> Role: ...
+
+
+class EngineFactory(Protocol):
+    """How callers build an engine: from config, what the store loaded, a seeded RNG and now."""
+
+    def __call__(
+        self, config: Config, stored: StoredState, rng: random.Random, now: float
+    ) -> Engine: ...

@@ -1,0 +1,92 @@
+"""The replicated key-value state machine and its client-session table.
+
+A client stamps each command with (client_id, seq), seq increasing by one per new command and
+unchanged on a retry. The state machine remembers, per client, the highest seq applied and its
+result: a retry (same seq) gets the remembered result without applying twice, and an older seq
+(a command the client already gave up on) is ignored. This is what makes "retry after an
+unknown outcome" safe for compare-and-set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.errors import InvariantViolation
+from protocols.types import Command, Entry, Op
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one command or read.
+
+    `ok` is False only for a compare-and-set whose expectation did not hold, or for a stale
+    duplicate that was not applied. `value` is the value read, or the previous value for writes.
+    """
+
+    ok: bool
+    value: str | None = None
+    duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Session:
+    seq: int
+    result: Result
+
+
+class KVStateMachine:
+    """Applies committed entries in index order; answers reads from the applied state."""
+
+    def __init__(self) -> None:
+        self._data: dict[str, str] = {}
+        self._sessions: dict[str, _Session] = {}
+        self.applied_index = 0
+
+    def apply(self, entry: Entry) -> Result:
+        """Apply the next committed entry. Entries must arrive exactly in index order."""
+        if entry.index != self.applied_index + 1:
+            raise InvariantViolation(
+                f"apply out of order: entry {entry.index} after applied {self.applied_index}"
+            )
+        self.applied_index = entry.index
+        command = entry.command
+        if command.op is Op.NOOP:
+            return Result(ok=True)
+        if command.client_id:
+            session = self._sessions.get(command.client_id)
+            if session is not None and command.seq <= session.seq:
+                if command.seq == session.seq:
+                    return Result(session.result.ok, session.result.value, duplicate=True)
+                return Result(ok=False, duplicate=True)
+        result = self._execute(command)
+        if command.client_id:
+            self._sessions[command.client_id] = _Session(command.seq, result)
+        return result
+
+    def _execute(self, command: Command) -> Result:
+        key = command.key
+        previous = self._data.get(key)
+        match command.op:
+            case Op.PUT:
+                assert command.value is not None  # Command.__post_init__ guarantees it
+                self._data[key] = command.value
+                return Result(ok=True, value=previous)
+            case Op.DELETE:
+                self._data.pop(key, None)
+                return Result(ok=True, value=previous)
+            case Op.CAS:
+                if previous != command.expected:
+                    return Result(ok=False, value=previous)
+                assert command.value is not None  # Command.__post_init__ guarantees it
+                self._data[key] = command.value
+                return Result(ok=True, value=previous)
+            case _:
+                raise InvariantViolation(f"unknown op in log: {command.op!r}")
+
+    def get(self, key: str) -> str | None:
+        """The value as of `applied_index` (None when absent)."""
+        return self._data.get(key)
+
+    def snapshot(self) -> dict[str, str]:
+        """A copy of the data, for tests and end-of-run checks."""
+        return dict(self._data)

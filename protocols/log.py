@@ -1,0 +1,168 @@
+"""The in-memory view of the replicated log that both engines share.
+
+The engine keeps the whole log in memory (no snapshots yet) and tracks which part is durable:
+
+    index:  0 (sentinel) ... stable_index | handed out, not yet durable | unstable (not handed out)
+
+`take_unstable()` hands the caller what must be persisted next (with a truncation point when a
+conflict repair or rollback removed entries); `mark_persisted()` records that the caller made it
+durable. Invariant: entries at or below `stable_index` are durable *and* still in memory, so a
+leader may count itself in a quorum up to `stable_index` and no further.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from protocols.errors import CallerError
+from protocols.types import NOOP, Command, Entry, Position
+
+_SENTINEL = Entry(0, 0, NOOP)
+
+
+class RaftLog:
+    """Entries 1..last_index in memory, plus the bookkeeping of what is durable."""
+
+    def __init__(self, entries: Sequence[Entry] = ()) -> None:
+        self._entries: list[Entry] = [_SENTINEL]
+        for offset, entry in enumerate(entries, start=1):
+            if entry.index != offset:
+                raise CallerError(f"stored log is not contiguous at index {offset}")
+            self._entries.append(entry)
+        self.stable_index = self.last_index
+        self._unstable_from = self.last_index + 1
+        self._pending_truncate: int | None = None
+        self._handed_out_last = self.last_index
+        self._floor_since_handout = self.last_index
+
+    # ---- reading -------------------------------------------------------------------------
+
+    @property
+    def last_index(self) -> int:
+        return len(self._entries) - 1
+
+    @property
+    def last_term(self) -> int:
+        return self._entries[-1].term
+
+    @property
+    def last_position(self) -> Position:
+        return Position(self.last_term, self.last_index)
+
+    def term_at(self, index: int) -> int | None:
+        """The term of the entry at `index`, or None when there is no such entry."""
+        if 0 <= index < len(self._entries):
+            return self._entries[index].term
+        return None
+
+    def entry(self, index: int) -> Entry:
+        if not 1 <= index <= self.last_index:
+            raise CallerError(f"no entry at {index} (last {self.last_index})")
+        return self._entries[index]
+
+    def entries(self, first: int, last: int) -> list[Entry]:
+        """Entries first..last inclusive (clamped to what exists)."""
+        return self._entries[max(first, 1) : min(last, self.last_index) + 1]
+
+    def batch_after(self, index: int, max_entries: int, max_bytes: int) -> list[Entry]:
+        """Up to `max_entries` entries after `index`, stopping before `max_bytes` (at least one)."""
+        batch: list[Entry] = []
+        size = 0
+        for entry in self._entries[index + 1 : index + 1 + max_entries]:
+            size += entry.command.payload_size()
+            if batch and size > max_bytes:
+                break
+            batch.append(entry)
+        return batch
+
+    def matches(self, index: int, term: int) -> bool:
+        """Log matching check: do we hold an entry at `index` with `term`?"""
+        return self.term_at(index) == term
+
+    def is_up_to_date(self, term: int, index: int) -> bool:
+        """Raft §5.4.1: is a log ending at (term, index) at least as up to date as ours?"""
+        return (term, index) >= (self.last_term, self.last_index)
+
+    def conflict_hint(self, index: int, term: int) -> int:
+        """The largest index <= `index` whose term is <= `term` (etcd's findConflictByTerm).
+
+        A follower that rejects an append at (index, term) answers with this hint so the
+        leader can skip a whole term of mismatching entries in one round trip.
+        """
+        index = min(index, self.last_index)
+        while index > 0 and self._entries[index].term > term:
+            index -= 1
+        return index
+
+    # ---- writing -------------------------------------------------------------------------
+
+    def append_new(self, term: int, commands: Iterable[Command]) -> list[Entry]:
+        """Leader side: append commands at the end in `term`."""
+        added = []
+        for command in commands:
+            entry = Entry(term, self.last_index + 1, command)
+            self._entries.append(entry)
+            added.append(entry)
+        return added
+
+    def truncate_after(self, index: int) -> None:
+        """Remove every entry after `index` (conflict repair or rollback)."""
+        if index < 0:
+            raise CallerError(f"truncate_after({index})")
+        if index >= self.last_index:
+            return
+        del self._entries[index + 1 :]
+        self._pending_truncate = (
+            index if self._pending_truncate is None else min(self._pending_truncate, index)
+        )
+        self._unstable_from = min(self._unstable_from, index + 1)
+        self.stable_index = min(self.stable_index, index)
+        self._floor_since_handout = min(self._floor_since_handout, index)
+
+    def merge(self, entries: Sequence[Entry]) -> int:
+        """Follower side: add entries that are known to follow a matching prefix.
+
+        Entries already present with the same term are kept (a duplicate or reordered message
+        must not truncate anything, Raft §5.3); the first entry with a different term and
+        everything after it is replaced. Returns the index of the last entry of the batch.
+        """
+        for position, entry in enumerate(entries):
+            existing = self.term_at(entry.index)
+            if existing == entry.term:
+                continue
+            if existing is not None:
+                self.truncate_after(entry.index - 1)
+            if entry.index != self.last_index + 1:
+                raise CallerError(f"merge gap at {entry.index} (last {self.last_index})")
+            self._entries.extend(entries[position:])
+            self._check_contiguous(entries[position:])
+            break
+        return entries[-1].index if entries else 0
+
+    def _check_contiguous(self, entries: Sequence[Entry]) -> None:
+        previous = entries[0].index - 1
+        for entry in entries:
+            if entry.index != previous + 1:
+                raise CallerError("entries are not contiguous")
+            previous = entry.index
+
+    # ---- durability bookkeeping ------------------------------------------------------------
+
+    def take_unstable(self) -> tuple[int | None, list[Entry]]:
+        """Hand out (truncate_after, entries) that must be made durable next."""
+        truncate = self._pending_truncate
+        entries = self._entries[self._unstable_from :]
+        self._pending_truncate = None
+        self._unstable_from = self.last_index + 1
+        self._handed_out_last = self.last_index
+        self._floor_since_handout = self.last_index
+        return truncate, entries
+
+    def mark_persisted(self) -> None:
+        """The caller made the last handed-out part durable."""
+        durable = min(self._handed_out_last, self._floor_since_handout)
+        self.stable_index = max(self.stable_index, durable)
+
+    @property
+    def has_unstable(self) -> bool:
+        return self._pending_truncate is not None or self._unstable_from <= self.last_index

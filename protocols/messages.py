@@ -1,0 +1,325 @@
+"""Peer messages of both engines: frozen, slotted dataclasses, one union naming them all.
+
+Every message carries the sender's `term` first, so the engines can apply the term rules in
+one place before dispatching on the message type. An `Envelope` adds the addressing.
+Messages validate their own field ranges when built (the codec builds them from peer bytes),
+so an engine only ever sees well-formed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from protocols.types import Entry, NodeId
+
+
+def _check_non_negative(**values: int) -> None:
+    for name, value in values.items():
+        if value < 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
+
+
+# ---- shared by both engines ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    """Ask for a vote (or, with `pre_vote`, whether a vote would be granted: Raft thesis §9.6).
+
+    `force` marks a leadership transfer or priority takeover that may ignore leader stickiness.
+    A pre-vote carries the term the candidate *would* use, without having incremented it.
+    """
+
+    term: int
+    last_term: int
+    last_index: int
+    pre_vote: bool = False
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, last_term=self.last_term, last_index=self.last_index)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    granted: bool
+    pre_vote: bool = False
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term)
+
+
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    """Leader liveness, the commit point, and (with ctx > 0) a read-barrier probe.
+
+    `commit_term` lets a receiver that is not sure its log matches the leader's accept the
+    commit point only when its own last entry has that term (the pull engine's rule).
+    """
+
+    term: int
+    commit: int
+    commit_term: int = 0
+    ctx: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, commit=self.commit, commit_term=self.commit_term, ctx=self.ctx
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatResponse:
+    term: int
+    ctx: int = 0
+    last_index: int = 0
+    last_term: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, ctx=self.ctx, last_index=self.last_index, last_term=self.last_term
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TimeoutNow:
+    """Leadership transfer: the receiver campaigns at once, skipping pre-vote (thesis §3.10)."""
+
+    term: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term)
+
+
+# ---- push (vanilla Raft) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEntries:
+    """Raft's AppendEntries: entries following (prev_index, prev_term), and the commit index."""
+
+    term: int
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, prev_index=self.prev_index, prev_term=self.prev_term, commit=self.commit
+        )
+        expected = self.prev_index + 1
+        for entry in self.entries:
+            if entry.index != expected or entry.term > self.term or entry.term < self.prev_term:
+                raise ValueError("entries must follow prev_index contiguously, terms in range")
+            expected += 1
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    """Success: `index` is the follower's last index matching the leader.
+
+    Rejection: `index` is the rejected prev_index, and (hint_index, hint_term) point at the
+    follower's last entry that could still match (fast backtracking).
+    """
+
+    term: int
+    index: int
+    reject: bool = False
+    hint_index: int = 0
+    hint_term: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, index=self.index, hint_index=self.hint_index, hint_term=self.hint_term
+        )
+
+
+# ---- pull (MongoDB-style) -----------------------------------------------------------------
+
+
+class PullStatus(StrEnum):
+    OK = "ok"  # entries follow the requested point (possibly none after a long-poll timeout)
+    DIVERGED = "diverged"  # the source's entry at `after` has another term: roll back
+    TOO_STALE = "too-stale"  # the source no longer has anything at or before `after`
+    NOT_SYNCING = "not-syncing"  # the source cannot serve (e.g. it is itself behind the puller)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberPosition:
+    """A member's last durable entry, as relayed upstream by UpdatePosition."""
+
+    node: NodeId
+    term: int
+    index: int
+
+    def __post_init__(self) -> None:
+        if not self.node:
+            raise ValueError("node must be non-empty")
+        _check_non_negative(term=self.term, index=self.index)
+
+
+@dataclass(frozen=True, slots=True)
+class PullRequest:
+    """Ask the sync source for entries after (after_term, after_index).
+
+    `request_id` lets the puller match the answer; `wait` asks for a long poll.
+    """
+
+    term: int
+    after_index: int
+    after_term: int
+    request_id: int
+    wait: bool = True
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            after_index=self.after_index,
+            after_term=self.after_term,
+            request_id=self.request_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PullResponse:
+    """A batch (for OK), the source's commit point, and what the puller needs to stay safe.
+
+    For DIVERGED, `hint_index`/`hint_term` name the source's last entry that could match.
+    `sync_source` is the source's own source, so the puller can refuse a cycle.
+    """
+
+    term: int
+    request_id: int
+    status: PullStatus
+    entries: tuple[Entry, ...]
+    commit: int
+    commit_term: int
+    rollback_id: int
+    last_index: int
+    last_term: int
+    primary: NodeId | None = None
+    sync_source: NodeId | None = None
+    hint_index: int = 0
+    hint_term: int = 0
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            request_id=self.request_id,
+            commit=self.commit,
+            commit_term=self.commit_term,
+            rollback_id=self.rollback_id,
+            last_index=self.last_index,
+            last_term=self.last_term,
+            hint_index=self.hint_index,
+            hint_term=self.hint_term,
+        )
+        for previous, entry in zip(self.entries, self.entries[1:], strict=False):
+            if entry.index != previous.index + 1 or entry.term < previous.term:
+                raise ValueError("pulled entries must be contiguous with non-decreasing terms")
+
+
+@dataclass(frozen=True, slots=True)
+class UpdatePosition:
+    """Durable positions of the sender and everyone syncing from it, sent upstream."""
+
+    term: int
+    positions: tuple[MemberPosition, ...]
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusProbe:
+    """Pull engine's member-to-member heartbeat: liveness, round-trip time, positions.
+
+    Like MongoDB's replSetHeartbeat, every member probes every other one, so each node knows
+    who is up, how far along it is and how far away it is: the sync-source policy's inputs.
+    `sent_at` is echoed back so the prober measures the round trip with its own clock.
+    """
+
+    term: int
+    sent_at: float
+    last_index: int
+    last_term: int
+    commit: int
+    commit_term: int
+    is_primary: bool
+    sync_source: NodeId | None = None
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            last_index=self.last_index,
+            last_term=self.last_term,
+            commit=self.commit,
+            commit_term=self.commit_term,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusReply:
+    """Answer to a StatusProbe, echoing `sent_at`."""
+
+    term: int
+    sent_at: float
+    last_index: int
+    last_term: int
+    commit: int
+    commit_term: int
+    is_primary: bool
+    sync_source: NodeId | None = None
+    primary: NodeId | None = None
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            last_index=self.last_index,
+            last_term=self.last_term,
+            commit=self.commit,
+            commit_term=self.commit_term,
+        )
+
+
+Message = (
+    VoteRequest
+    | VoteResponse
+    | Heartbeat
+    | HeartbeatResponse
+    | TimeoutNow
+    | AppendEntries
+    | AppendResponse
+    | PullRequest
+    | PullResponse
+    | UpdatePosition
+    | StatusProbe
+    | StatusReply
+)
+
+MESSAGE_TYPES: tuple[type[Message], ...] = (
+    VoteRequest,
+    VoteResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    TimeoutNow,
+    AppendEntries,
+    AppendResponse,
+    PullRequest,
+    PullResponse,
+    UpdatePosition,
+    StatusProbe,
+    StatusReply,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A message with its addressing. `src` is authenticated by the transport, not trusted."""
+
+    src: NodeId
+    dst: NodeId
+    message: Message
