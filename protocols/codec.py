@@ -104,15 +104,12 @@ def _dataclass_decoder(cls: type) -> _Decoder:
     return decode
 
 
-def _to_wire(value: Any) -> Any:
-    """Dataclasses to field lists, enums to values, tuples to lists (recursively)."""
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple):
-        return [_to_wire(item) for item in value]
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return [_to_wire(getattr(value, field.name)) for field in dataclasses.fields(value)]
+def _identity(value: Any) -> Any:
     return value
+
+
+def _enum_value(value: Any) -> Any:
+    return value.value
 
 
 def _entry_to_wire(entry: Entry) -> list[Any]:
@@ -120,25 +117,38 @@ def _entry_to_wire(entry: Entry) -> list[Any]:
     return [entry.term, entry.index, [c.op.value, c.key, c.value, c.expected, c.client_id, c.seq]]
 
 
-def _message_encoder(cls: type) -> _Encoder:
-    names = [field.name for field in dataclasses.fields(cls)]
-    entry_fields = {name for name in names if name == "entries"}
+def _encoder_for(annotation: Any) -> _Encoder:
+    """A converter to wire form, chosen once per field from its annotation."""
+    origin = typing.get_origin(annotation)
+    if origin in (types.UnionType, typing.Union):
+        (inner,) = [a for a in typing.get_args(annotation) if a is not type(None)]
+        convert = _encoder_for(inner)
+        if convert is _identity:
+            return _identity
+        return lambda value: None if value is None else convert(value)
+    if origin is tuple:
+        item = _encoder_for(typing.get_args(annotation)[0])
+        return lambda value: [item(element) for element in value]
+    if annotation is Entry:
+        return _entry_to_wire
+    if isinstance(annotation, type) and issubclass(annotation, Enum):
+        return _enum_value
+    if annotation in _NESTED:
+        return _fields_encoder(annotation)
+    return _identity
 
-    def encode(message: Any) -> list[Any]:
-        out = []
-        for name in names:
-            value = getattr(message, name)
-            if name in entry_fields:
-                out.append([_entry_to_wire(entry) for entry in value])
-            else:
-                out.append(_to_wire(value))
-        return out
 
-    return encode
+def _fields_encoder(cls: type) -> _Encoder:
+    hints = typing.get_type_hints(cls)
+    plan = [(field.name, _encoder_for(hints[field.name])) for field in dataclasses.fields(cls)]
+    plain = [name for name, convert in plan if convert is _identity]
+    if len(plain) == len(plan):  # all scalars: one attrgetter-like pass
+        return lambda value: [getattr(value, name) for name in plain]
+    return lambda value: [convert(getattr(value, name)) for name, convert in plan]
 
 
 _DECODERS: list[_Decoder] = [_dataclass_decoder(cls) for cls in MESSAGE_TYPES]
-_ENCODERS: dict[type, _Encoder] = {cls: _message_encoder(cls) for cls in MESSAGE_TYPES}
+_ENCODERS: dict[type, _Encoder] = {cls: _fields_encoder(cls) for cls in MESSAGE_TYPES}
 _decode_node = _scalar_decoder(str)
 
 

@@ -1,0 +1,1 @@
+"""The deterministic discrete-event simulator: same engines, virtual time, seeded faults."""

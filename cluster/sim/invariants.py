@@ -1,0 +1,144 @@
+"""Safety invariants the simulator checks after every step.
+
+The checks are incremental, so that thousands of seeds stay cheap: every entry that any node
+hands out for persistence is recorded once under its identity (index, term) together with its
+predecessor's term; every committed entry under its index. From those two maps follow:
+
+- election safety: at most one leader per term;
+- log matching (§5.3): an entry identity always carries the same command and predecessor term,
+  which by induction makes equal entries imply equal prefixes;
+- leader completeness (§5.4): the leader of term T holds every entry committed by the leader
+  of an earlier term (an entry's commit term is the term of the first node that applied it);
+- state-machine safety: no two nodes apply different commands at one index;
+- commit indexes never move backwards within a node's lifetime;
+- no acknowledged write is missing from the committed log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from protocols.engine import Engine, Ready
+from protocols.types import Command, Entry, NodeId, Role
+
+
+@dataclass(slots=True)
+class Violation:
+    time: float
+    node: NodeId
+    rule: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"t={self.time:.6f} {self.node}: {self.rule}: {self.detail}"
+
+
+@dataclass(slots=True)
+class Invariants:
+    """Everything the simulator has seen, and the violations found so far."""
+
+    leaders: dict[int, NodeId] = field(default_factory=dict)
+    identities: dict[tuple[int, int], tuple[Command, int]] = field(default_factory=dict)
+    committed: dict[int, Entry] = field(default_factory=dict)
+    committed_upto_by_term: dict[int, int] = field(default_factory=dict)
+    commit_seen: dict[NodeId, int] = field(default_factory=dict)
+    violations: list[Violation] = field(default_factory=list)
+
+    def _fail(self, now: float, node: NodeId, rule: str, detail: str) -> None:
+        self.violations.append(Violation(now, node, rule, detail))
+
+    def node_restarted(self, node: NodeId, durable_commit: int) -> None:
+        self.commit_seen[node] = durable_commit
+
+    def after_step(self, now: float, engine: Engine) -> None:
+        """Role and commit checks, run after every input given to `engine`."""
+        node = engine.node_id
+        commit = engine.commit_index
+        if commit < self.commit_seen.get(node, 0):
+            self._fail(now, node, "commit-monotonic", f"{self.commit_seen[node]} -> {commit}")
+        self.commit_seen[node] = commit
+        if engine.role is Role.LEADER:
+            term = engine.term
+            known = self.leaders.setdefault(term, node)
+            if known != node:
+                self._fail(now, node, "election-safety", f"{known} also leads term {term}")
+            else:
+                index = max(
+                    (i for t, i in self.committed_upto_by_term.items() if t < term), default=0
+                )
+                if index:
+                    entry = self.committed[index]
+                    if engine.log.term_at(index) != entry.term:
+                        self._fail(
+                            now,
+                            node,
+                            "leader-completeness",
+                            f"leader of term {term} lacks entry {index}/{entry.term} "
+                            "committed in an earlier term",
+                        )
+
+    def on_ready(self, now: float, engine: Engine, ready: Ready) -> None:
+        """Record and check what a Ready hands out: new entries and newly applied ones."""
+        node = engine.node_id
+        log = engine.log
+        for entry in ready.entries:
+            previous_term = log.term_at(entry.index - 1)
+            if previous_term is None:  # truncated again before this Ready was taken
+                continue
+            key = (entry.index, entry.term)
+            seen = self.identities.get(key)
+            if seen is None:
+                self.identities[key] = (entry.command, previous_term)
+            elif seen != (entry.command, previous_term):
+                self._fail(
+                    now,
+                    node,
+                    "log-matching",
+                    f"entry {entry.index}/{entry.term} is {entry.command} after term "
+                    f"{previous_term}, elsewhere {seen[0]} after term {seen[1]}",
+                )
+        for entry in ready.committed:
+            known = self.committed.get(entry.index)
+            if known is None:
+                self.committed[entry.index] = entry
+                upto = self.committed_upto_by_term
+                upto[engine.term] = max(upto.get(engine.term, 0), entry.index)
+            elif known != entry:
+                self._fail(
+                    now,
+                    node,
+                    "state-machine-safety",
+                    f"index {entry.index}: applied {entry}, elsewhere {known}",
+                )
+
+    def on_write_acked(self, now: float, client: str, seq: int, index: int) -> None:
+        """A client got an OK for (client, seq) at `index`: it must be committed there."""
+        entry = self.committed.get(index)
+        if entry is None or (entry.command.client_id, entry.command.seq) != (client, seq):
+            self._fail(
+                now,
+                client,
+                "acked-write-committed",
+                f"write {client}#{seq} acknowledged at {index}, committed log has {entry}",
+            )
+
+    def final_check(self, now: float, logs: dict[NodeId, list[Entry]], commit: int) -> None:
+        """At the end: the committed prefix agreed on by the cluster holds every acked write.
+
+        `logs` are the durable logs of the surviving nodes; `commit` the highest commit index
+        any live node reports. Every index the simulator saw committed must be present, with
+        the same entry, on a majority of the durable logs.
+        """
+        majority = len(logs) // 2 + 1
+        for index, entry in sorted(self.committed.items()):
+            holders = sum(
+                1 for log in logs.values() if len(log) >= index and log[index - 1] == entry
+            )
+            if holders < majority:
+                self._fail(
+                    now,
+                    "cluster",
+                    "committed-durable-on-majority",
+                    f"entry {entry} is durable on {holders} of {len(logs)} nodes",
+                )
+                return

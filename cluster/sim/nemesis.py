@@ -1,0 +1,92 @@
+"""The simulator's nemesis: a seeded schedule of crashes, restarts and partitions.
+
+Faults arrive at random (exponential gaps) until the end of the run; each crash is paired
+with a restart and each partition with a heal, so that at the end the cluster can recover and
+be checked as a whole.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import Enum
+
+from protocols.types import NodeId
+
+FAULT_MODES = ("none", "crash", "partition", "all")
+
+
+class Action(Enum):
+    CRASH = "crash"
+    RESTART = "restart"
+    PARTITION = "partition"
+    ONE_WAY = "one-way"
+    HEAL = "heal"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    time: float
+    action: Action
+    nodes: tuple[NodeId, ...] = ()  # CRASH/RESTART: the node; ONE_WAY: (src, dst) pairs flat
+    groups: tuple[tuple[NodeId, ...], ...] = ()  # PARTITION
+
+    def describe(self) -> str:
+        if self.action is Action.PARTITION:
+            return "partition " + " | ".join(",".join(g) for g in self.groups)
+        if self.action is Action.ONE_WAY:
+            pairs = zip(self.nodes[::2], self.nodes[1::2], strict=True)
+            return "one-way " + " ".join(f"{a}-/->{b}" for a, b in pairs)
+        return f"{self.action.value} {','.join(self.nodes)}".strip()
+
+
+def schedule(
+    rng: random.Random,
+    nodes: tuple[NodeId, ...],
+    mode: str,
+    duration: float,
+    mean_gap: float = 1.5,
+    start: float = 1.0,
+) -> list[Fault]:
+    """A fault schedule for `mode` ("none", "crash", "partition", "all") over `duration`."""
+    if mode not in FAULT_MODES:
+        raise ValueError(f"unknown fault mode {mode!r}; choose one of {', '.join(FAULT_MODES)}")
+    if mode == "none":
+        return []
+    kinds = {"crash": ["crash"], "partition": ["partition"], "all": ["crash", "partition"]}[mode]
+    faults: list[Fault] = []
+    down_until: dict[NodeId, float] = {}
+    partition_until = 0.0
+    now = start
+    while True:
+        now += rng.expovariate(1.0 / mean_gap)
+        if now >= duration:
+            break
+        kind = rng.choice(kinds)
+        if kind == "crash":
+            alive = [n for n in nodes if down_until.get(n, 0.0) <= now]
+            if not alive:
+                continue
+            node = rng.choice(alive)
+            back = min(now + rng.uniform(0.2, 2.5), duration)
+            down_until[node] = back
+            faults.append(Fault(now, Action.CRASH, (node,)))
+            faults.append(Fault(back, Action.RESTART, (node,)))
+        elif now >= partition_until:
+            heal = min(now + rng.uniform(0.5, 3.0), duration)
+            partition_until = heal
+            if rng.random() < 0.7:
+                shuffled = list(nodes)
+                rng.shuffle(shuffled)
+                cut = rng.randint(1, len(nodes) // 2)
+                groups = (tuple(sorted(shuffled[:cut])), tuple(sorted(shuffled[cut:])))
+                faults.append(Fault(now, Action.PARTITION, groups=groups))
+            else:
+                pairs: list[NodeId] = []
+                for _ in range(rng.randint(1, len(nodes))):
+                    src, dst = rng.sample(nodes, 2)
+                    pairs.extend((src, dst))
+                faults.append(Fault(now, Action.ONE_WAY, tuple(pairs)))
+            faults.append(Fault(heal, Action.HEAL))
+    faults.sort(key=lambda fault: fault.time)
+    return faults

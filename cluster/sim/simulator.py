@@ -1,0 +1,414 @@
+"""The discrete-event loop: virtual time, nodes with a simulated disk, clients, a nemesis.
+
+Each node runs the real engine object. The simulator follows the engine's Ready contract
+exactly as the real node runtime does: a Ready that carries state to persist is held until the
+simulated disk write completes (its own latency), and only then are its messages sent and its
+replies delivered; a crash loses a write in flight (or persists only a prefix of its entries:
+a torn write), and a restart rebuilds the engine from the durable store alone. Everything
+random comes from one seeded generator, so a seed replays exactly.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from cluster.sim.clients import ClientSettings, Kind, SimClient
+from cluster.sim.invariants import Invariants, Violation
+from cluster.sim.nemesis import Action, Fault, schedule
+from cluster.sim.network import Link, SimNetwork
+from protocols.config import Config
+from protocols.engine import ClientReply, ClientRequest, Engine, EngineFactory, ReadRequest, Ready
+from protocols.engines import engine_factory
+from protocols.errors import InvariantViolation, PeerError
+from protocols.messages import Envelope
+from protocols.storage import MemoryLogStore
+from protocols.types import NodeId, Role
+
+# Event kinds, in the order they are handled when due at the same instant.
+_DELIVER, _TICK, _DISK, _CLIENT_ARRIVE, _CLIENT_REPLY, _CLIENT_TIMER, _CLIENT_START, _FAULT = range(
+    8
+)
+
+
+@dataclass(slots=True)
+class SimConfig:
+    """One simulated run. Times in virtual seconds."""
+
+    protocol: str = "push"
+    nodes: int = 5
+    seed: int = 0
+    duration: float = 10.0
+    faults: str = "all"
+    clients: int = 5
+    election_timeout: float = 0.3
+    heartbeat_interval: float = 0.05
+    one_way_delay: float = 0.001
+    one_way: dict[Link, float] = field(default_factory=dict)  # overrides per directed link
+    jitter: float = 0.0005
+    loss: float | None = None  # default: 1% with faults "all", else 0
+    duplicate: float | None = None  # default: 1% with faults "all", else 0
+    disk_latency: float = 0.0003
+    client_delay: float = 0.0005
+    trace: int = 0  # keep the last N events for a readable dump on failure
+    client_settings: ClientSettings = field(default_factory=ClientSettings)
+    engine: EngineFactory | None = None  # overrides `protocol` (tests: deliberately broken)
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def node_ids(self) -> tuple[NodeId, ...]:
+        return tuple(f"n{i + 1}" for i in range(self.nodes))
+
+
+@dataclass(slots=True)
+class _Node:
+    node_id: NodeId
+    store: MemoryLogStore
+    engine: Engine | None = None
+    inflight: Ready | None = None
+    incarnation: int = 0
+    tick_at: float = float("inf")
+
+
+@dataclass(slots=True)
+class SimStats:
+    events: int = 0
+    messages: int = 0
+    peer_errors: int = 0
+    elections_won: int = 0
+    crashes: int = 0
+    ops_ok: int = 0
+    ops_fail: int = 0
+    ops_unknown: int = 0
+    latencies: list[float] = field(default_factory=list)
+
+
+class Simulator:
+    """Runs one seeded simulation; `run()` returns when virtual time is up."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.config = config
+        self._factory = config.engine or engine_factory(config.protocol)
+        master = random.Random(config.seed)
+        self._engine_rng = random.Random(master.getrandbits(64))
+        self._client_rng = random.Random(master.getrandbits(64))
+        self._disk_rng = random.Random(master.getrandbits(64))
+        nemesis_rng = random.Random(master.getrandbits(64))
+        everything = config.faults == "all"
+        self.network = SimNetwork(
+            random.Random(master.getrandbits(64)),
+            config.one_way,
+            config.one_way_delay,
+            config.jitter * (4 if everything else 1),
+            config.loss if config.loss is not None else (0.01 if everything else 0.0),
+            config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
+        )
+        self.node_ids = config.node_ids()
+        self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
+        self.invariants = Invariants()
+        self.stats = SimStats()
+        self.faults = schedule(nemesis_rng, self.node_ids, config.faults, config.duration)
+        self.fault_log: list[tuple[float, str]] = []
+        self.now = 0.0
+        self._heap: list[tuple[float, int, int, Any, Any]] = []
+        self._seq = 0
+        self._request_owner: dict[int, SimClient] = {}
+        self._next_request = 1
+        self._next_process = config.clients
+        self.trace: deque[tuple[float, str, str, object]] = deque(maxlen=max(config.trace, 1))
+        self._tracing = config.trace > 0
+        self.clients = [
+            SimClient(
+                f"c{i}",
+                i,
+                random.Random(self._client_rng.getrandbits(64)),
+                config.client_settings,
+                self.node_ids,
+            )
+            for i in range(config.clients)
+        ]
+        self.stopped_by: InvariantViolation | None = None
+
+    # ---- scheduling --------------------------------------------------------------------------
+
+    def _at(self, time: float, kind: int, a: Any = None, b: Any = None) -> None:
+        self._seq += 1
+        heapq.heappush(self._heap, (time, self._seq, kind, a, b))
+
+    def _engine_config(self, node_id: NodeId) -> Config:
+        return Config(
+            node_id=node_id,
+            members=self.node_ids,
+            election_timeout=self.config.election_timeout,
+            heartbeat_interval=self.config.heartbeat_interval,
+            **self.config.config_overrides,
+        )
+
+    def _start_node(self, node: _Node) -> None:
+        node.incarnation += 1
+        rng = random.Random(self._engine_rng.getrandbits(64))
+        engine = self._factory(self._engine_config(node.node_id), node.store.load(), rng, self.now)
+        node.engine = engine
+        node.inflight = None
+        node.tick_at = float("inf")
+        self.invariants.node_restarted(node.node_id, engine.commit_index)
+        self._pump(node)
+
+    # ---- the loop ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg = self.config
+        for node in self.nodes.values():
+            self._start_node(node)
+        for fault in self.faults:
+            self._at(fault.time, _FAULT, fault)
+        for client in self.clients:
+            self._at(self._client_rng.uniform(0, 0.05), _CLIENT_START, client)
+        settle = cfg.client_settings.op_timeout + 4 * cfg.election_timeout
+        end = cfg.duration + settle
+        handlers: list[Callable[[Any, Any], None]] = [
+            self._on_deliver,
+            self._on_tick,
+            self._on_disk,
+            self._on_client_arrive,
+            self._on_client_reply,
+            self._on_client_timer,
+            self._on_client_start,
+            self._on_fault,
+        ]
+        heap = self._heap
+        while heap and self.stopped_by is None:
+            time, _, kind, a, b = heapq.heappop(heap)
+            if time > end:
+                break
+            self.now = time
+            self.stats.events += 1
+            handlers[kind](a, b)
+        self.now = max(self.now, min(end, self.now))
+        for client in self.clients:
+            if client.current is not None:
+                self._give_up(client)
+        self._final_check()
+
+    def _final_check(self) -> None:
+        logs = {n: node.store.load().entries for n, node in self.nodes.items()}
+        commit = max((nd.engine.commit_index for nd in self.nodes.values() if nd.engine), default=0)
+        self.invariants.final_check(self.now, logs, commit)
+
+    # ---- node events ---------------------------------------------------------------------------
+
+    def _step(self, node: _Node, action: Callable[[Engine], None], what: str, obj: object) -> None:
+        engine = node.engine
+        if engine is None:
+            return
+        if self._tracing:
+            self.trace.append((self.now, node.node_id, what, obj))
+        was_leader = engine.role is Role.LEADER
+        try:
+            action(engine)
+        except PeerError:
+            self.stats.peer_errors += 1
+        except InvariantViolation as error:
+            self._engine_violation(node, error)
+            return
+        if not was_leader and engine.role is Role.LEADER:
+            self.stats.elections_won += 1
+            self.fault_log.append((self.now, f"{node.node_id} leads term {engine.term}"))
+        self.invariants.after_step(self.now, engine)
+        self._pump(node)
+
+    def _engine_violation(self, node: _Node, error: InvariantViolation) -> None:
+        self.invariants.violations.append(
+            Violation(self.now, node.node_id, "engine-invariant", str(error))
+        )
+        self.stopped_by = error
+
+    def _pump(self, node: _Node) -> None:
+        """Take Readies while the disk is idle; schedule the next timer."""
+        engine = node.engine
+        while engine is not None and node.inflight is None and engine.has_ready():
+            try:
+                ready = engine.ready()
+            except InvariantViolation as error:
+                self._engine_violation(node, error)
+                return
+            self.invariants.on_ready(self.now, engine, ready)
+            if ready.needs_persist():
+                node.inflight = ready
+                latency = self.config.disk_latency * (0.5 + self._disk_rng.random())
+                self._at(self.now + latency, _DISK, node, node.incarnation)
+                break
+            self._finish(node, ready)
+        if engine is not None:
+            deadline = engine.next_deadline()
+            if deadline < node.tick_at or node.tick_at <= self.now:
+                node.tick_at = deadline
+                self._at(max(deadline, self.now), _TICK, node, deadline)
+
+    def _finish(self, node: _Node, ready: Ready) -> None:
+        """After the persist: send, deliver replies, advance."""
+        engine = node.engine
+        assert engine is not None
+        for envelope in ready.messages:
+            self.stats.messages += 1
+            for arrival in self.network.arrivals(envelope, self.now):
+                self._at(arrival, _DELIVER, self.nodes[envelope.dst], envelope)
+        for reply in ready.replies:
+            client = self._request_owner.pop(reply.request_id, None)
+            if client is not None:
+                self._at(self.now + self.config.client_delay, _CLIENT_REPLY, client, reply)
+        node.inflight = None
+        engine.advance(ready)
+
+    def _on_deliver(self, node: _Node, envelope: Envelope) -> None:
+        self._step(node, lambda e: e.receive(envelope, self.now), "recv", envelope)
+
+    def _on_tick(self, node: _Node, deadline: float) -> None:
+        if node.tick_at != deadline or node.engine is None:
+            return  # superseded by an earlier deadline, or the node is down
+        node.tick_at = float("inf")
+        self._step(node, lambda e: e.tick(self.now), "tick", None)
+
+    def _on_disk(self, node: _Node, incarnation: int) -> None:
+        if incarnation != node.incarnation or node.inflight is None:
+            return
+        ready = node.inflight
+        node.store.persist(ready.hard_state, ready.truncate_after, ready.entries)
+        self._finish(node, ready)
+        if node.engine is not None:
+            self.invariants.after_step(self.now, node.engine)
+        self._pump(node)
+
+    # ---- faults ------------------------------------------------------------------------------
+
+    def _on_fault(self, fault: Fault, _: None) -> None:
+        self.fault_log.append((self.now, fault.describe()))
+        if self._tracing:
+            self.trace.append((self.now, "nemesis", fault.describe(), None))
+        match fault.action:
+            case Action.CRASH:
+                self._crash(self.nodes[fault.nodes[0]])
+            case Action.RESTART:
+                node = self.nodes[fault.nodes[0]]
+                if node.engine is None:
+                    self._start_node(node)
+            case Action.PARTITION:
+                self.network.partition([list(group) for group in fault.groups])
+            case Action.ONE_WAY:
+                for src, dst in zip(fault.nodes[::2], fault.nodes[1::2], strict=True):
+                    self.network.block_one_way(src, dst)
+            case Action.HEAL:
+                self.network.heal()
+
+    def _crash(self, node: _Node) -> None:
+        if node.engine is None:
+            return
+        self.stats.crashes += 1
+        ready = node.inflight
+        if ready is not None and self._disk_rng.random() < 0.5:
+            # A torn write: the truncation and a prefix of the entries made it, the hard state
+            # (written last) did not.
+            kept = self._disk_rng.randrange(len(ready.entries) + 1)
+            if ready.truncate_after is not None or kept:
+                node.store.persist(None, ready.truncate_after, ready.entries[:kept])
+        node.engine = None
+        node.inflight = None
+        node.tick_at = float("inf")
+
+    # ---- clients -----------------------------------------------------------------------------
+
+    def _on_client_start(self, client: SimClient, _: None) -> None:
+        if self.now >= self.config.duration:
+            return
+        client.next_op(self.now)
+        self._send_attempt(client)
+
+    def _send_attempt(self, client: SimClient) -> None:
+        op = client.current
+        assert op is not None
+        request_id = self._next_request
+        self._next_request += 1
+        op.attempt = request_id
+        op.target = client.pick_target()
+        self._request_owner[request_id] = client
+        arrival = self.now + self.config.client_delay
+        self._at(arrival, _CLIENT_ARRIVE, self.nodes[op.target], (client, request_id))
+        self._at(self.now + client.settings.attempt_timeout, _CLIENT_TIMER, client, request_id)
+
+    def _on_client_arrive(self, node: _Node, payload: tuple[SimClient, int]) -> None:
+        client, request_id = payload
+        op = client.current
+        if op is None or op.attempt != request_id:
+            return
+        if op.kind is Kind.READ:
+            request = ReadRequest(request_id, op.key)
+            self._step(node, lambda e: e.read(request, self.now), "read", request)
+        else:
+            write = ClientRequest(request_id, client.command())
+            self._step(node, lambda e: e.propose(write, self.now), "propose", write)
+
+    def _on_client_reply(self, client: SimClient, reply: ClientReply) -> None:
+        op = client.current
+        if op is None or op.attempt != reply.request_id:
+            return
+        if self._tracing:
+            self.trace.append((self.now, client.client_id, "reply", reply))
+        if client.on_reply(reply, self.now):
+            self._completed(client, op.invoke, op.kind, op.seq)
+            return
+        if self.now - op.invoke > client.settings.op_timeout:
+            self._give_up(client)
+            self._schedule_next(client)
+            return
+        backoff = 0.0 if reply.leader else client.settings.retry_backoff
+        self._at(self.now + backoff, _CLIENT_TIMER, client, -reply.request_id)
+
+    def _completed(self, client: SimClient, invoke: float, kind: Kind, seq: int) -> None:
+        last = client.history[-1]
+        self.stats.latencies.append(self.now - invoke)
+        if last.outcome == "ok":
+            self.stats.ops_ok += 1
+        else:
+            self.stats.ops_fail += 1
+        if kind is not Kind.READ and last.outcome == "ok":
+            client_id, acked_seq, index = client.acked_writes[-1]
+            self.invariants.on_write_acked(self.now, client_id, acked_seq, index)
+        self._schedule_next(client)
+
+    def _schedule_next(self, client: SimClient) -> None:
+        pause = client.rng.expovariate(1.0 / client.settings.think_time)
+        self._at(self.now + pause, _CLIENT_START, client)
+
+    def _on_client_timer(self, client: SimClient, request_id: int) -> None:
+        """An attempt timed out (request_id > 0) or a retry is due (request_id < 0)."""
+        op = client.current
+        if op is None or op.attempt != abs(request_id):
+            return
+        if request_id > 0:
+            client.leader_guess = None
+        if self.now - op.invoke > client.settings.op_timeout:
+            self._give_up(client)
+            self._schedule_next(client)
+            return
+        self._send_attempt(client)
+
+    def _give_up(self, client: SimClient) -> None:
+        client.give_up(self._next_process)
+        self._next_process += 1
+        self.stats.ops_unknown += 1
+
+    # ---- results -------------------------------------------------------------------------------
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.invariants.violations
+
+    def format_trace(self) -> str:
+        lines = []
+        for time, who, what, obj in self.trace:
+            detail = "" if obj is None else f" {obj}"
+            lines.append(f"{time:12.6f} {who:>8} {what}{detail}")
+        return "\n".join(lines)

@@ -1,0 +1,226 @@
+"""Push replication: vanilla Raft, the leader sends AppendEntries to every follower.
+
+Theory of operation (Ongaro & Ousterhout, extended paper §5, plus etcd-io/raft's additions).
+The leader tracks a `Progress` per follower. A follower being probed gets one AppendEntries at
+a time until one is accepted; then it is replicated to with up to `max_inflight` pipelined
+messages, each a batch of entries. A rejection carries a hint (the follower's last index whose
+term could still match) so the leader skips whole terms when backtracking. Intent is batched:
+proposals and commit moves only mark what must be sent, and `_flush` (run by `ready()`) turns
+it into at most one burst of messages per follower, so everything proposed between two Readies
+travels together. The leader commits the highest index stored durably on a majority whose
+entry is of its own term (§5.4.2, the Figure 8 rule); it counts itself only up to what its own
+disk holds. A leader that has not heard from a majority within an election timeout steps down
+(check-quorum). Followers ignore vote requests while they hear from a leader (pre-vote + lease).
+"""
+
+from __future__ import annotations
+
+import random
+
+from protocols.config import Config
+from protocols.errors import InvariantViolation
+from protocols.messages import (
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+)
+from protocols.progress import Progress, ReplState
+from protocols.quorum import committed_index, has_quorum
+from protocols.replica import ReplicaBase
+from protocols.storage import StoredState
+from protocols.types import NodeId, Role
+
+
+class PushEngine(ReplicaBase):
+    """Vanilla Raft with pre-vote, check-quorum, pipelining, fast backtracking, ReadIndex."""
+
+    protocol = "push"
+
+    def __init__(self, config: Config, stored: StoredState, rng: random.Random, now: float):
+        super().__init__(config, stored, rng, now)
+        self._progress: dict[NodeId, Progress] = {}
+        self._dirty: set[NodeId] = set()  # followers that may be sent something at flush
+        self._commit_moved = False  # followers must learn the new commit index
+        self._next_heartbeat = 0.0
+        self._next_quorum_check = 0.0
+
+    # ---- leader --------------------------------------------------------------------------------
+
+    def _on_become_leader(self, now: float) -> None:
+        last = self.log.last_index
+        self._progress = {peer: Progress(match=0, next=last + 1) for peer in self.peers}
+        self._next_heartbeat = now + self.config.heartbeat_interval
+        self._next_quorum_check = now + self.config.election_timeout
+        self._append_noop(now)
+
+    def _on_step_down(self) -> None:
+        self._progress = {}
+        self._dirty.clear()
+        self._commit_moved = False
+
+    def _on_appended(self, now: float) -> None:
+        self._dirty.update(self.peers)
+        if not self.peers:
+            self._maybe_commit()
+
+    def _on_persisted(self) -> None:
+        if self._role is Role.LEADER:
+            self._maybe_commit()
+
+    def _tick_leader(self, now: float) -> None:
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval
+            self._broadcast_heartbeat(0)
+        if now >= self._next_quorum_check:
+            self._next_quorum_check = now + self.config.election_timeout
+            if self.config.check_quorum:
+                active = {self.node_id} | {
+                    peer for peer, pr in self._progress.items() if pr.recent_active
+                }
+                for pr in self._progress.values():
+                    pr.recent_active = False
+                if not has_quorum(active, self.members):
+                    self._become_follower(self._term, None, now)
+
+    def next_deadline(self) -> float:
+        if self._role is Role.LEADER:
+            return min(self._next_heartbeat, self._next_quorum_check)
+        return self._election_deadline
+
+    def _peers_seen(self) -> tuple[NodeId, ...]:
+        if self._role is Role.LEADER:
+            return tuple(p for p, pr in self._progress.items() if pr.recent_active)
+        return (self._leader,) if self._leader and self._leader != self.node_id else ()
+
+    def _broadcast_heartbeat(self, ctx: int) -> None:
+        for peer, pr in self._progress.items():
+            # Never tell a follower a commit index beyond what it is known to hold (etcd).
+            self._send(peer, Heartbeat(self._term, min(pr.match, self._commit), ctx=ctx))
+
+    def _maybe_commit(self) -> None:
+        acknowledged = [self.log.stable_index] + [pr.match for pr in self._progress.values()]
+        candidate = committed_index(acknowledged, len(self.members))
+        # Figure 8: only an entry of the current term is committed by counting replicas.
+        if candidate > self._commit and self.log.term_at(candidate) == self._term:
+            self._set_commit(candidate)
+            self._commit_moved = True
+
+    def _has_pending_flush(self) -> bool:
+        return self._role is Role.LEADER and (bool(self._dirty) or self._commit_moved)
+
+    def _flush(self) -> None:
+        if self._role is not Role.LEADER:
+            return
+        targets = set(self.peers) if self._commit_moved else self._dirty
+        for peer in self.peers:  # member order keeps the output deterministic
+            if peer in targets:
+                self._send_appends(peer, send_empty=self._commit_moved)
+        self._dirty.clear()
+        self._commit_moved = False
+
+    def _send_appends(self, peer: NodeId, send_empty: bool) -> None:
+        """Send what `peer` lacks, pipelined up to the in-flight window."""
+        pr = self._progress[peer]
+        sent_any = False
+        while not pr.is_paused(self.config.max_inflight):
+            prev_index = pr.next - 1
+            prev_term = self.log.term_at(prev_index)
+            if prev_term is None:
+                raise InvariantViolation(f"progress of {peer} points past the log: {pr}")
+            entries = self.log.batch_after(
+                prev_index, self.config.max_batch_entries, self.config.max_batch_bytes
+            )
+            if not entries and (sent_any or not send_empty) and pr.state is ReplState.REPLICATE:
+                return
+            message = AppendEntries(self._term, prev_index, prev_term, tuple(entries), self._commit)
+            self._send(peer, message)
+            pr.sent(prev_index + len(entries), len(entries))
+            sent_any = True
+            if not entries:
+                return
+
+    def _step_leader(self, src: NodeId, message: Message, now: float) -> None:
+        pr = self._progress.get(src)
+        if pr is None:
+            return
+        match message:
+            case AppendResponse():
+                pr.recent_active = True
+                if message.reject:
+                    hint = message.hint_index
+                    if message.hint_term > 0:
+                        hint = self.log.conflict_hint(message.hint_index, message.hint_term)
+                    if pr.maybe_decrease(message.index, hint):
+                        if pr.state is ReplState.REPLICATE:
+                            pr.become_probe()
+                        self._dirty.add(src)
+                    return
+                was_paused = pr.is_paused(self.config.max_inflight)
+                if pr.maybe_update(message.index):
+                    if pr.state is ReplState.PROBE:
+                        pr.become_replicate()
+                    self._maybe_commit()
+                    self._dirty.add(src)
+                elif was_paused:
+                    self._dirty.add(src)
+            case HeartbeatResponse():
+                pr.recent_active = True
+                pr.probe_sent = False
+                if pr.state is ReplState.REPLICATE and pr.is_paused(self.config.max_inflight):
+                    pr.inflight.popleft()  # an append or its answer may be lost: free a slot
+                if pr.match < self.log.last_index:
+                    self._dirty.add(src)
+                if message.ctx:
+                    self._reads.ack(message.ctx, src, len(self.members))
+            case _:
+                pass
+
+    # ---- follower ------------------------------------------------------------------------------
+
+    def _step(self, src: NodeId, message: Message, now: float) -> None:
+        if self._role is Role.LEADER:
+            self._step_leader(src, message, now)
+            return
+        match message:
+            case AppendEntries():
+                self._handle_append(src, message)
+            case Heartbeat():
+                # The leader caps the commit index at what we are known to hold.
+                self._set_commit(min(message.commit, self.log.last_index))
+                self._send(src, HeartbeatResponse(self._term, message.ctx))
+            case _:
+                pass
+
+    def _handle_append(self, src: NodeId, message: AppendEntries) -> None:
+        if message.prev_index < self._commit:
+            # Everything up to our commit index already matches the leader (§5.3).
+            self._send(src, AppendResponse(self._term, self._commit))
+            return
+        if self.log.matches(message.prev_index, message.prev_term):
+            entries = message.entries
+            if entries:
+                first_conflict = next(
+                    (e.index for e in entries if self.log.term_at(e.index) not in (None, e.term)),
+                    None,
+                )
+                if first_conflict is not None and first_conflict <= self._commit:
+                    raise InvariantViolation(
+                        f"{self.node_id}: leader {src} overwrites committed entry {first_conflict}"
+                    )
+                if first_conflict is not None:
+                    self._truncate_after(first_conflict - 1)
+                self.log.merge(entries)
+            last_new = message.prev_index + len(entries)
+            self._set_commit(min(message.commit, last_new))
+            self._send(src, AppendResponse(self._term, last_new))
+            return
+        hint_index = self.log.conflict_hint(
+            min(message.prev_index, self.log.last_index), message.prev_term
+        )
+        hint_term = self.log.term_at(hint_index) or 0
+        self._send(
+            src,
+            AppendResponse(self._term, message.prev_index, True, hint_index, hint_term),
+        )

@@ -1,0 +1,485 @@
+"""What both engines share: terms and votes, elections, the log, applying, reads, Ready.
+
+Theory of operation. A replica is a sans-I/O state machine: the caller feeds it `tick`,
+`receive`, `propose` and `read` with its own `now`, and collects all resulting work with
+`ready()`. Every incoming message goes through one door, `receive`: the term rules first
+(higher term: step down; lower term: answer so the sender learns, or ignore), then elections,
+which both protocols run alike (pre-vote, one vote per term, the election restriction of §5.4.1,
+a leader lease against disruptive candidates), then the protocol's own `_step`. Only the
+`_become_*` methods change the role. The push and pull engines subclass this and add only how
+entries travel and when the leader commits.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from protocols.config import Config
+from protocols.engine import (
+    ClientReply,
+    ClientRequest,
+    Consistency,
+    ReadRequest,
+    Ready,
+    ReplyStatus,
+    Status,
+)
+from protocols.errors import CallerError, InvariantViolation, PeerError
+from protocols.kv import KVStateMachine, Result
+from protocols.log import RaftLog
+from protocols.messages import (
+    AppendEntries,
+    Envelope,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    TimeoutNow,
+    VoteRequest,
+    VoteResponse,
+)
+from protocols.quorum import VoteResult, vote_result
+from protocols.reads import ReadBarrier
+from protocols.storage import StoredState
+from protocols.types import NOOP, Entry, HardState, NodeId, Role
+
+# Messages only a leader sends: receiving one in the current term names the leader.
+LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow)
+
+
+class ReplicaBase:
+    """Shared state and rules; subclasses implement the `_step_*`, `_flush` and tick hooks."""
+
+    def __init__(self, config: Config, stored: StoredState, rng: random.Random, now: float):
+        self.config = config.validate()
+        self.node_id: NodeId = config.node_id
+        self._rng = rng
+        self._now = now
+        self.members: tuple[NodeId, ...] = config.members
+        self.peers: tuple[NodeId, ...] = tuple(m for m in config.members if m != self.node_id)
+
+        hard = stored.hard_state
+        self._term = hard.term
+        self._vote = hard.vote
+        self._rollback_id = hard.rollback_id
+        self.log = RaftLog(stored.entries)
+        self._commit = min(hard.commit, self.log.last_index)
+        self._handed_hard_state = hard
+        self.kv = KVStateMachine()
+
+        self._role = Role.FOLLOWER
+        self._leader: NodeId | None = None
+        self._votes: dict[NodeId, bool] = {}
+        self._election_deadline = 0.0
+        self._last_leader_contact = -math.inf
+        self._reset_election_timer(now)
+
+        self._outbox: list[Envelope] = []
+        self._replies: list[ClientReply] = []
+        self._pending_writes: dict[int, tuple[int, int]] = {}  # index -> (request_id, term)
+        self._reads = ReadBarrier()
+        self._ready_outstanding = False
+
+    # ---- what callers read -----------------------------------------------------------------
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def leader(self) -> NodeId | None:
+        return self._leader
+
+    @property
+    def commit_index(self) -> int:
+        return self._commit
+
+    def status(self) -> Status:
+        return Status(
+            node_id=self.node_id,
+            role=self._role,
+            term=self._term,
+            leader=self._leader,
+            commit=self._commit,
+            applied=self.kv.applied_index,
+            last_index=self.log.last_index,
+            last_term=self.log.last_term,
+            sync_source=self._sync_source(),
+            peers_seen=self._peers_seen(),
+        )
+
+    def _sync_source(self) -> NodeId | None:
+        return None
+
+    def _peers_seen(self) -> tuple[NodeId, ...]:
+        return ()
+
+    def next_deadline(self) -> float:
+        """The earliest `now` at which `tick` has something to do."""
+        return self._election_deadline
+
+    # ---- inputs ----------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        self._now = now
+        if self._role is Role.LEADER:
+            self._tick_leader(now)
+        elif now >= self._election_deadline:
+            self._on_election_timeout(now)
+        else:
+            self._tick_follower(now)
+
+    def receive(self, envelope: Envelope, now: float) -> None:
+        """One door for every peer message. Raises PeerError for input to drop and count."""
+        self._now = now
+        src = envelope.src
+        if envelope.dst != self.node_id:
+            raise PeerError(f"message for {envelope.dst!r} delivered to {self.node_id!r}")
+        if src not in self.members or src == self.node_id:
+            raise PeerError(f"message from unknown member {src!r}")
+        message = envelope.message
+        if not self._check_term(src, message, now):
+            return
+        match message:
+            case VoteRequest():
+                self._handle_vote_request(src, message, now)
+            case VoteResponse():
+                self._handle_vote_response(src, message, now)
+            case TimeoutNow():
+                if self._role is not Role.LEADER:
+                    self._campaign(now, pre_vote=False, force=True)
+            case _:
+                if isinstance(message, LEADER_MESSAGES):
+                    self._heard_from_leader(src, now)
+                self._step(src, message, now)
+
+    def propose(self, request: ClientRequest, now: float) -> None:
+        """Replicate a write; the reply arrives in a later Ready."""
+        self._now = now
+        if self._role is not Role.LEADER or not self._accepting_writes():
+            status = ReplyStatus.NOT_LEADER if self._role is not Role.LEADER else ReplyStatus.RETRY
+            self._replies.append(ClientReply(request.request_id, status, leader=self._leader))
+            return
+        (entry,) = self.log.append_new(self._term, [request.command])
+        self._pending_writes[entry.index] = (request.request_id, self._term)
+        self._on_appended(now)
+
+    def read(self, request: ReadRequest, now: float) -> None:
+        """Serve a read at the requested consistency; the reply arrives in a later Ready."""
+        self._now = now
+        if request.consistency is Consistency.LOCAL:
+            self._reply_read(request, self.kv.applied_index)
+            return
+        if self._role is not Role.LEADER:
+            self._replies.append(
+                ClientReply(request.request_id, ReplyStatus.NOT_LEADER, leader=self._leader)
+            )
+            return
+        if request.consistency is Consistency.LEADER:
+            self._reply_read(request, self.kv.applied_index)
+            return
+        self._reads.enqueue(request)
+
+    def _reply_read(self, request: ReadRequest, index: int) -> None:
+        value = self.kv.get(request.key)
+        self._replies.append(
+            ClientReply(
+                request.request_id, ReplyStatus.OK, Result(True, value), self._leader, index
+            )
+        )
+
+    # ---- Ready / advance ---------------------------------------------------------------------
+
+    def hard_state(self) -> HardState:
+        return HardState(self._term, self._vote, self._commit, self._rollback_id)
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._outbox
+            or self._replies
+            or self.log.has_unstable
+            or self._commit > self.kv.applied_index
+            or self.hard_state() != self._handed_hard_state
+            or self._has_pending_flush()
+            or self._reads.has_servable(self.kv.applied_index)
+            or self._can_start_read_round()
+        )
+
+    def _can_start_read_round(self) -> bool:
+        return self._role is Role.LEADER and self._reads.has_queued and self._committed_in_term()
+
+    def ready(self) -> Ready:
+        if self._ready_outstanding:
+            raise CallerError("ready() called again before advance()")
+        self._flush()
+        if self._can_start_read_round():
+            ctx = self._reads.start_round(self._commit, self.node_id, len(self.members))
+            if ctx is not None:
+                self._broadcast_heartbeat(ctx)
+        hard = self.hard_state()
+        changed_hard = hard if hard != self._handed_hard_state else None
+        self._handed_hard_state = hard
+        truncate_after, entries = self.log.take_unstable()
+        committed = self._apply_committed()
+        for read_index, request in self._reads.take_servable(self.kv.applied_index):
+            self._reply_read(request, read_index)
+        ready = Ready(
+            hard_state=changed_hard,
+            truncate_after=truncate_after,
+            entries=entries,
+            messages=self._outbox,
+            committed=committed,
+            replies=self._replies,
+        )
+        self._outbox, self._replies = [], []
+        self._ready_outstanding = True
+        return ready
+
+    def advance(self, ready: Ready) -> None:
+        """The caller made `ready` durable, sent its messages and delivered its replies."""
+        if not self._ready_outstanding:
+            raise CallerError("advance() without an outstanding ready()")
+        self._ready_outstanding = False
+        self.log.mark_persisted()
+        self._on_persisted()
+
+    def _apply_committed(self) -> list[Entry]:
+        if self._commit <= self.kv.applied_index:
+            return []
+        committed = self.log.entries(self.kv.applied_index + 1, self._commit)
+        for entry in committed:
+            result = self.kv.apply(entry)
+            pending = self._pending_writes.pop(entry.index, None)
+            if pending is None:
+                continue
+            request_id, term = pending
+            if entry.term == term:
+                self._replies.append(
+                    ClientReply(request_id, ReplyStatus.OK, result, self._leader, entry.index)
+                )
+            else:  # our entry was overwritten: it never applied, but a retry may have
+                self._replies.append(ClientReply(request_id, ReplyStatus.UNKNOWN))
+        return committed
+
+    def _committed_in_term(self) -> bool:
+        """Raft §6.4: a leader serves reads only once an entry of its term is committed."""
+        return self.log.term_at(self._commit) == self._term
+
+    # ---- term rules and elections ------------------------------------------------------------
+
+    def _in_lease(self, now: float) -> bool:
+        """Heard from a live leader recently (or are one): refuse to help disrupt it."""
+        if not self.config.check_quorum:
+            return False
+        if self._role is Role.LEADER:
+            return True
+        return (
+            self._leader is not None
+            and now - self._last_leader_contact < self.config.election_timeout
+        )
+
+    def _check_term(self, src: NodeId, message: Message, now: float) -> bool:
+        """Raft §5.1 plus pre-vote and the lease; False means 'handled, stop here'."""
+        term = message.term
+        if term > self._term:
+            if isinstance(message, VoteRequest):
+                if not message.force and self._in_lease(now):
+                    return False
+                if message.pre_vote:
+                    return True
+            elif isinstance(message, VoteResponse) and message.pre_vote and message.granted:
+                return True
+            leader = src if isinstance(message, LEADER_MESSAGES) else None
+            self._become_follower(term, leader, now)
+            return True
+        if term < self._term:
+            self._on_stale_message(src, message, now)
+            return False
+        return True
+
+    def _on_stale_message(self, src: NodeId, message: Message, now: float) -> None:
+        """A message from an older term: tell its sender our term where that helps it."""
+        if isinstance(message, VoteRequest) and message.pre_vote:
+            self._send(src, VoteResponse(self._term, granted=False, pre_vote=True))
+        elif isinstance(message, LEADER_MESSAGES):
+            # A deposed leader learns the new term from this and steps down (etcd does the same
+            # when check-quorum or pre-vote keep it from learning through a vote request).
+            self._send(src, HeartbeatResponse(self._term))
+
+    def _heard_from_leader(self, src: NodeId, now: float) -> None:
+        if self._role is Role.LEADER:
+            raise InvariantViolation(f"two leaders in term {self._term}: {self.node_id}, {src}")
+        if self._role is not Role.FOLLOWER:
+            self._become_follower(self._term, src, now)
+        self._leader = src
+        self._last_leader_contact = now
+        self._reset_election_timer(now)
+
+    def _reset_election_timer(self, now: float) -> None:
+        timeout = self.config.election_timeout
+        self._election_deadline = now + timeout + self._rng.random() * timeout
+
+    def _on_election_timeout(self, now: float) -> None:
+        if not self._may_campaign(now):
+            self._reset_election_timer(now)
+            return
+        self._campaign(now, pre_vote=self.config.pre_vote)
+
+    def _may_campaign(self, now: float) -> bool:
+        """Hook: the pull engine keeps priority-0 members out of elections."""
+        return self.node_id in self.members
+
+    def _campaign(self, now: float, pre_vote: bool, force: bool = False) -> None:
+        if pre_vote:
+            self._become_pre_candidate(now)
+        else:
+            self._become_candidate(now)
+        term = self._term + 1 if pre_vote else self._term
+        request = VoteRequest(term, self.log.last_term, self.log.last_index, pre_vote, force)
+        for peer in self.peers:
+            self._send(peer, request)
+        self._tally_votes(now)
+
+    def _handle_vote_request(self, src: NodeId, message: VoteRequest, now: float) -> None:
+        can_vote = (
+            self._vote == src
+            or (self._vote is None and self._leader is None)
+            or (message.pre_vote and message.term > self._term)
+        )
+        if can_vote and self.log.is_up_to_date(message.last_term, message.last_index):
+            # A granted pre-vote answers with the term asked for, so the candidate counts it.
+            self._send(src, VoteResponse(message.term, granted=True, pre_vote=message.pre_vote))
+            if not message.pre_vote:
+                self._vote = src
+                self._reset_election_timer(now)
+        else:
+            self._send(src, VoteResponse(self._term, granted=False, pre_vote=message.pre_vote))
+
+    def _handle_vote_response(self, src: NodeId, message: VoteResponse, now: float) -> None:
+        expected_kind = self._role is Role.PRE_CANDIDATE and message.pre_vote
+        expected_kind |= self._role is Role.CANDIDATE and not message.pre_vote
+        if not expected_kind:
+            return
+        self._votes[src] = message.granted
+        self._tally_votes(now)
+
+    def _tally_votes(self, now: float) -> None:
+        result = vote_result(self._votes, self.members)
+        if result is VoteResult.WON:
+            if self._role is Role.PRE_CANDIDATE:
+                self._campaign(now, pre_vote=False)
+            else:
+                self._become_leader(now)
+        elif result is VoteResult.LOST:
+            self._become_follower(self._term, None, now)
+
+    # ---- role changes ------------------------------------------------------------------------
+
+    def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
+        was_leader = self._role is Role.LEADER
+        if term != self._term:
+            if term < self._term:
+                raise InvariantViolation(f"term going back from {self._term} to {term}")
+            self._term = term
+            self._vote = None
+        self._role = Role.FOLLOWER
+        self._leader = leader
+        if leader is not None:
+            self._last_leader_contact = now
+        self._reset_election_timer(now)
+        if was_leader:
+            self._step_down()
+
+    def _become_pre_candidate(self, now: float) -> None:
+        self._role = Role.PRE_CANDIDATE
+        self._leader = None
+        self._votes = {self.node_id: True}
+        self._reset_election_timer(now)
+
+    def _become_candidate(self, now: float) -> None:
+        self._role = Role.CANDIDATE
+        self._term += 1
+        self._vote = self.node_id
+        self._leader = None
+        self._votes = {self.node_id: True}
+        self._reset_election_timer(now)
+
+    def _become_leader(self, now: float) -> None:
+        self._role = Role.LEADER
+        self._leader = self.node_id
+        self._on_become_leader(now)
+
+    def _step_down(self) -> None:
+        """Leadership ended: answer every client we still owe an answer."""
+        for request_id, _term in self._pending_writes.values():
+            self._replies.append(ClientReply(request_id, ReplyStatus.UNKNOWN))
+        self._pending_writes.clear()
+        for request in self._reads.reset():
+            self._replies.append(ClientReply(request.request_id, ReplyStatus.NOT_LEADER))
+        self._on_step_down()
+
+    def _append_noop(self, now: float) -> None:
+        """A new leader's entry of its own term, so earlier entries can commit (§5.4.2, §8)."""
+        self.log.append_new(self._term, [NOOP])
+        self._on_appended(now)
+
+    def _send(self, dst: NodeId, message: Message) -> None:
+        self._outbox.append(Envelope(self.node_id, dst, message))
+
+    def _set_commit(self, index: int) -> None:
+        """Move the commit index forward; it never moves back on any node."""
+        if index > self._commit:
+            if index > self.log.last_index:
+                raise InvariantViolation(f"commit {index} beyond last index {self.log.last_index}")
+            self._commit = index
+
+    def _truncate_after(self, index: int) -> None:
+        """Remove entries after `index`; committed entries are never removed."""
+        if index < self._commit:
+            raise InvariantViolation(
+                f"{self.node_id}: truncating after {index} below commit {self._commit}"
+            )
+        self.log.truncate_after(index)
+        for stale in [i for i in self._pending_writes if i > index]:
+            request_id, _ = self._pending_writes.pop(stale)
+            self._replies.append(ClientReply(request_id, ReplyStatus.UNKNOWN))
+
+    # ---- hooks for the protocols ---------------------------------------------------------------
+
+    def _step(self, src: NodeId, message: Message, now: float) -> None:
+        raise NotImplementedError
+
+    def _tick_leader(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _tick_follower(self, now: float) -> None:
+        """Followers' timers besides the election (pull: pulling, probing)."""
+
+    def _on_become_leader(self, now: float) -> None:
+        raise NotImplementedError
+
+    def _on_step_down(self) -> None:
+        """Protocol-specific cleanup when leadership ends."""
+
+    def _on_appended(self, now: float) -> None:
+        """The leader appended entries to its log."""
+
+    def _on_persisted(self) -> None:
+        """The caller made handed-out entries durable (the leader may now count itself)."""
+
+    def _accepting_writes(self) -> bool:
+        """Hook: the pull engine's new primary refuses writes during catch-up."""
+        return True
+
+    def _flush(self) -> None:
+        """Turn accumulated intent (new entries, commit moves) into batched messages."""
+
+    def _has_pending_flush(self) -> bool:
+        return False
+
+    def _broadcast_heartbeat(self, ctx: int) -> None:
+        raise NotImplementedError

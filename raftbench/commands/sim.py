@@ -1,0 +1,91 @@
+"""`raftbench sim`: many seeded simulations of one protocol under faults."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cluster.sim.nemesis import FAULT_MODES
+from cluster.sim.runner import replay_command, run_seed, seed_configs
+from cluster.sim.simulator import SimConfig
+from protocols.engines import ENGINES
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "sim",
+        help="run seeded simulations under faults and check safety and linearizability",
+        description="Run N seeded simulations; print one line per failing seed and a summary.",
+    )
+    parser.add_argument("--protocol", required=True, choices=sorted(ENGINES))
+    parser.add_argument("--seeds", type=_positive_int, default=100)
+    parser.add_argument("--start-seed", type=int, default=0)
+    parser.add_argument("--nodes", type=_positive_int, default=5)
+    parser.add_argument("--duration", type=_positive_float, default=10.0, help="virtual seconds")
+    parser.add_argument("--faults", choices=FAULT_MODES, default="all")
+    parser.add_argument("--clients", type=_positive_int, default=5)
+    parser.add_argument(
+        "--trace", type=int, default=0, metavar="N", help="dump the last N events of failing seeds"
+    )
+    parser.add_argument("--budget", type=_positive_float, default=10.0, help="checker budget (s)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
+    parser.set_defaults(handler=run)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    base = SimConfig(
+        protocol=args.protocol,
+        nodes=args.nodes,
+        duration=args.duration,
+        faults=args.faults,
+        clients=args.clients,
+        trace=args.trace,
+    )
+    violations = nonlinearizable = 0
+    virtual = wall = 0.0
+    ops = 0
+    for config in seed_configs(base, args.seeds, args.start_seed):
+        result = run_seed(config, budget=args.budget)
+        virtual += result.virtual_seconds
+        wall += result.wall_seconds
+        ops += result.ops_ok + result.ops_fail
+        violations += len(result.violations)
+        nonlinearizable += result.verdict != "linearizable"
+        if args.verbose or result.failed:
+            speed = result.virtual_seconds / max(result.wall_seconds, 1e-9)
+            print(
+                f"seed={result.seed} violations={len(result.violations)} "
+                f"history={result.verdict} ops={result.ops_ok + result.ops_fail} "
+                f"unknown={result.ops_unknown} elections={result.elections} "
+                f"crashes={result.crashes} speed={speed:.0f}x"
+            )
+        if result.failed:
+            for violation in result.violations[:5]:
+                print(f"  violation: {violation}")
+            if result.verdict != "linearizable":
+                print(f"  history: {result.verdict}: {result.check_detail}")
+            print(f"  replay: {replay_command(config)}")
+            if result.trace:
+                print(result.trace)
+        sys.stdout.flush()
+    speed = virtual / wall if wall else 0.0
+    print(
+        f"# {args.seeds} seeds, {virtual:.0f} virtual s in {wall:.1f} wall s "
+        f"({speed:.0f}x real time), {ops} client operations completed"
+    )
+    print(f"seeds={args.seeds} violations={violations} nonlinearizable={nonlinearizable}")
+    return 1 if violations or nonlinearizable else 0
