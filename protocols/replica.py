@@ -59,10 +59,14 @@ class ReplicaBase:
         self.peers: tuple[NodeId, ...] = tuple(m for m in config.members if m != self.node_id)
 
         hard = stored.hard_state
+        self.log = RaftLog(stored.entries)
         self._term = hard.term
         self._vote = hard.vote
+        if self.log.last_term > hard.term:
+            # A torn write kept entries of a newer term but not the hard state written after
+            # them: no vote of that term was sent (it waits for the hard state), so adopt it.
+            self._term, self._vote = self.log.last_term, None
         self._rollback_id = hard.rollback_id
-        self.log = RaftLog(stored.entries)
         self._commit = min(hard.commit, self.log.last_index)
         self._handed_hard_state = hard
         self.kv = KVStateMachine()
@@ -198,12 +202,16 @@ class ReplicaBase:
         return HardState(self._term, self._vote, self._commit, self._rollback_id)
 
     def has_ready(self) -> bool:
+        handed = self._handed_hard_state
         return bool(
             self._outbox
             or self._replies
             or self.log.has_unstable
             or self._commit > self.kv.applied_index
-            or self.hard_state() != self._handed_hard_state
+            or self._term != handed.term
+            or self._vote != handed.vote
+            or self._commit != handed.commit
+            or self._rollback_id != handed.rollback_id
             or self._has_pending_flush()
             or self._reads.has_servable(self.kv.applied_index)
             or self._can_start_read_round()

@@ -25,7 +25,7 @@ from protocols.config import Config
 from protocols.engine import ClientReply, ClientRequest, Engine, EngineFactory, ReadRequest, Ready
 from protocols.engines import engine_factory
 from protocols.errors import InvariantViolation, PeerError
-from protocols.messages import Envelope
+from protocols.messages import Envelope, VoteResponse
 from protocols.storage import MemoryLogStore
 from protocols.types import NodeId, Role
 
@@ -53,6 +53,8 @@ class SimConfig:
     loss: float | None = None  # default: 1% with faults "all", else 0
     duplicate: float | None = None  # default: 1% with faults "all", else 0
     disk_latency: float = 0.0003
+    crash_after_vote: float | None = None  # chance a voter crashes right after voting
+    # (default: 0.2 with crash faults): the moment a forgotten persist of term/vote matters
     client_delay: float = 0.0005
     trace: int = 0  # keep the last N events for a readable dump on failure
     client_settings: ClientSettings = field(default_factory=ClientSettings)
@@ -131,6 +133,10 @@ class Simulator:
             for i in range(config.clients)
         ]
         self.stopped_by: InvariantViolation | None = None
+        crashes = config.faults in ("crash", "all")
+        self._crash_after_vote = (
+            config.crash_after_vote if config.crash_after_vote is not None else 0.2 * crashes
+        )
 
     # ---- scheduling --------------------------------------------------------------------------
 
@@ -254,6 +260,16 @@ class Simulator:
         assert engine is not None
         for envelope in ready.messages:
             self.stats.messages += 1
+            message = envelope.message
+            if (
+                self._crash_after_vote
+                and isinstance(message, VoteResponse)
+                and message.granted
+                and not message.pre_vote
+                and self.now < self.config.duration
+                and self._disk_rng.random() < self._crash_after_vote
+            ):
+                self._targeted_crash(node)
             for arrival in self.network.arrivals(envelope, self.now):
                 self._at(arrival, _DELIVER, self.nodes[envelope.dst], envelope)
         for reply in ready.replies:
@@ -302,6 +318,14 @@ class Simulator:
                     self.network.block_one_way(src, dst)
             case Action.HEAL:
                 self.network.heal()
+
+    def _targeted_crash(self, node: _Node) -> None:
+        """Crash `node` just after its vote left, and bring it back soon after."""
+        down = self._disk_rng.uniform(0.01, 0.2)
+        crash = Fault(self.now + 1e-6, Action.CRASH, (node.node_id,))
+        self._at(crash.time, _FAULT, crash)
+        restart = Fault(crash.time + down, Action.RESTART, (node.node_id,))
+        self._at(restart.time, _FAULT, restart)
 
     def _crash(self, node: _Node) -> None:
         if node.engine is None:
