@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from protocols.errors import CallerError
 from protocols.types import NodeId
@@ -10,20 +13,96 @@ from protocols.types import NodeId
 
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
-    """Sync-source selection knobs of the pull engine; defaults follow MongoDB's.
+    """Sync-source selection knobs of the pull engine (see protocols/sync_source.py).
 
-    MongoDB names: maxSyncSourceLagSecs (30 s), changeSyncSourceThresholdMillis (5 ms),
-    maxNumSyncSourceChangesPerHour (3), a 10 s deny-list for a source that errored or was too
-    stale... here lag is measured in entries or seconds of the primary's time as noted.
+    Defaults follow MongoDB's: maxSyncSourceLagSecs = 30 s, changeSyncSourceThresholdMillis =
+    5 ms, maxNumSyncSourceChangesPerHour = 3 (repl server parameters); a source that failed is
+    deny-listed for 10 s, one we are too stale for (or that sent unreadable data) for 60 s
+    (SyncSourceResolver / BackgroundSync). Times are seconds of the engine's clock.
+
+    Lag has no wall-clock timestamps to lean on here (entries carry none), so it is measured as
+    the time since this node first saw the primary beyond a member's position (see
+    sync_source.PrimaryProgress); `max_lag_entries` adds an optional limit in log entries.
     """
 
+    POLICIES: ClassVar[tuple[str, ...]] = ("primary", "nearest", "freshest", "random", "fixed")
+
     policy: str = "nearest"
-    max_lag_seconds: float = 30.0  # drop a source this far behind the best candidate
-    change_threshold: float = 0.005  # seconds of RTT that make another member "closer"
-    max_changes_per_hour: int = 3  # rate limit for re-selection to a merely closer member
-    deny_seconds: float = 10.0  # how long a failed or stale source is avoided
-    unreachable_after: float = 0.0  # 0: use the election timeout
+    max_lag_seconds: float = 30.0  # a member this far behind the primary is not a candidate; 0: off
+    max_lag_entries: int = 0  # the same limit counted in log entries; 0: off
+    change_threshold: float = 0.005  # RTT margin (s): primary near-tie, "closer member"; 0: off
+    max_changes_per_hour: int = 3  # this many choices within an hour: no "closer member" change
+    deny_seconds: float = 10.0  # avoid a source that failed or stopped answering this long
+    stale_deny_seconds: float = 60.0  # avoid a source we are too stale for / that sent garbage
+    unreachable_after: float = 0.0  # silence meaning "stopped answering"; 0: election timeout
     fixed_tree: tuple[tuple[NodeId, NodeId], ...] = ()  # (member, its source) for `fixed`
+
+    def validate(self, members: Collection[NodeId] = ()) -> SyncSettings:
+        """Raise CallerError naming the first bad field; return self for chaining.
+
+        With `members`, the fixed tree's names are checked against them too.
+        """
+        if self.policy not in self.POLICIES:
+            raise CallerError(
+                f"sync.policy: unknown policy {self.policy!r} (one of {', '.join(self.POLICIES)})"
+            )
+        for name in ("max_lag_seconds", "change_threshold", "unreachable_after"):
+            value = getattr(self, name)
+            if not (self._is_number(value) and math.isfinite(value) and value >= 0):
+                raise CallerError(f"sync.{name}: must be a finite number >= 0, got {value!r}")
+        for name in ("deny_seconds", "stale_deny_seconds"):
+            value = getattr(self, name)
+            if not (self._is_number(value) and math.isfinite(value) and value > 0):
+                raise CallerError(f"sync.{name}: must be a finite number > 0, got {value!r}")
+        for name, least in (("max_lag_entries", 0), ("max_changes_per_hour", 1)):
+            value = getattr(self, name)
+            if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+                raise CallerError(f"sync.{name}: must be an integer >= {least}, got {value!r}")
+        if self.policy == "fixed" and not self.fixed_tree:
+            raise CallerError("sync.fixed_tree: the fixed policy needs a tree")
+        self._check_tree(members)
+        return self
+
+    @staticmethod
+    def _is_number(value: object) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    def _check_tree(self, members: Collection[NodeId]) -> None:
+        """A tree of (member, source) edges: one source each, no cycle, a single root."""
+        tree: object = self.fixed_tree
+        if not isinstance(tree, tuple | list):
+            raise CallerError(f"sync.fixed_tree: must be a sequence of pairs, got {tree!r}")
+        parent: dict[NodeId, NodeId] = {}
+        for edge in self.fixed_tree:
+            if (
+                not isinstance(edge, tuple | list)
+                or len(edge) != 2
+                or not all(isinstance(name, str) and name for name in edge)
+            ):
+                raise CallerError(f"sync.fixed_tree: {edge!r} is not a (member, source) pair")
+            child, source = edge
+            if child == source:
+                raise CallerError(f"sync.fixed_tree: {child!r} cannot sync from itself")
+            if child in parent:
+                raise CallerError(f"sync.fixed_tree: {child!r} has more than one source")
+            parent[child] = source
+        if members:
+            for name in sorted({*parent, *parent.values()}):
+                if name not in members:
+                    raise CallerError(f"sync.fixed_tree: {name!r} is not a member")
+        for start in parent:
+            seen = {start}
+            node = start
+            while node in parent:
+                node = parent[node]
+                if node in seen:
+                    raise CallerError(f"sync.fixed_tree: cycle through {node!r}")
+                seen.add(node)
+        roots = sorted({source for source in parent.values() if source not in parent})
+        if len(roots) > 1:
+            raise CallerError(
+                f"sync.fixed_tree: must have one root (the primary), found {', '.join(roots)}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,8 +123,8 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     priorities: tuple[tuple[NodeId, float], ...] = ()  # pull: member priorities (default 1)
-    pull_timeout: float = 0.5  # pull: how long a source may hold a long poll
-    catchup_timeout: float = 2.0  # pull: bound of a new primary's catch-up phase
+    pull_timeout: float = 0.0  # pull: how long a source may hold a long poll; 0: election/2
+    catchup_timeout: float = 0.0  # pull: bound of a new primary's catch-up; 0: 2 * election
     sync: SyncSettings = field(default_factory=SyncSettings)
 
     def validate(self) -> Config:
@@ -68,9 +147,17 @@ class Config:
                 raise CallerError(f"priorities: {member!r} is not a member")
             if priority < 0:
                 raise CallerError(f"priorities: {member!r} has a negative priority")
-        if self.pull_timeout <= 0 or self.catchup_timeout <= 0:
-            raise CallerError("pull_timeout/catchup_timeout: must be > 0")
+        if self.pull_timeout < 0 or self.catchup_timeout < 0:
+            raise CallerError("pull_timeout/catchup_timeout: must be >= 0 (0: derived)")
         return self
+
+    @property
+    def long_poll_timeout(self) -> float:
+        return self.pull_timeout or self.election_timeout / 2
+
+    @property
+    def catchup_bound(self) -> float:
+        return self.catchup_timeout or 2 * self.election_timeout
 
     def priority_of(self, member: NodeId) -> float:
         return dict(self.priorities).get(member, 1.0)
