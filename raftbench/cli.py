@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "raftbench.commands.check",
+    "raftbench.commands.kv",
+    "raftbench.commands.node",
     "raftbench.commands.sim",
 )
 

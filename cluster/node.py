@@ -1,0 +1,345 @@
+"""One node process: the engine loop, the durable store, the peer transport, the HTTP API.
+
+`run_node` wires them together on one anyio event loop (the engine loop is described in
+`cluster.engine_loop`, the API in `cluster.api`):
+
+* the store is opened first (it locks the data directory, so a second node on the same
+  directory fails here, before anything listens) and the engine is rebuilt from it;
+* the peer transport and the HTTP socket are bound; then one line goes to stdout::
+
+      ready n1 peer=127.0.0.1:7001 client=http://127.0.0.1:8001
+
+  which is what a launcher waits for (the addresses are the bound ones);
+* SIGTERM or SIGINT stops the node cleanly: waiting clients are answered, HTTP stops,
+  the transport closes, the store is closed; exit status 0.
+
+A broken invariant, a failed disk or a contract error inside the engine stops the node with
+exit status 1 and a message on stderr: a node that cannot trust itself must not keep serving.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import uvicorn
+
+from cluster.api import NodeServices, create_app
+from cluster.config import Address, ClusterConfig
+from cluster.engine_loop import EngineLoop
+from cluster.metrics import Family, Registry
+from cluster.shaper import LinkShaper
+from cluster.storage import FileLogStore, FsyncPolicy, open_store
+from cluster.transport import PeerTransport
+from protocols.engine import Engine
+from protocols.engines import engine_factory
+from protocols.errors import CallerError, InvariantViolation, StorageError
+from protocols.types import NodeId
+
+logger = logging.getLogger(__name__)
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the node had to stop: invariant, storage, a bug
+EXIT_START = 2  # it could not start: configuration, data directory, address in use
+
+
+class StartError(Exception):
+    """The node cannot start; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeOptions:
+    config: ClusterConfig
+    node_id: NodeId
+    protocol: str
+    data_dir: Path
+    fsync: FsyncPolicy | None = None  # None: the cluster file's setting
+    seed: int | None = None  # engine and transport randomness; None: from the OS
+    announce: Callable[[str], None] | None = None  # where the ready line goes (stdout)
+
+
+def main(options: NodeOptions) -> int:
+    """Run a node until it is told to stop; the process exit status."""
+    try:
+        return anyio.run(run_node, options)
+    except StartError as error:
+        print(f"raftbench node: error: {error}", file=sys.stderr)
+        return EXIT_START
+
+
+async def run_node(options: NodeOptions) -> int:
+    """Run until SIGTERM/SIGINT (EXIT_OK) or a fatal error (EXIT_FAILED). StartError if it
+    cannot start."""
+    config = options.config
+    try:
+        factory = engine_factory(options.protocol)
+        member = config.member(options.node_id)
+        engine_config = config.engine_config(options.node_id)
+    except CallerError as error:
+        raise StartError(str(error)) from None
+    fsync = options.fsync or config.fsync
+    try:
+        store = open_store(options.data_dir, fsync)
+    except StorageError as error:
+        raise StartError(str(error)) from None
+    with contextlib.closing(store):
+        rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
+        engine = factory(engine_config, store.load(), rng, anyio.current_time())
+        shaper = LinkShaper(random.Random(rng.random()), config.link_specs(options.node_id))
+        peers = {m.id: m.peer.peer_address() for m in config.members if m.id != member.id}
+        transport = PeerTransport(
+            member.id,
+            config.secret_bytes,
+            member.peer.peer_address(),
+            peers,
+            rng=random.Random(rng.random()),
+            shaper=shaper,
+        )
+        with _listening_socket(member.client) as http_socket:
+            return await _serve(options, config, engine, store, transport, http_socket)
+
+
+async def _serve(
+    options: NodeOptions,
+    config: ClusterConfig,
+    engine: Engine,
+    store: FileLogStore,
+    transport: PeerTransport,
+    http_socket: socket.socket,
+) -> int:
+    registry = Registry()
+    loop = EngineLoop(engine, store, transport.send, registry=registry)
+    registry.collector(lambda: transport_families(transport))
+    registry.collector(lambda: store_families(store))
+    services = NodeServices(
+        node_id=options.node_id,
+        protocol=options.protocol,
+        loop=loop,
+        client_urls=config.client_urls(),
+        secret=config.secret_bytes,
+        request_timeout=config.request_timeout,
+        shaper=transport.shaper,
+        disk=store,
+        peers_view=lambda: peers_view(transport),
+    )
+    server = _Server(
+        uvicorn.Config(
+            create_app(services),
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=2,
+        )
+    )
+    code = EXIT_OK
+    stop = anyio.Event()
+    http_done = anyio.Event()
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                await stack.enter_async_context(transport)
+            except OSError as error:
+                peer = config.member(options.node_id).peer
+                raise StartError(f"cannot listen on {peer} (peer transport): {error}") from None
+            async with anyio.create_task_group() as group:
+                group.start_soon(_watch_signals, stop)
+                group.start_soon(_run_loop, loop, stop)
+                group.start_soon(_forward_peers, transport, loop)
+                group.start_soon(_serve_http, server, http_socket, http_done)
+                bound = transport.listen_address
+                http_host, http_port = http_socket.getsockname()[:2]
+                announce = options.announce or _print_flush
+                peer_text = Address(bound.host, bound.port)
+                announce(
+                    f"ready {options.node_id} peer={peer_text} "
+                    f"client={Address(http_host, http_port).url}"
+                )
+                await stop.wait()
+                loop.close()
+                server.should_exit = True
+                with anyio.move_on_after(5):
+                    await http_done.wait()
+                group.cancel_scope.cancel()
+    except* InvariantViolation as group_error:
+        _report_fatal("safety invariant violated", group_error)
+        code = EXIT_FAILED
+    except* StorageError as group_error:
+        _report_fatal("storage failed", group_error)
+        code = EXIT_FAILED
+    except* CallerError as group_error:
+        _report_fatal("engine contract broken", group_error)
+        code = EXIT_FAILED
+    return code
+
+
+def _report_fatal(what: str, group: BaseExceptionGroup[Exception]) -> None:
+    for error in group.exceptions:
+        logger.critical("%s: %s", what, error, exc_info=error)
+        print(f"raftbench node: fatal: {what}: {error}", file=sys.stderr, flush=True)
+
+
+def _print_flush(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _run_loop(loop: EngineLoop, stop: anyio.Event) -> None:
+    try:
+        await loop.run()
+    finally:
+        stop.set()
+
+
+async def _forward_peers(transport: PeerTransport, loop: EngineLoop) -> None:
+    try:
+        while True:
+            await loop.deliver(await transport.receive_batch())
+    except (anyio.EndOfStream, anyio.ClosedResourceError):
+        return
+
+
+async def _serve_http(server: _Server, sock: socket.socket, done: anyio.Event) -> None:
+    try:
+        await server.serve(sockets=[sock])
+    finally:
+        done.set()
+
+
+async def _watch_signals(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            logger.info("received %s: stopping", signal.Signals(signum).name)
+            stop.set()
+            return
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the node owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def _listening_socket(address: Address) -> Iterator[socket.socket]:
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address.host, address.port))
+        except OSError as error:
+            raise StartError(f"cannot listen on {address} (client API): {error}") from None
+        sock.listen(2048)
+        sock.setblocking(False)
+        yield sock
+    finally:
+        sock.close()
+
+
+# ---- what /status and /metrics show about the transport and the store --------------------------
+
+
+def peers_view(transport: PeerTransport) -> dict[str, Any]:
+    rtts = transport.rtt_summaries()
+    inbound = transport.inbound_peers()
+    out: dict[str, Any] = {}
+    for peer in sorted(transport.counters()):
+        rtt = rtts.get(peer)
+        out[peer] = {
+            "connected": transport.is_connected(peer),
+            "inbound": peer in inbound,
+            "rtt_ms": None if rtt is None else round(rtt.median * 1000.0, 3),
+        }
+    return out
+
+
+_DIRECTIONS = (
+    ("raftbench_peer_messages_total", "Peer messages (encoded envelopes).", "messages"),
+    ("raftbench_peer_bytes_total", "Bytes of encoded peer envelopes.", "bytes"),
+    ("raftbench_peer_wire_bytes_total", "Bytes on peer connections incl. framing.", "wire_bytes"),
+)
+_DROPS = ("partition", "loss", "overflow", "disconnect", "oversize")
+_REJECTS = ("mac", "decode", "spoofed", "misaddressed")
+_CONNECTIONS = ("connects", "connect_failures", "disconnects", "accepts")
+
+
+def transport_families(transport: PeerTransport) -> list[Family]:
+    """Per-peer transport counters, rejections before authentication, and measured RTTs."""
+    counters = {peer: c.as_dict() for peer, c in sorted(transport.counters().items())}
+    families = []
+    for name, help, stem in _DIRECTIONS:
+        family = Family(name, "counter", help)
+        for peer, values in counters.items():
+            family.add(values[f"{stem}_sent"], peer=peer, direction="sent")
+            family.add(values[f"{stem}_received"], peer=peer, direction="received")
+        families.append(family)
+    dropped = Family(
+        "raftbench_peer_dropped_total", "counter", "Outgoing peer messages dropped, by reason."
+    )
+    rejected = Family(
+        "raftbench_peer_rejected_total",
+        "counter",
+        "Incoming frames or messages from an authenticated peer refused, by reason.",
+    )
+    connections = Family(
+        "raftbench_peer_connection_events_total", "counter", "Peer connection events."
+    )
+    for peer, values in counters.items():
+        for reason in _DROPS:
+            dropped.add(values[f"dropped_{reason}"], peer=peer, reason=reason)
+        for reason in _REJECTS:
+            rejected.add(values[f"rejected_{reason}"], peer=peer, reason=reason)
+        for event in _CONNECTIONS:
+            connections.add(values[event], peer=peer, event=event)
+    refusals = Family(
+        "raftbench_transport_rejections_total",
+        "counter",
+        "Peer connections or frames refused before a peer was authenticated, by reason.",
+    )
+    for reason, count in sorted(transport.rejections().items()):
+        refusals.add(count, reason=reason)
+    rtt = Family("raftbench_peer_rtt_seconds", "gauge", "Measured peer round trips (recent).")
+    for peer, summary in sorted(transport.rtt_summaries().items()):
+        rtt.add(summary.median, peer=peer, quantile="0.5")
+        rtt.add(summary.p99, peer=peer, quantile="0.99")
+    return [*families, dropped, rejected, connections, refusals, rtt]
+
+
+def store_families(store: FileLogStore) -> list[Family]:
+    out = []
+    for name, kind, help, value in (
+        ("raftbench_store_fsyncs_total", "counter", "fsync calls of the log.", store.fsync_count),
+        (
+            "raftbench_store_fsync_seconds_total",
+            "counter",
+            "Time spent in fsync of the log.",
+            store.fsync_seconds,
+        ),
+        (
+            "raftbench_store_bytes_written_total",
+            "counter",
+            "Bytes appended to the log file.",
+            store.bytes_written,
+        ),
+        (
+            "raftbench_store_fsync_delay_seconds",
+            "gauge",
+            "Injected delay per persist (slow-disk fault).",
+            store.fsync_delay_seconds,
+        ),
+    ):
+        family = Family(name, kind, help)
+        family.add(float(value))
+        out.append(family)
+    return out
