@@ -50,7 +50,7 @@ from protocols.engine import (
     ReplyStatus,
     Status,
 )
-from protocols.errors import PeerError
+from protocols.errors import InvariantViolation, PeerError
 from protocols.messages import Envelope
 from protocols.storage import LogStore
 from protocols.types import Command, Role
@@ -245,6 +245,11 @@ class EngineLoop:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def backlog(self) -> int:
+        """Client operations queued and not yet handed to the engine."""
+        return len(self._inbox)
+
     # ---- the loop ------------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -311,6 +316,11 @@ class EngineLoop:
                 engine.propose(ClientRequest(waiter.request_id, operation), now)
         if now >= engine.next_deadline():
             engine.tick(now)
+            if engine.next_deadline() <= now:
+                # A timer that does not move after it fired would spin this loop forever.
+                raise InvariantViolation(
+                    f"next_deadline() {engine.next_deadline()} <= now after tick"
+                )
         self._observe_role()
 
     async def _process_ready(self) -> bool:
