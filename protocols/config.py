@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
 from protocols.errors import CallerError
@@ -36,6 +36,27 @@ class SyncSettings:
     stale_deny_seconds: float = 60.0  # avoid a source we are too stale for / that sent garbage
     unreachable_after: float = 0.0  # silence meaning "stopped answering"; 0: election timeout
     fixed_tree: tuple[tuple[NodeId, NodeId], ...] = ()  # (member, its source) for `fixed`
+    rate_window: float = 3600.0  # the "hour" of max_changes_per_hour
+    # MongoDB's durations assume its 10 s election timeout. When True, the engine scales the
+    # durations above by (its election timeout / 10 s), so a cluster with 1 s timeouts keeps
+    # MongoDB's proportions (deny-list = one election timeout, lag limit = three, ...).
+    scale_with_election_timeout: bool = True
+
+    MONGODB_ELECTION_TIMEOUT: ClassVar[float] = 10.0
+
+    def effective(self, election_timeout: float) -> SyncSettings:
+        """The settings the selector uses for a cluster with `election_timeout`."""
+        if not self.scale_with_election_timeout:
+            return self
+        factor = election_timeout / self.MONGODB_ELECTION_TIMEOUT
+        return replace(
+            self,
+            max_lag_seconds=self.max_lag_seconds * factor,
+            deny_seconds=self.deny_seconds * factor,
+            stale_deny_seconds=self.stale_deny_seconds * factor,
+            rate_window=self.rate_window * factor,
+            scale_with_election_timeout=False,
+        )
 
     def validate(self, members: Collection[NodeId] = ()) -> SyncSettings:
         """Raise CallerError naming the first bad field; return self for chaining.
@@ -50,7 +71,7 @@ class SyncSettings:
             value = getattr(self, name)
             if not (self._is_number(value) and math.isfinite(value) and value >= 0):
                 raise CallerError(f"sync.{name}: must be a finite number >= 0, got {value!r}")
-        for name in ("deny_seconds", "stale_deny_seconds"):
+        for name in ("deny_seconds", "stale_deny_seconds", "rate_window"):
             value = getattr(self, name)
             if not (self._is_number(value) and math.isfinite(value) and value > 0):
                 raise CallerError(f"sync.{name}: must be a finite number > 0, got {value!r}")
@@ -123,7 +144,7 @@ class Config:
     pre_vote: bool = True
     check_quorum: bool = True
     priorities: tuple[tuple[NodeId, float], ...] = ()  # pull: member priorities (default 1)
-    pull_timeout: float = 0.0  # pull: how long a source may hold a long poll; 0: election/2
+    pull_timeout: float = 0.0  # pull: how long a source may hold a long poll; 0: heartbeat
     catchup_timeout: float = 0.0  # pull: bound of a new primary's catch-up; 0: 2 * election
     sync: SyncSettings = field(default_factory=SyncSettings)
 
@@ -149,11 +170,14 @@ class Config:
                 raise CallerError(f"priorities: {member!r} has a negative priority")
         if self.pull_timeout < 0 or self.catchup_timeout < 0:
             raise CallerError("pull_timeout/catchup_timeout: must be >= 0 (0: derived)")
+        self.sync.validate(self.members)
         return self
 
     @property
     def long_poll_timeout(self) -> float:
-        return self.pull_timeout or self.election_timeout / 2
+        # As long as the push leader's heartbeat period: an idle follower costs the same two
+        # messages per period in both protocols, and a lost message is noticed as fast.
+        return self.pull_timeout or self.heartbeat_interval
 
     @property
     def catchup_bound(self) -> float:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from protocols.engine import EngineFactory
 from protocols.errors import CallerError
+from protocols.pull import PullEngine
 from protocols.push import PushEngine
 
 ENGINES: dict[str, EngineFactory] = {
     "push": PushEngine,
+    "pull": PullEngine,
 }
 
 

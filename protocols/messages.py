@@ -63,10 +63,17 @@ class Heartbeat:
     commit: int
     commit_term: int = 0
     ctx: int = 0
+    last_index: int = 0  # pull: the primary's position, for its members' sync-source views
+    last_term: int = 0
 
     def __post_init__(self) -> None:
         _check_non_negative(
-            term=self.term, commit=self.commit, commit_term=self.commit_term, ctx=self.ctx
+            term=self.term,
+            commit=self.commit,
+            commit_term=self.commit_term,
+            ctx=self.ctx,
+            last_index=self.last_index,
+            last_term=self.last_term,
         )
 
 
@@ -165,7 +172,9 @@ class MemberPosition:
 class PullRequest:
     """Ask the sync source for entries after (after_term, after_index).
 
-    `request_id` lets the puller match the answer; `wait` asks for a long poll.
+    `request_id` lets the puller match the answer; `wait` asks for a long poll. The source
+    serves only a puller it is ahead of (see PullEngine._accepts), judged by (last_term,
+    last_index) as of now: that fresh check is what keeps sync sources from forming a cycle.
     """
 
     term: int
@@ -173,6 +182,8 @@ class PullRequest:
     after_term: int
     request_id: int
     wait: bool = True
+    last_index: int = 0  # the puller's last entry (after_* is lower while it searches back)
+    last_term: int = 0
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -180,6 +191,8 @@ class PullRequest:
             after_index=self.after_index,
             after_term=self.after_term,
             request_id=self.request_id,
+            last_index=self.last_index,
+            last_term=self.last_term,
         )
 
 

@@ -87,7 +87,7 @@ class PushEngine(ReplicaBase):
     def next_deadline(self) -> float:
         if self._role is Role.LEADER:
             return min(self._next_heartbeat, self._next_quorum_check)
-        return self._election_deadline
+        return super().next_deadline()
 
     def _peers_seen(self) -> tuple[NodeId, ...]:
         if self._role is Role.LEADER:
@@ -95,9 +95,12 @@ class PushEngine(ReplicaBase):
         return (self._leader,) if self._leader and self._leader != self.node_id else ()
 
     def _broadcast_heartbeat(self, ctx: int) -> None:
+        last = self.log.last_position
         for peer, pr in self._progress.items():
             # Never tell a follower a commit index beyond what it is known to hold (etcd).
-            self._send(peer, Heartbeat(self._term, min(pr.match, self._commit), ctx=ctx))
+            commit = min(pr.match, self._commit)
+            heartbeat = Heartbeat(self._term, commit, 0, ctx, last.index, last.term)
+            self._send(peer, heartbeat)
 
     def _maybe_commit(self) -> None:
         acknowledged = [self.log.stable_index] + [pr.match for pr in self._progress.values()]

@@ -41,7 +41,7 @@ from protocols.messages import (
 from protocols.quorum import VoteResult, vote_result
 from protocols.reads import ReadBarrier
 from protocols.storage import StoredState
-from protocols.types import NOOP, Entry, HardState, NodeId, Role
+from protocols.types import NOOP, Entry, HardState, NodeId, Position, Role
 
 # Messages only a leader sends: receiving one in the current term names the leader.
 LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow)
@@ -74,6 +74,10 @@ class ReplicaBase:
         self._role = Role.FOLLOWER
         self._leader: NodeId | None = None
         self._votes: dict[NodeId, bool] = {}
+        self._forced_campaign = False  # the running campaign may ignore leader stickiness
+        self._leader_last = Position(0, 0)  # the leader's last entry, from its heartbeats
+        self._takeover_at: float | None = None
+        self.priority_takeovers = 0
         self._election_deadline = 0.0
         self._last_leader_contact = -math.inf
         self._reset_election_timer(now)
@@ -116,6 +120,11 @@ class ReplicaBase:
             peers_seen=self._peers_seen(),
         )
 
+    @property
+    def sync_source(self) -> NodeId | None:
+        """The member this node pulls from (pull engine); None for push."""
+        return self._sync_source()
+
     def _sync_source(self) -> NodeId | None:
         return None
 
@@ -124,6 +133,13 @@ class ReplicaBase:
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `tick` has something to do."""
+        if self._takeover_at is not None and self._role is not Role.LEADER:
+            return min(self._election_deadline, self._takeover_at)
+        return self._election_deadline
+
+    @property
+    def election_deadline(self) -> float:
+        """When a follower or candidate starts the next election if it hears nothing."""
         return self._election_deadline
 
     # ---- inputs ----------------------------------------------------------------------------
@@ -159,6 +175,8 @@ class ReplicaBase:
             case _:
                 if isinstance(message, LEADER_MESSAGES):
                     self._heard_from_leader(src, now)
+                    if isinstance(message, Heartbeat):
+                        self._leader_last = Position(message.last_term, message.last_index)
                 self._step(src, message, now)
 
     def propose(self, request: ClientRequest, now: float) -> None:
@@ -321,14 +339,19 @@ class ReplicaBase:
     def _heard_from_leader(self, src: NodeId, now: float) -> None:
         if self._role is Role.LEADER:
             raise InvariantViolation(f"two leaders in term {self._term}: {self.node_id}, {src}")
-        if self._role is not Role.FOLLOWER:
+        if self._role is not Role.FOLLOWER and not (
+            self._role is Role.PRE_CANDIDATE and self._forced_campaign
+        ):
+            # A forced dry run (takeover, transfer) is meant to replace this very leader.
             self._become_follower(self._term, src, now)
         self._leader = src
         self._last_leader_contact = now
         self._reset_election_timer(now)
 
     def _reset_election_timer(self, now: float) -> None:
-        timeout = self.config.election_timeout
+        # Members of priority above 1 time out sooner, so the first leader is usually the
+        # member the operator prefers and priority takeovers (with their churn) stay rare.
+        timeout = self.config.election_timeout / max(1.0, self.config.priority_of(self.node_id))
         self._election_deadline = now + timeout + self._rng.random() * timeout
 
     def _on_election_timeout(self, now: float) -> None:
@@ -338,10 +361,37 @@ class ReplicaBase:
         self._campaign(now, pre_vote=self.config.pre_vote)
 
     def _may_campaign(self, now: float) -> bool:
-        """Hook: the pull engine keeps priority-0 members out of elections."""
-        return self.node_id in self.members
+        """Members of priority 0 never stand for election (MongoDB's rule, both engines)."""
+        return self.node_id in self.members and self.config.priority_of(self.node_id) > 0
+
+    def _maybe_priority_takeover(self, now: float) -> None:
+        """A caught-up member of higher priority than the leader calls a (forced) election.
+
+        MongoDB's priority takeover; etcd reaches the same end with leadership transfer. Both
+        engines do it, so a scenario can pin the leader to a region for either protocol.
+        """
+        leader = self._leader
+        mine = self.config.priority_of(self.node_id)
+        if (
+            leader is None
+            or mine <= self.config.priority_of(leader)
+            or (self.log.last_position < self._leader_last)
+        ):
+            self._takeover_at = None
+            return
+        if self._takeover_at is None:
+            higher = sum(
+                1 for peer in self.peers if peer != leader and self.config.priority_of(peer) > mine
+            )
+            self._takeover_at = now + self.config.heartbeat_interval * (2 + higher)
+            return
+        if now >= self._takeover_at:
+            self._takeover_at = None
+            self.priority_takeovers += 1
+            self._campaign(now, pre_vote=self.config.pre_vote, force=True)
 
     def _campaign(self, now: float, pre_vote: bool, force: bool = False) -> None:
+        self._forced_campaign = force
         if pre_vote:
             self._become_pre_candidate(now)
         else:
@@ -379,7 +429,7 @@ class ReplicaBase:
         result = vote_result(self._votes, self.members)
         if result is VoteResult.WON:
             if self._role is Role.PRE_CANDIDATE:
-                self._campaign(now, pre_vote=False)
+                self._campaign(now, pre_vote=False, force=self._forced_campaign)
             else:
                 self._become_leader(now)
         elif result is VoteResult.LOST:
@@ -465,7 +515,8 @@ class ReplicaBase:
         raise NotImplementedError
 
     def _tick_follower(self, now: float) -> None:
-        """Followers' timers besides the election (pull: pulling, probing)."""
+        """Followers' timers besides the election (pull adds pulling and probing)."""
+        self._maybe_priority_takeover(now)
 
     def _on_become_leader(self, now: float) -> None:
         raise NotImplementedError

@@ -29,7 +29,16 @@ Eligibility (a member may be chosen only if all hold; checked in this order)
                     level with the chooser: new entries are born there and it pulls from nobody,
                     so it cannot close a cycle (MongoDB allows this only for chaining-disabled
                     sets; here it keeps a caught-up secondary long-polling someone). Under the
-                    `fixed` policy the configured source may be level too (the tree is acyclic);
+                    `fixed` policy the configured source may be level too (the tree is acyclic).
+                    Under the chaining policies a member that syncs straight from the primary
+                    may be chosen even when level or a little behind in our view, if its id
+                    sorts before the chooser's (`_primary_neighbour`): it stays within a round
+                    trip of the primary, the lag rule still bounds it, and the id order keeps
+                    two of them from choosing each other at once; the member re-checks with
+                    its own state when asked to serve. (MongoDB
+                    gets chaining from members being a little ahead of each other by chance;
+                    members that pull from the same source stay level, so without this rule
+                    two members of a remote region would both keep pulling across regions.);
 ``too-far-behind``  it is not more than the lag limit behind the primary (skipped when no
                     primary is known, or when the chooser is the primary).
 
@@ -115,6 +124,7 @@ from protocols.types import NodeId, Position
 
 POLICIES: tuple[str, ...] = SyncSettings.POLICIES
 
+CHAINING_POLICIES = frozenset({"nearest", "freshest", "random"})
 RATE_WINDOW = 3600.0  # seconds over which `max_changes_per_hour` counts choices
 LAG_HISTORY = 3.0  # keep the primary's progress for this many times max_lag_seconds (see trim)
 
@@ -357,12 +367,16 @@ class SyncSourceSelector:
 
     def changed_too_often(self, now: float) -> bool:
         """Were the last `max_changes_per_hour` choices all made within the last hour?"""
-        return len(self._choices) == self._choices.maxlen and self._choices[0] > now - RATE_WINDOW
+        window = self._settings.rate_window
+        return len(self._choices) == self._choices.maxlen and self._choices[0] > now - window
 
-    def choose(self, view: SyncView) -> NodeId | None:
+    def choose(self, view: SyncView, *, record: bool = True) -> NodeId | None:
         """Pick a new source (None: nobody is usable) and make it the current one.
 
-        Every successful choice counts towards the hourly rate limit, as in MongoDB.
+        Every successful choice counts towards the hourly rate limit, as in MongoDB. With
+        `record=False` the caller counts it later with `record_change` — MongoDB counts a
+        source only once its SyncSourceResolver validated it, so a candidate that refuses to
+        serve does not use up the budget.
         """
         self._observe(view)
         policy = self._policy(view)
@@ -375,9 +389,13 @@ class SyncSourceSelector:
             candidates = self._candidates(view, strict=True) or self._candidates(view, strict=False)
             pick = self._pick(policy, candidates, view) if candidates else None
         self._source = pick
-        if pick is not None:
+        if pick is not None and record:
             self._choices.append(view.now)
         return pick
+
+    def record_change(self, now: float) -> None:
+        """Count a change of source towards the rate limit (see `choose(record=False)`)."""
+        self._choices.append(now)
 
     def should_change(self, view: SyncView) -> ChangeReason | None:
         """Why the current source should be dropped now, or None to keep it (or if none)."""
@@ -420,7 +438,7 @@ class SyncSourceSelector:
             self.deny(dropped, now, deny_seconds, reason)
         return dropped
 
-    def update(self, view: SyncView) -> Decision:
+    def update(self, view: SyncView, *, record: bool = True) -> Decision:
         """One call per tick: drop the source if it should change, choose one if there is none."""
         previous = self._source
         reason = self.should_change(view)
@@ -428,7 +446,7 @@ class SyncSourceSelector:
             deny = self._settings.deny_seconds if reason in DENY_ON_DROP else 0.0
             self.drop(view.now, deny_seconds=deny, reason=reason.value)
         if self._source is None:
-            self.choose(view)
+            self.choose(view, record=record)
         return Decision(self._source, previous, reason)
 
     def status(self, now: float) -> dict[str, object]:
@@ -470,6 +488,24 @@ class SyncSourceSelector:
             return True
         return policy == "fixed" and self._tree.get(view.self_id) == member.node
 
+    @staticmethod
+    def _primary_neighbour(view: SyncView, member: MemberView, policy: str) -> bool:
+        """A member that syncs straight from the primary, with an id before ours.
+
+        It keeps within a round trip of the primary, so chaining to it costs little freshness
+        even when our (periodic, hence stale) view shows it level or a little behind; its lag
+        behind the primary is still bounded by the lag rule. The id order keeps two of them
+        from choosing each other at once. The member itself decides, with its own current
+        state, whether it will serve us (PullEngine._accepts), which keeps chains acyclic.
+        """
+        return (
+            policy in CHAINING_POLICIES
+            and view.primary is not None
+            and view.primary != view.self_id
+            and member.sync_source == view.primary
+            and member.node < view.self_id
+        )
+
     def _exclusion(
         self, view: SyncView, member: MemberView, policy: str, *, check_lag: bool
     ) -> Exclusion | None:
@@ -483,9 +519,10 @@ class SyncSourceSelector:
             return Exclusion.DENIED
         if member.sync_source == view.self_id:
             return Exclusion.CYCLE
-        if member.position < view.self_position or (
+        behind = member.position < view.self_position or (
             member.position == view.self_position and not self._may_be_level(view, member, policy)
-        ):
+        )
+        if behind and not self._primary_neighbour(view, member, policy):
             return Exclusion.NOT_AHEAD
         if check_lag and self._too_far_behind(view, member):
             return Exclusion.TOO_FAR_BEHIND

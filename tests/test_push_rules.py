@@ -7,6 +7,8 @@ Practice" 2014 (thesis §). The tests drive the push engine by hand through `Har
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from cluster.sim.harness import Harness
 from protocols.engine import Consistency, ReplyStatus
 from protocols.messages import (
@@ -20,11 +22,7 @@ from protocols.messages import (
 from protocols.types import Command, Entry, Op, Role
 
 
-def to(node: str) -> object:
-    return lambda m: m.dst == node
-
-
-def between(*nodes: str) -> object:
+def between(*nodes: str) -> Callable[[Envelope], bool]:
     return lambda m: m.src in nodes and m.dst in nodes
 
 
@@ -65,7 +63,7 @@ def test_election_restriction_rejects_a_less_up_to_date_candidate() -> None:
     h.elapse_election_timeout("n3")  # n3 campaigns with a shorter log
     h.deliver(lambda m: m.src == "n3" or m.dst == "n3")
     answer = [m for m in h.messages(VoteResponse, src="n2")] or []
-    assert h["n3"].role is not Role.LEADER
+    assert h.role("n3") is not Role.LEADER
     assert all(not m.message.granted for m in answer)
 
 
@@ -82,13 +80,13 @@ def test_figure8_old_term_entries_commit_only_through_a_current_term_entry() -> 
     h.crash("n1")
     h.elapse_election_timeout("n2")
     h.deliver(lambda m: isinstance(m.message, (VoteRequest, VoteResponse)))
-    assert h["n2"].role is Role.LEADER and h["n2"].term == 2
+    assert h.role("n2") is Role.LEADER and h["n2"].term == 2
     h.drop()
     h.crash("n2")
     # n1 returns and wins term 3 with n3's vote; it replicates index 2 (term 1) to n3.
     h.start("n1")
     for _ in range(3):  # n3 already voted for n2 in term 2: n1 needs a later term
-        if h["n1"].role is not Role.LEADER:
+        if h.role("n1") is not Role.LEADER:
             h.elapse_election_timeout("n1")
             h.deliver(lambda m: isinstance(m.message, (VoteRequest, VoteResponse)))
     leader = h["n1"]
@@ -126,7 +124,7 @@ def test_log_matching_repairs_a_divergent_follower() -> None:
     h.isolate("n1")
     h.elapse_election_timeout("n2")
     h.deliver(between("n2", "n3"))
-    assert h["n2"].role is Role.LEADER
+    assert h.role("n2") is Role.LEADER
     h.put("n2", "k", "kept")
     h.deliver(between("n2", "n3"))
     h.heal()
@@ -177,7 +175,7 @@ def test_prevote_keeps_a_rejoining_node_from_disrupting_the_leader() -> None:
     for _ in range(50):
         h.advance_time(0.1)
         h.deliver()
-    assert h["n1"].role is Role.LEADER and h["n1"].term == term
+    assert h.role("n1") is Role.LEADER and h["n1"].term == term
     assert h["n3"].leader == "n1"
 
 
@@ -219,7 +217,7 @@ def test_check_quorum_leader_steps_down_without_a_majority() -> None:
     for _ in range(30):
         h.advance_time(0.1, ["n1"])
         h.deliver()
-    assert h["n1"].role is Role.FOLLOWER
+    assert h.role("n1") is Role.FOLLOWER
 
 
 def test_check_quorum_keeps_a_leader_with_a_majority() -> None:
@@ -231,7 +229,7 @@ def test_check_quorum_keeps_a_leader_with_a_majority() -> None:
     for _ in range(30):
         h.advance_time(0.1, ["n1", "n2"])
         h.deliver()
-    assert h["n1"].role is Role.LEADER
+    assert h.role("n1") is Role.LEADER
 
 
 def test_read_index_is_refused_by_a_deposed_leader() -> None:
@@ -243,10 +241,10 @@ def test_read_index_is_refused_by_a_deposed_leader() -> None:
     h.isolate("n1")
     h.elapse_election_timeout("n2")
     h.deliver()
-    assert h["n2"].role is Role.LEADER
+    assert h.role("n2") is Role.LEADER
     h.put("n2", "k", "new")
     h.deliver()
-    assert h["n1"].role is Role.LEADER  # still believes it leads (no check-quorum)
+    assert h.role("n1") is Role.LEADER  # still believes it leads (no check-quorum)
     request = h.read("n1", "k")
     for _ in range(5):
         h.advance_time(0.1, ["n1"])
@@ -266,7 +264,7 @@ def test_read_index_waits_for_a_committed_entry_of_the_term() -> None:
     h = Harness.create(nodes=3)
     h.elapse_election_timeout("n1")
     h.deliver(lambda m: isinstance(m.message, (VoteRequest, VoteResponse)))
-    assert h["n1"].role is Role.LEADER
+    assert h.role("n1") is Role.LEADER
     h.drop()  # its noop has not reached anyone yet
     request = h.read("n1", "k")
     assert h.reply(request) is None
@@ -364,8 +362,9 @@ def test_duplicated_and_reordered_appends_do_not_truncate() -> None:
     appends = [m for m in h.messages(AppendEntries, src="n1") if m.dst == "n2"]
     h.deliver()
     last = h["n2"].log.last_index
-    for envelope in reversed(appends):  # replay them, oldest last
-        h.do("n2", lambda e, m=envelope: e.receive(m, h.now))
+    for sent in reversed(appends):  # replay them, oldest last
+        replayed = Envelope(sent.src, sent.dst, sent.message)
+        h.do("n2", lambda e, m=replayed: e.receive(m, h.now))  # type: ignore[misc]
     assert h["n2"].log.last_index == last
 
 
@@ -376,10 +375,10 @@ def test_a_candidate_returns_to_follower_on_hearing_the_leader() -> None:
     h.deliver()
     h.do("n2", lambda e: e.receive(Envelope("n3", "n2", VoteRequest(1, 0, 0)), h.now))
     h.elapse_election_timeout("n2")
-    assert h["n2"].role is Role.CANDIDATE
+    assert h.role("n2") is Role.CANDIDATE
     term = h["n2"].term
     h.do("n2", lambda e: e.receive(Envelope("n1", "n2", AppendEntries(term, 0, 0, (), 0)), h.now))
-    assert h["n2"].role is Role.FOLLOWER and h["n2"].leader == "n1"
+    assert h.role("n2") is Role.FOLLOWER and h["n2"].leader == "n1"
 
 
 def test_stale_leader_steps_down_on_a_higher_term() -> None:
@@ -391,10 +390,10 @@ def test_stale_leader_steps_down_on_a_higher_term() -> None:
     h.elapse_election_timeout("n2")
     h.deliver()
     h.heal()
-    assert h["n1"].role is Role.LEADER
+    assert h.role("n1") is Role.LEADER
     h.advance_time(0.1, ["n1"])
     h.deliver()
-    assert h["n1"].role is Role.FOLLOWER and h["n1"].term == h["n2"].term
+    assert h.role("n1") is Role.FOLLOWER and h["n1"].term == h["n2"].term
 
 
 def test_committed_entries_survive_a_full_cluster_restart() -> None:

@@ -15,7 +15,7 @@ from protocols.push import PushEngine
 from protocols.types import NodeId, Role
 from raftbench.cli import main
 
-PROTOCOLS = ["push"]
+PROTOCOLS = ["push", "pull"]
 CI_SEEDS = 200
 
 

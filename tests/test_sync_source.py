@@ -739,7 +739,12 @@ def test_chosen_source_is_always_eligible(
     member = v.member(chosen)
     assert member is not None and member.up and chosen not in denied
     assert member.sync_source != "me"
-    assert member.position >= v.self_position
+    primary_neighbour = (
+        policy in ("nearest", "freshest", "random")
+        and member.sync_source == v.primary != "me"
+        and chosen < "me"
+    )
+    assert member.position >= v.self_position or primary_neighbour
     if v.primary == "me" or policy in ("nearest", "freshest", "random"):
         assert chosen in relaxed
         if strict:
@@ -750,7 +755,7 @@ def test_chosen_source_is_always_eligible(
     else:
         assert chosen in ("b", v.primary)
     if member.position == v.self_position:
-        assert chosen == v.primary or (policy == "fixed" and chosen == "b")
+        assert chosen == v.primary or (policy == "fixed" and chosen == "b") or primary_neighbour
 
 
 @settings(max_examples=300, deadline=None)
@@ -785,7 +790,8 @@ def test_choices_on_a_consistent_snapshot_never_form_a_cycle(
     positions: list[tuple[int, int]], primary_slot: int, policy: str, seed: int
 ) -> None:
     # Every member, the primary included (as if catching up), chooses in turn in a random order,
-    # seeing the others' positions and the sources already chosen: the graph must be a forest.
+    # seeing the others' positions and the sources already chosen; with the sources' own
+    # acceptance rule applied, the graph must be a forest.
     rng = random.Random(seed)
     names = NAMES[: len(positions)]
     primary = names[primary_slot % len(names)]
@@ -811,6 +817,28 @@ def test_choices_on_a_consistent_snapshot_never_form_a_cycle(
         v = SyncView(chooser, at[chooser], primary, members, T0)
         sel = selector(policy, seed=seed, fixed_tree=tree if policy == "fixed" else ())
         source[chooser] = sel.choose(v)
+
+    # Each source then applies its own acceptance rule with its current state (PullEngine.
+    # _accepts, and _recheck_held whenever its state changes): the primary serves anyone, a
+    # member serves a puller it is strictly ahead of, or anyone while it syncs straight from
+    # the primary, and never its own source. Edges it refuses are dropped, to a fixpoint.
+    def accepts(src: str, puller: str) -> bool:
+        if src == primary:
+            return True
+        if source[src] == puller:
+            return False
+        return at[src] > at[puller] or source[src] == primary
+
+    # A catching-up primary pulls for a bounded time from a member ahead of it; it is not a
+    # secondary and reports no sync source (the simulator's cycle check sees the same graph).
+    source[primary] = None
+    changed = True
+    while changed:
+        changed = False
+        for puller, src in source.items():
+            if src is not None and not accepts(src, puller):
+                source[puller] = None
+                changed = True
     for start in names:
         seen = {start}
         node = source[start]
@@ -831,3 +859,29 @@ def test_same_inputs_give_the_same_decisions(steps: list[SyncView], policy: str,
     first, second = selector(policy, seed=seed), selector(policy, seed=seed)
     assert [first.update(v) for v in timeline] == [second.update(v) for v in timeline]
     assert first.status(timeline[-1].now) == second.status(timeline[-1].now)
+
+
+@pytest.mark.parametrize("index", [5, 4])
+def test_primary_neighbour_is_eligible_when_level_or_behind_by_id_order(index: int) -> None:
+    """Chaining to a member one hop from the primary, with a smaller id, even if our view
+    shows it level or a little behind."""
+    smaller = view(m("p", 10, rtt=0.050), m("a", index, rtt=0.001, source="p"))
+    assert selector().explain(smaller)["a"] == "eligible"
+    assert selector().choose(smaller) == "a"
+    larger = view(m("p", 10, rtt=0.050), m("z", index, rtt=0.001, source="p"))
+    assert selector().explain(larger)["z"] == Exclusion.NOT_AHEAD
+    two_hops = view(m("p", 10, rtt=0.050), m("a", index, rtt=0.001, source="b"))
+    assert selector().explain(two_hops)["a"] == Exclusion.NOT_AHEAD
+    assert selector("primary").choose(smaller) == "p"
+
+
+def test_unrecorded_choices_count_only_when_confirmed() -> None:
+    """A candidate that never served (never confirmed) does not use the rate-limit budget."""
+    sel = selector()
+    for i in range(5):
+        sel.drop(T0 + i)
+        assert sel.choose(view(m("p", 10, heard=T0 + i), now=T0 + i), record=False) == "p"
+    assert not sel.changed_too_often(T0 + 5)
+    for i in range(3):
+        sel.record_change(T0 + 5 + i)
+    assert sel.changed_too_often(T0 + 8)

@@ -11,14 +11,26 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from protocols.config import Config
 from protocols.engine import ClientReply, ClientRequest, Consistency, EngineFactory, ReadRequest
 from protocols.engines import engine_factory
-from protocols.messages import Envelope, Message
+from protocols.messages import Envelope
 from protocols.replica import ReplicaBase
 from protocols.storage import MemoryLogStore
 from protocols.types import Command, Entry, NodeId, Op, Role
+
+M = TypeVar("M")
+
+
+@dataclass(frozen=True, slots=True)
+class Sent(Generic[M]):
+    """A message in flight, typed by its kind."""
+
+    src: NodeId
+    dst: NodeId
+    message: M
 
 
 @dataclass(slots=True)
@@ -43,11 +55,11 @@ class Harness:
         protocol: str | EngineFactory = "push",
         nodes: int = 3,
         seed: int = 0,
-        **config: object,
+        **config: Any,
     ) -> Harness:
         ids = tuple(f"n{i + 1}" for i in range(nodes))
         factory = engine_factory(protocol) if isinstance(protocol, str) else protocol
-        configs = {n: Config(node_id=n, members=ids, **config) for n in ids}  # type: ignore[arg-type]
+        configs = {n: Config(node_id=n, members=ids, **config) for n in ids}
         harness = cls(factory, configs, seed)
         for node in ids:
             harness.stores[node] = MemoryLogStore()
@@ -100,7 +112,7 @@ class Harness:
     def elapse_election_timeout(self, node: NodeId) -> None:
         """Tick only `node` past its randomised election deadline."""
         engine = self.engines[node]
-        self.now = max(self.now, engine.next_deadline())
+        self.now = max(self.now, engine.election_deadline)
         self.do(node, lambda e: e.tick(self.now))
 
     def deliver(
@@ -127,6 +139,12 @@ class Harness:
         self.inflight = [m for m in self.inflight if not predicate(m)]
         return dropped
 
+    def settle(self, seconds: float, step: float = 0.05) -> None:
+        """Let time pass in steps, delivering everything sent at each step (zero latency)."""
+        for _ in range(round(seconds / step)):
+            self.advance_time(step)
+            self.deliver()
+
     def isolate(self, node: NodeId) -> None:
         for other in self.configs:
             if other != node:
@@ -135,12 +153,22 @@ class Harness:
     def heal(self) -> None:
         self.cut = set()
 
-    def messages(self, kind: type[Message], src: NodeId | None = None) -> list[Envelope]:
+    def messages(self, kind: type[M], src: NodeId | None = None) -> list[Sent[M]]:
+        """In-flight messages of one type (optionally from `src`), typed for the caller."""
         return [
-            m
+            Sent(m.src, m.dst, m.message)
             for m in self.inflight
             if isinstance(m.message, kind) and (src is None or m.src == src)
         ]
+
+    @staticmethod
+    def only(kind: type[M], envelopes: Iterable[Envelope]) -> list[Sent[M]]:
+        """The envelopes of one message type, typed (e.g. from what `deliver` returned)."""
+        return [Sent(m.src, m.dst, m.message) for m in envelopes if isinstance(m.message, kind)]
+
+    def role(self, node: NodeId) -> Role:
+        """The current role (a call, so type checkers do not pin it between steps)."""
+        return self.engines[node].role
 
     # ---- conveniences ------------------------------------------------------------------------
 

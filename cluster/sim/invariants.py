@@ -10,7 +10,8 @@ predecessor's term; every committed entry under its index. From those two maps f
 - leader completeness (§5.4): the leader of term T holds every entry committed by the leader
   of an earlier term (an entry's commit term is the term of the first node that applied it);
 - state-machine safety: no two nodes apply different commands at one index;
-- commit indexes never move backwards within a node's lifetime;
+- commit indexes never move backwards within a node's lifetime, nor pass the node's last entry;
+- (pull) the sync-source graph never has a cycle;
 - no acknowledged write is missing from the committed log.
 """
 
@@ -56,6 +57,8 @@ class Invariants:
         commit = engine.commit_index
         if commit < self.commit_seen.get(node, 0):
             self._fail(now, node, "commit-monotonic", f"{self.commit_seen[node]} -> {commit}")
+        if commit > engine.log.last_index:
+            self._fail(now, node, "commit-within-log", f"{commit} > last {engine.log.last_index}")
         self.commit_seen[node] = commit
         if engine.role is Role.LEADER:
             term = engine.term
@@ -76,6 +79,19 @@ class Invariants:
                             f"leader of term {term} lacks entry {index}/{entry.term} "
                             "committed in an earlier term",
                         )
+
+    def check_sync_sources(self, now: float, sources: dict[NodeId, NodeId | None]) -> None:
+        """No member may (transitively) pull from itself."""
+        for start in sources:
+            seen = [start]
+            node = sources.get(start)
+            while node is not None:
+                if node in seen:
+                    cycle = " -> ".join([*seen[seen.index(node) :], node])
+                    self._fail(now, start, "sync-source-cycle", cycle)
+                    return
+                seen.append(node)
+                node = sources.get(node)
 
     def on_ready(self, now: float, engine: Engine, ready: Ready) -> None:
         """Record and check what a Ready hands out: new entries and newly applied ones."""

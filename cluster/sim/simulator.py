@@ -61,8 +61,32 @@ class SimConfig:
     engine: EngineFactory | None = None  # overrides `protocol` (tests: deliberately broken)
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
+    regions: tuple[str, ...] = ()  # region of each node, in order (default: one region)
+    region_delay: dict[tuple[str, str], float] = field(default_factory=dict)  # one-way, symmetric
+    disk_latency_of: dict[NodeId, float] = field(default_factory=dict)  # slow disks
+    faults_scripted: tuple[Fault, ...] | None = None  # replaces the random nemesis
+
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
+
+    def region_of(self, node: NodeId) -> str:
+        if not self.regions:
+            return "local"
+        return self.regions[self.node_ids().index(node)]
+
+    def link_delays(self) -> dict[Link, float]:
+        """One-way delay per directed link: explicit links, else the regions' delay."""
+        delays = dict(self.one_way)
+        ids = self.node_ids()
+        for a in ids:
+            for b in ids:
+                if a == b or (a, b) in delays:
+                    continue
+                ra, rb = self.region_of(a), self.region_of(b)
+                delay = self.region_delay.get((ra, rb), self.region_delay.get((rb, ra)))
+                if delay is not None:
+                    delays[(a, b)] = delay
+        return delays
 
 
 @dataclass(slots=True)
@@ -100,19 +124,23 @@ class Simulator:
         self._disk_rng = random.Random(master.getrandbits(64))
         nemesis_rng = random.Random(master.getrandbits(64))
         everything = config.faults == "all"
+        self.node_ids = config.node_ids()
         self.network = SimNetwork(
             random.Random(master.getrandbits(64)),
-            config.one_way,
+            config.link_delays(),
             config.one_way_delay,
             config.jitter * (4 if everything else 1),
             config.loss if config.loss is not None else (0.01 if everything else 0.0),
             config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
         )
-        self.node_ids = config.node_ids()
         self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
         self.invariants = Invariants()
         self.stats = SimStats()
-        self.faults = schedule(nemesis_rng, self.node_ids, config.faults, config.duration)
+        self.faults = (
+            list(config.faults_scripted)
+            if config.faults_scripted is not None
+            else schedule(nemesis_rng, self.node_ids, config.faults, config.duration)
+        )
         self.fault_log: list[tuple[float, str]] = []
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
@@ -133,6 +161,8 @@ class Simulator:
             for i in range(config.clients)
         ]
         self.stopped_by: InvariantViolation | None = None
+        self._sources: dict[NodeId, NodeId | None] = {}  # current sync sources of live nodes
+        self._started_at: dict[NodeId, float] = {}
         crashes = config.faults in ("crash", "all")
         self._crash_after_vote = (
             config.crash_after_vote if config.crash_after_vote is not None else 0.2 * crashes
@@ -155,6 +185,7 @@ class Simulator:
 
     def _start_node(self, node: _Node) -> None:
         node.incarnation += 1
+        self._started_at[node.node_id] = self.now
         rng = random.Random(self._engine_rng.getrandbits(64))
         engine = self._factory(self._engine_config(node.node_id), node.store.load(), rng, self.now)
         node.engine = engine
@@ -166,15 +197,22 @@ class Simulator:
     # ---- the loop ------------------------------------------------------------------------------
 
     def run(self) -> None:
+        """Start, run to the end (duration plus a settling period), judge."""
+        self.start()
         cfg = self.config
+        self.run_until(cfg.duration + cfg.client_settings.op_timeout + 4 * cfg.election_timeout)
+        self.finish()
+
+    def start(self) -> None:
         for node in self.nodes.values():
             self._start_node(node)
         for fault in self.faults:
             self._at(fault.time, _FAULT, fault)
         for client in self.clients:
             self._at(self._client_rng.uniform(0, 0.05), _CLIENT_START, client)
-        settle = cfg.client_settings.op_timeout + 4 * cfg.election_timeout
-        end = cfg.duration + settle
+
+    def run_until(self, end: float) -> None:
+        """Process every event due up to virtual time `end` (tests may stop and look)."""
         handlers: list[Callable[[Any, Any], None]] = [
             self._on_deliver,
             self._on_tick,
@@ -186,18 +224,24 @@ class Simulator:
             self._on_fault,
         ]
         heap = self._heap
-        while heap and self.stopped_by is None:
+        stats = self.stats
+        while heap and self.stopped_by is None and heap[0][0] <= end:
             time, _, kind, a, b = heapq.heappop(heap)
-            if time > end:
-                break
             self.now = time
-            self.stats.events += 1
+            stats.events += 1
             handlers[kind](a, b)
-        self.now = max(self.now, min(end, self.now))
+        self.now = max(self.now, end)
+
+    def finish(self) -> None:
+        """Outstanding operations become unknown; then the end-of-run checks."""
         for client in self.clients:
             if client.current is not None:
                 self._give_up(client)
         self._final_check()
+
+    def inject(self, fault: Fault) -> None:
+        """Schedule a scripted fault (tests and scenarios)."""
+        self._at(fault.time, _FAULT, fault)
 
     def _final_check(self) -> None:
         logs = {n: node.store.load().entries for n, node in self.nodes.items()}
@@ -224,7 +268,21 @@ class Simulator:
             self.stats.elections_won += 1
             self.fault_log.append((self.now, f"{node.node_id} leads term {engine.term}"))
         self.invariants.after_step(self.now, engine)
+        source = engine.sync_source
+        if source != self._sources.get(node.node_id):
+            self._sources[node.node_id] = source
+            self.invariants.check_sync_sources(self.now, self._live_sync_edges())
         self._pump(node)
+
+    def _live_sync_edges(self) -> dict[NodeId, NodeId | None]:
+        """Sync sources, without edges to a source that restarted since it last served."""
+        edges: dict[NodeId, NodeId | None] = {}
+        for node_id, source in self._sources.items():
+            engine = self.nodes[node_id].engine
+            since = getattr(engine, "sync_source_since", float("-inf"))
+            stale = source is not None and self._started_at.get(source, 0.0) > since
+            edges[node_id] = None if stale else source
+        return edges
 
     def _engine_violation(self, node: _Node, error: InvariantViolation) -> None:
         self.invariants.violations.append(
@@ -244,7 +302,8 @@ class Simulator:
             self.invariants.on_ready(self.now, engine, ready)
             if ready.needs_persist():
                 node.inflight = ready
-                latency = self.config.disk_latency * (0.5 + self._disk_rng.random())
+                base = self.config.disk_latency_of.get(node.node_id, self.config.disk_latency)
+                latency = base * (0.5 + self._disk_rng.random())
                 self._at(self.now + latency, _DISK, node, node.incarnation)
                 break
             self._finish(node, ready)
@@ -287,6 +346,13 @@ class Simulator:
             return  # superseded by an earlier deadline, or the node is down
         node.tick_at = float("inf")
         self._step(node, lambda e: e.tick(self.now), "tick", None)
+        engine = node.engine
+        if engine is not None and engine.next_deadline() <= self.now and self.stopped_by is None:
+            # A timer that does not move after it fired would spin forever at this instant.
+            error = InvariantViolation(
+                f"next_deadline() {engine.next_deadline()} <= now after tick"
+            )
+            self._engine_violation(node, error)
 
     def _on_disk(self, node: _Node, incarnation: int) -> None:
         if incarnation != node.incarnation or node.inflight is None:
@@ -341,6 +407,7 @@ class Simulator:
         node.engine = None
         node.inflight = None
         node.tick_at = float("inf")
+        self._sources.pop(node.node_id, None)
 
     # ---- clients -----------------------------------------------------------------------------
 

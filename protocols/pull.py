@@ -1,0 +1,792 @@
+"""Pull replication, MongoDB-style (Zhou & Mu, NSDI '21; mongodb/mongo src/mongo/db/repl).
+
+Theory of operation. The primary only appends to its own log and never sends entries unasked.
+Every secondary picks a *sync source* (the primary or a secondary ahead of it: chaining) with
+a `SyncSourceSelector` and keeps one `PullRequest(after=(term, index))` outstanding there. The
+source answers with the entries that follow, or holds the request as a long poll until it has
+some, its commit point moves, or `long_poll_timeout` passes. The puller checks that the batch
+follows its own log; if the source's log diverged from its own, it searches back for the last
+common entry and rolls back to it (never at or below its commit point: a source that would take
+that away is stale and is deny-listed instead).
+
+Positions travel the other way. After each persist a secondary sends `UpdatePosition` upstream
+with its durable (term, index) and the fresh positions of everyone syncing from it, so the
+primary learns every position through chains. The primary commits the highest index i such
+that a majority reports a durable position whose term is the primary's current term and whose
+index is >= i: by log matching such a member holds the primary's prefix. Counting bare indexes
+would be MongoDB's SERVER-22136. The commit point flows down on pull answers (trusted once the
+batch it came with has been validated, capped at the validated prefix) and on the primary's
+heartbeats (trusted only when its term equals the term of the receiver's last entry).
+
+Members probe each other (`StatusProbe`, like replSetHeartbeat) for liveness, positions,
+round-trip times and each other's sync sources: the selector's inputs. Elections are the shared
+Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
+(priority 0 never stands; a caught-up member of higher priority than the primary takes over)
+and a catch-up phase: a new primary first pulls whatever the freshest member it knows of has,
+bounded by `catchup_bound`, then appends a no-op of its term and takes writes. A primary that
+has not heard from a majority, directly or through chains, within an election timeout steps down.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+from protocols.config import Config
+from protocols.messages import (
+    Heartbeat,
+    HeartbeatResponse,
+    MemberPosition,
+    Message,
+    PullRequest,
+    PullResponse,
+    PullStatus,
+    StatusProbe,
+    StatusReply,
+    UpdatePosition,
+)
+from protocols.quorum import committed_index, has_quorum
+from protocols.replica import ReplicaBase
+from protocols.storage import StoredState
+from protocols.sync_source import MemberView, SyncSourceSelector, SyncView
+from protocols.types import Entry, NodeId, Position, Role
+
+_ZERO = Position(0, 0)
+_RTT_WEIGHT = 0.2  # exponentially weighted moving average of measured round trips
+_PULL_RETRIES = 2  # consecutive timed-out pulls before a source is dropped
+
+
+@dataclass(slots=True)
+class _Member:
+    """What this node knows about another member, from probes, pulls and heartbeats."""
+
+    position: Position = _ZERO
+    last_heard: float = -math.inf
+    rtt: float | None = None
+    sync_source: NodeId | None = None
+
+
+@dataclass(slots=True)
+class _Pull:
+    """The one PullRequest this node has outstanding."""
+
+    request_id: int
+    source: NodeId
+    sent_at: float
+    after_index: int
+    after_term: int
+
+
+@dataclass(slots=True)
+class _Held:
+    """A long poll this node holds for a puller."""
+
+    src: NodeId
+    request: PullRequest
+    deadline: float
+    commit_seen: int
+
+
+@dataclass(slots=True)
+class _CatchUp:
+    """A new primary's catch-up (MongoDB's CatchupState).
+
+    First the target is unknown: the primary heartbeats everyone and collects the positions in
+    the answers; once a majority (itself included) has answered, the target is the freshest
+    position among them. Then it pulls from that member until it reaches the target, or gives
+    up at `deadline`, and only then writes its no-op and takes writes.
+    """
+
+    deadline: float
+    responses: dict[NodeId, Position] = field(default_factory=dict)
+    target: Position | None = None
+    source: NodeId | None = None
+
+
+@dataclass(slots=True)
+class PullStats:
+    """Counters for metrics and tests."""
+
+    rollbacks: int = 0
+    entries_rolled_back: int = 0
+    source_changes: int = 0
+    stale_sources_refused: int = 0
+    catchups: int = 0
+    pulls_sent: int = 0
+    pulls_timed_out: int = 0
+    history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
+
+
+class PullEngine(ReplicaBase):
+    """MongoDB-style pull replication with chaining, on the shared Raft core."""
+
+    protocol = "pull"
+
+    def __init__(self, config: Config, stored: StoredState, rng: random.Random, now: float):
+        super().__init__(config, stored, rng, now)
+        self._selector = SyncSourceSelector(
+            config.sync.effective(config.election_timeout),
+            random.Random(rng.getrandbits(64)),
+            election_timeout=config.election_timeout,
+        )
+        self._info: dict[NodeId, _Member] = {peer: _Member() for peer in self.peers}
+        self._probe_interval = config.election_timeout / 5  # MongoDB: 2 s against 10 s
+        self._keepalive_interval = config.election_timeout / 4
+        self._next_probe = now
+        self.stats = PullStats()
+        # Puller side.
+        self._pull: _Pull | None = None
+        self._next_request_id = 1
+        self._pull_retry_at = now
+        self._failed_pulls = 0
+        self._next_source_check = now
+        self._established = False  # the chosen source has served us since it was chosen
+        self._established_at = -math.inf
+        self._probe_point: int | None = None  # divergence search: pull after this index
+        self._source_rollback_id: int | None = None
+        self._downstream: dict[NodeId, tuple[Position, float]] = {}
+        self._reported: Position | None = None  # last durable position sent upstream
+        self._positions_dirty = False
+        self._next_keepalive = now
+        # Source side.
+        self._held: dict[NodeId, _Held] = {}
+        # Primary side.
+        self._positions: dict[NodeId, Position] = {}
+        self._heard: dict[NodeId, float] = {}
+        self._commit_moved = False
+        self._catchup: _CatchUp | None = None
+        self._next_heartbeat = now
+        self._next_liveness_check = now
+
+    # ---- what callers read -----------------------------------------------------------------
+
+    def _sync_source(self) -> NodeId | None:
+        """The source we pull from, once it has served us (a chosen one may still refuse)."""
+        return self._selector.source if self._syncing and self._established else None
+
+    @property
+    def sync_source_since(self) -> float:
+        """When the current sync source first served us (for cycle checks across restarts)."""
+        return self._established_at
+
+    def _peers_seen(self) -> tuple[NodeId, ...]:
+        horizon = self._now - self.config.election_timeout
+        return tuple(p for p in self.peers if self._info[p].last_heard >= horizon)
+
+    @property
+    def _syncing(self) -> bool:
+        """Secondaries pull; a dry run (pre-vote) does not change that, as in MongoDB."""
+        return self._role is Role.FOLLOWER or self._role is Role.PRE_CANDIDATE
+
+    @property
+    def selector(self) -> SyncSourceSelector:
+        return self._selector
+
+    @property
+    def catching_up(self) -> bool:
+        return self._catchup is not None
+
+    def durable_position(self) -> Position:
+        stable = self.log.stable_index
+        return Position(self.log.term_at(stable) or 0, stable)
+
+    def next_deadline(self) -> float:
+        deadlines = [self._next_probe]
+        if self._held:
+            deadlines.append(min(held.deadline for held in self._held.values()))
+        if self._role is Role.LEADER:
+            deadlines += [self._next_heartbeat, self._next_liveness_check]
+            if self._catchup is not None:
+                deadlines.append(self._catchup.deadline)
+                deadlines.append(self._pull_deadline())
+        else:
+            deadlines.append(self._election_deadline)
+            if self._syncing:
+                deadlines.append(self._pull_deadline())
+                if self._selector.source is not None:
+                    deadlines.append(self._next_keepalive)
+                if self._takeover_at is not None:
+                    deadlines.append(self._takeover_at)
+        return min(deadlines)
+
+    def _pull_deadline(self) -> float:
+        if self._pull is None:
+            # A due retry happens in the next ready(), not in tick(): no timer for it.
+            return self._pull_retry_at if self._pull_retry_at > self._now else math.inf
+        return self._pull.sent_at + self._pull_failure_after()
+
+    def _pull_failure_after(self) -> float:
+        return self.config.long_poll_timeout + 2 * self.config.heartbeat_interval
+
+    # ---- timers ------------------------------------------------------------------------------
+
+    def tick(self, now: float) -> None:
+        self._now = now
+        if now >= self._next_probe:
+            self._next_probe = now + self._probe_interval
+            self._send_probes(now)
+        self._expire_held(now)
+        self._check_pull_timeout(now)
+        super().tick(now)
+
+    def _check_pull_timeout(self, now: float) -> None:
+        pull = self._pull
+        if pull is None or now < pull.sent_at + self._pull_failure_after():
+            return
+        self.stats.pulls_timed_out += 1
+        self._pull = None
+        if self._catchup is not None:
+            self._catchup.source = None  # a catching-up primary gives up on it (deadline ends it)
+            return
+        self._failed_pulls += 1
+        if self._failed_pulls >= _PULL_RETRIES:
+            # Like MongoDB's oplog fetcher: one restart against the same source, then it is
+            # considered failed and deny-listed.
+            self._failed_pulls = 0
+            self._abandon_source(now, "pull timed out", self._selector.settings.deny_seconds)
+        else:
+            self._pull_retry_at = now
+
+    def _tick_follower(self, now: float) -> None:
+        if not self._syncing:
+            return
+        if self._selector.source is not None and now >= self._next_keepalive:
+            self._next_keepalive = now + self._keepalive_interval
+            self._positions_dirty = True
+        self._maybe_priority_takeover(now)
+
+    def _tick_leader(self, now: float) -> None:
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval
+            self._broadcast_heartbeat(0)
+        if now >= self._next_liveness_check:
+            self._next_liveness_check = now + self.config.election_timeout
+            horizon = now - self.config.election_timeout
+            reachable = {self.node_id} | {n for n, t in self._heard.items() if t >= horizon}
+            if self.config.check_quorum and not has_quorum(reachable, self.members):
+                self._become_follower(self._term, None, now)
+                return
+        if self._catchup is not None:
+            self._continue_catchup(now)
+
+    def _send_probes(self, now: float) -> None:
+        last = self.log.last_position
+        probe = StatusProbe(
+            self._term,
+            now,
+            last.index,
+            last.term,
+            self._commit,
+            self.log.term_at(self._commit) or 0,
+            self._role is Role.LEADER,
+            self._sync_source(),
+        )
+        for peer in self.peers:
+            self._send(peer, probe)
+
+    # ---- one door: messages ------------------------------------------------------------------
+
+    def _on_stale_message(self, src: NodeId, message: Message, now: float) -> None:
+        """Data and status flow regardless of terms; answering tells the sender our term."""
+        if isinstance(message, (PullRequest, StatusProbe, UpdatePosition)):
+            self._step(src, message, now)
+        else:
+            super()._on_stale_message(src, message, now)
+
+    def _step(self, src: NodeId, message: Message, now: float) -> None:
+        match message:
+            case PullRequest():
+                self._serve_pull(src, message, now)
+            case PullResponse():
+                self._handle_pull_response(src, message, now)
+            case UpdatePosition():
+                self._handle_update_position(src, message, now)
+            case StatusProbe():
+                self._heard_member(src, now, Position(message.last_term, message.last_index))
+                self._info[src].sync_source = message.sync_source
+                last = self.log.last_position
+                self._send(
+                    src,
+                    StatusReply(
+                        self._term,
+                        message.sent_at,
+                        last.index,
+                        last.term,
+                        self._commit,
+                        self.log.term_at(self._commit) or 0,
+                        self._role is Role.LEADER,
+                        self._sync_source(),
+                        self._leader,
+                    ),
+                )
+            case StatusReply():
+                member = self._heard_member(
+                    src, now, Position(message.last_term, message.last_index)
+                )
+                member.sync_source = message.sync_source
+                sample = max(0.0, now - message.sent_at)
+                member.rtt = (
+                    sample
+                    if member.rtt is None
+                    else ((1 - _RTT_WEIGHT) * member.rtt + _RTT_WEIGHT * sample)
+                )
+            case Heartbeat():
+                self._handle_heartbeat(src, message, now)
+            case HeartbeatResponse():
+                if self._role is Role.LEADER:
+                    position = Position(message.last_term, message.last_index)
+                    self._heard[src] = now
+                    self._record_position(src, position)
+                    self._heard_member(src, now, None)
+                    if self._catchup is not None:
+                        self._catchup_heard(src, position, now)
+                    if message.ctx:
+                        self._reads.ack(message.ctx, src, len(self.members))
+            case _:
+                pass  # push-only messages have no meaning here
+
+    def _heard_member(self, src: NodeId, now: float, position: Position | None) -> _Member:
+        member = self._info[src]
+        member.last_heard = now
+        if position is not None:
+            member.position = position
+        return member
+
+    # ---- source side: serving pulls ------------------------------------------------------------
+
+    def _accepts(self, src: NodeId, request: PullRequest) -> bool:
+        """May `src` sync from us right now? Judged with our own, current state.
+
+        The primary serves anyone. A member serves a puller it is strictly ahead of, or any
+        puller while it syncs straight from the primary itself. A member never serves its own
+        sync source. Why no cycle can form: along an edge accepted for being strictly ahead,
+        the puller never overtakes its source (it gets entries only from it); an edge into a
+        member that syncs from the primary ends a chain, since the primary pulls from nobody,
+        and that member releases its pullers (`_recheck_held`) the moment it changes source.
+        """
+        if self._role is Role.LEADER:
+            return True
+        if src == self._selector.source:
+            return False
+        if self.log.last_position > Position(request.last_term, request.last_index):
+            return True
+        return (
+            self._established
+            and self._leader is not None
+            and (self._selector.source == self._leader)
+        )
+
+    def _recheck_held(self) -> None:
+        """Our state changed (new source, rollback): release pullers we may no longer serve."""
+        for src, held in list(self._held.items()):
+            if not self._accepts(src, held.request):
+                del self._held[src]
+                self._answer_pull(src, held.request, PullStatus.NOT_SYNCING)
+
+    def _decide(
+        self, src: NodeId, request: PullRequest, final: bool, commit_seen: int | None
+    ) -> tuple[PullStatus, int] | None:
+        """How to answer `request` now, or None to keep holding it (long poll)."""
+        if not self._accepts(src, request):
+            return PullStatus.NOT_SYNCING, 0
+        after, after_term = request.after_index, request.after_term
+        ours = self.log.term_at(after)
+        if ours is None and self.log.last_position <= Position(after_term, after):
+            # We lack the puller's point but may get it from our own source: wait for it.
+            return (PullStatus.NOT_SYNCING, 0) if final else None
+        if ours != after_term:
+            # Shorter but newer (a higher last term), or another entry at `after`: the puller
+            # holds entries we do not, and must search back for our common point.
+            return PullStatus.DIVERGED, self.log.conflict_hint(after, after_term)
+        if final or self.log.last_index > after or self._commit != commit_seen:
+            return PullStatus.OK, 0
+        return None
+
+    def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
+        self._held.pop(src, None)  # a new request replaces a held one
+        decision = self._decide(src, request, final=not request.wait, commit_seen=self._commit)
+        if decision is None:
+            deadline = now + self.config.long_poll_timeout
+            self._held[src] = _Held(src, request, deadline, self._commit)
+        else:
+            self._answer_pull(src, request, *decision)
+
+    def _answer_pull(
+        self, src: NodeId, request: PullRequest, status: PullStatus, hint: int = 0
+    ) -> None:
+        entries: tuple[Entry, ...] = ()
+        if status is PullStatus.OK:
+            entries = tuple(
+                self.log.batch_after(
+                    request.after_index, self.config.max_batch_entries, self.config.max_batch_bytes
+                )
+            )
+        last = self.log.last_position
+        primary = self.node_id if self._role is Role.LEADER else self._leader
+        self._send(
+            src,
+            PullResponse(
+                term=self._term,
+                request_id=request.request_id,
+                status=status,
+                entries=entries,
+                commit=self._commit,
+                commit_term=self.log.term_at(self._commit) or 0,
+                rollback_id=self._rollback_id,
+                last_index=last.index,
+                last_term=last.term,
+                primary=primary,
+                sync_source=self._sync_source(),
+                hint_index=hint,
+                hint_term=self.log.term_at(hint) or 0 if hint else 0,
+            ),
+        )
+
+    def _expire_held(self, now: float) -> None:
+        for src, held in list(self._held.items()):
+            if now >= held.deadline:
+                self._release_held(src, held, final=True)
+
+    def _answer_ready_polls(self) -> None:
+        """Long polls that can be answered: entries arrived or the commit point moved."""
+        for src, held in list(self._held.items()):
+            self._release_held(src, held, final=False)
+
+    def _release_held(self, src: NodeId, held: _Held, final: bool) -> None:
+        decision = self._decide(src, held.request, final, held.commit_seen)
+        if decision is not None:
+            del self._held[src]
+            self._answer_pull(src, held.request, *decision)
+
+    def _polls_answerable(self) -> bool:
+        return any(
+            self._decide(src, held.request, False, held.commit_seen) is not None
+            for src, held in self._held.items()
+        )
+
+    # ---- puller side ---------------------------------------------------------------------------
+
+    def _view(self, now: float) -> SyncView:
+        primary = self.node_id if self._role is Role.LEADER else self._leader
+        members = tuple(
+            MemberView(
+                peer,
+                info.position,
+                info.last_heard,
+                rtt=info.rtt,
+                sync_source=info.sync_source,
+            )
+            for peer, info in self._info.items()
+        )
+        return SyncView(self.node_id, self.log.last_position, primary, members, now)
+
+    def _maybe_pull(self, now: float) -> None:
+        """Keep one pull outstanding at the chosen source (followers only)."""
+        if not self._syncing or self._pull is not None or now < self._pull_retry_at:
+            return
+        previous = self._selector.source
+        if previous is not None and now < self._next_source_check:
+            self._send_pull(previous, now)  # re-evaluating on every batch would cost too much
+            return
+        self._next_source_check = now + self.config.heartbeat_interval
+        decision = self._selector.update(self._view(now), record=False)
+        if decision.source != previous:
+            self._source_changed(now, decision.source, str(decision.reason or "chosen"))
+        if decision.source is None:
+            self._pull_retry_at = now + self.config.heartbeat_interval
+            return
+        self._send_pull(decision.source, now)
+
+    def _source_changed(self, now: float, source: NodeId | None, why: str) -> None:
+        self.stats.source_changes += 1
+        self._failed_pulls = 0
+        self._established = False
+        self._recheck_held()
+        self.stats.history.append((now, source, why))
+        self._probe_point = None
+        self._source_rollback_id = None
+        self._reported = None  # tell the new source where we are at once
+        self._positions_dirty = source is not None
+
+    def _send_pull(self, source: NodeId, now: float) -> None:
+        after = self.log.last_index if self._probe_point is None else self._probe_point
+        after_term = self.log.term_at(after) or 0
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        self._pull = _Pull(request_id, source, now, after, after_term)
+        self.stats.pulls_sent += 1
+        last = self.log.last_position
+        request = PullRequest(
+            self._term, after, after_term, request_id, last_index=last.index, last_term=last.term
+        )
+        self._send(source, request)
+
+    def _abandon_source(self, now: float, reason: str, deny_seconds: float) -> None:
+        self._pull = None
+        source = self._selector.drop(now, deny_seconds=deny_seconds, reason=reason)
+        self._established = False
+        self._recheck_held()
+        if self._catchup is not None and self._catchup.source == source:
+            self._catchup.source = None
+        self.stats.history.append((now, None, f"dropped {source}: {reason}"))
+        self._probe_point = None
+        self._source_rollback_id = None
+        self._pull_retry_at = now
+
+    def _handle_pull_response(self, src: NodeId, response: PullResponse, now: float) -> None:
+        member = self._heard_member(src, now, Position(response.last_term, response.last_index))
+        member.sync_source = response.sync_source
+        pull = self._pull
+        if pull is None or pull.request_id != response.request_id or pull.source != src:
+            return  # an answer we no longer wait for
+        self._pull = None
+        self._failed_pulls = 0
+        if self._syncing or self._catchup is not None:
+            self._accept_pull_response(src, pull, response, now)
+
+    def _accept_pull_response(
+        self, src: NodeId, pull: _Pull, response: PullResponse, now: float
+    ) -> None:
+        settings = self._selector.settings
+        if self._source_rollback_id not in (None, response.rollback_id):
+            # The source rolled back since we last pulled: re-validate from our last entry.
+            self._source_rollback_id = response.rollback_id
+            self._probe_point = None
+            self._pull_retry_at = now
+            return
+        self._source_rollback_id = response.rollback_id
+        if self.log.term_at(pull.after_index) != pull.after_term:
+            self._pull_retry_at = now  # our own log changed meanwhile; ask again
+            return
+        source_position = Position(response.last_term, response.last_index)
+        match response.status:
+            case PullStatus.OK:
+                if not self._apply_batch(src, pull, response, now):
+                    return
+                if self._catchup is None and not self._established:
+                    self._established = True
+                    self._established_at = now
+                    self._selector.record_change(now)
+                    self._recheck_held()
+            case PullStatus.DIVERGED:
+                if source_position <= self.log.last_position or pull.after_index <= self._commit:
+                    # Not ahead of us, or diverging at/below our commit point: a stale source.
+                    self.stats.stale_sources_refused += 1
+                    self._abandon_source(now, "diverged stale source", settings.deny_seconds)
+                    return
+                hint = self.log.conflict_hint(
+                    min(response.hint_index, pull.after_index - 1), response.hint_term
+                )
+                self._probe_point = max(hint, self._commit)
+            case PullStatus.TOO_STALE:
+                self._abandon_source(now, "too stale for source", settings.stale_deny_seconds)
+                return
+            case PullStatus.NOT_SYNCING:
+                # Usually a passing state (it is behind us, or between sources): a short
+                # deny-list entry, so that our next choice looks elsewhere first.
+                refused = 2 * self.config.heartbeat_interval
+                self._abandon_source(now, "source will not serve us", refused)
+                return
+        self._pull_retry_at = now
+        if self._catchup is not None and self._catchup.source == src:
+            self._send_pull(src, now)
+        # A secondary pulls again from `_maybe_pull`, which re-checks the source first.
+
+    def _apply_batch(self, src: NodeId, pull: _Pull, response: PullResponse, now: float) -> bool:
+        """Validate and append a batch; roll back what conflicts. False: source refused."""
+        entries = response.entries
+        settings = self._selector.settings
+        if entries and entries[0].index != pull.after_index + 1:
+            self._abandon_source(now, "batch does not follow the request", settings.deny_seconds)
+            return False
+        conflict = next(
+            (e.index for e in entries if self.log.term_at(e.index) not in (None, e.term)), None
+        )
+        if conflict is not None:
+            if conflict <= self._commit or self._catchup is not None:
+                # Rolling back a committed entry (or a primary's own log) is never right: the
+                # source is the stale one.
+                self.stats.stale_sources_refused += 1
+                self._abandon_source(
+                    now, "would roll back committed entries", settings.deny_seconds
+                )
+                return False
+            removed = self.log.last_index - (conflict - 1)
+            self._truncate_after(conflict - 1)
+            self._rollback_id += 1
+            self.stats.rollbacks += 1
+            self.stats.entries_rolled_back += removed
+            self._recheck_held()
+        if entries:
+            self.log.merge(entries)
+        self._probe_point = None
+        validated = pull.after_index + len(entries)
+        if validated >= self.log.last_index or entries:
+            # Our log up to `validated` is now a prefix of the source's.
+            self._set_commit(min(response.commit, validated))
+        return True
+
+    # ---- positions flowing upstream --------------------------------------------------------------
+
+    def _handle_update_position(self, src: NodeId, message: UpdatePosition, now: float) -> None:
+        self._heard_member(src, now, None)
+        for reported in message.positions:
+            node = reported.node
+            if node == self.node_id or node not in self.members:
+                continue
+            position = Position(reported.term, reported.index)
+            if self._role is Role.LEADER:
+                self._heard[node] = now
+                self._record_position(node, position)
+            else:
+                self._downstream[node] = (position, now)
+                self._positions_dirty = True
+
+    def _upstream_positions(self, now: float) -> tuple[MemberPosition, ...]:
+        mine = self.durable_position()
+        horizon = now - self.config.election_timeout
+        positions = [MemberPosition(self.node_id, mine.term, mine.index)]
+        for node, (position, heard) in sorted(self._downstream.items()):
+            if heard >= horizon:
+                positions.append(MemberPosition(node, position.term, position.index))
+        return tuple(positions)
+
+    def _record_position(self, node: NodeId, position: Position) -> None:
+        self._positions[node] = position
+        self._advance_commit()
+
+    def _advance_commit(self) -> None:
+        """The highest index durable on a majority in positions of the current term."""
+        if self._role is not Role.LEADER or self._catchup is not None:
+            return
+        indexes = [p.index for p in self._positions.values() if p.term == self._term]
+        own = self.durable_position()
+        if own.term == self._term:
+            indexes.append(own.index)
+        candidate = min(committed_index(indexes, len(self.members)), self.log.last_index)
+        if candidate > self._commit:
+            self._set_commit(candidate)
+            self._commit_moved = True
+
+    def _on_persisted(self) -> None:
+        if self._role is Role.LEADER:
+            self._advance_commit()
+        elif self.durable_position() != self._reported:
+            self._positions_dirty = True
+
+    # ---- heartbeats and reads ------------------------------------------------------------------
+
+    def _broadcast_heartbeat(self, ctx: int) -> None:
+        last = self.log.last_position
+        heartbeat = Heartbeat(
+            self._term,
+            self._commit,
+            self.log.term_at(self._commit) or 0,
+            ctx,
+            last.index,
+            last.term,
+        )
+        for peer in self.peers:
+            self._send(peer, heartbeat)
+
+    def _handle_heartbeat(self, src: NodeId, message: Heartbeat, now: float) -> None:
+        self._heard_member(src, now, Position(message.last_term, message.last_index))
+        if message.commit_term == self.log.last_term:
+            # Our last entry has the commit point's term: our log holds the primary's prefix
+            # up to our last entry (log matching), so its commit point is safe up to there.
+            self._set_commit(min(message.commit, self.log.last_index))
+        durable = self.durable_position()
+        self._send(src, HeartbeatResponse(self._term, message.ctx, durable.index, durable.term))
+
+    # ---- elections: priorities, catch-up, takeover ----------------------------------------------
+
+    def _on_become_leader(self, now: float) -> None:
+        self._pull = None
+        self._positions = {}
+        self._heard = {}
+        self._next_heartbeat = now
+        self._next_liveness_check = now + self.config.election_timeout
+        self._catchup = _CatchUp(deadline=now + self.config.catchup_bound)
+        self._catchup.responses[self.node_id] = self.log.last_position
+        self._continue_catchup(now)
+
+    def _catchup_heard(self, node: NodeId, position: Position, now: float) -> None:
+        """A heartbeat answer during catch-up: one more position towards the target."""
+        catchup = self._catchup
+        assert catchup is not None
+        catchup.responses[node] = position
+        self._continue_catchup(now)
+
+    def _continue_catchup(self, now: float) -> None:
+        catchup = self._catchup
+        assert catchup is not None
+        if catchup.target is None and len(catchup.responses) >= len(self.members) // 2 + 1:
+            position, node = max((p, n) for n, p in catchup.responses.items())
+            catchup.target = position
+            if position > self.log.last_position:
+                catchup.source = node
+                self.stats.catchups += 1
+        target = catchup.target
+        if now >= catchup.deadline or (target is not None and self.log.last_position >= target):
+            self._finish_catchup(now)
+            return
+        if catchup.source is not None and self._pull is None:
+            self._send_pull(catchup.source, now)
+
+    def _finish_catchup(self, now: float) -> None:
+        self._catchup = None
+        self._pull = None
+        self._probe_point = None
+        self._append_noop(now)
+
+    def _accepting_writes(self) -> bool:
+        return self._catchup is None
+
+    def _on_appended(self, now: float) -> None:
+        if len(self.members) == 1:
+            self._advance_commit()
+
+    def _on_step_down(self) -> None:
+        self._catchup = None
+        self._positions = {}
+        self._heard = {}
+        self._commit_moved = False
+        self._pull = None
+        self._pull_retry_at = self._now
+
+    def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
+        if not self._syncing:
+            self._pull = None
+        super()._become_follower(term, leader, now)
+
+    def _become_candidate(self, now: float) -> None:
+        self._pull = None
+        self._established = False
+        super()._become_candidate(now)
+        self._recheck_held()
+
+    # ---- flushing accumulated intent -----------------------------------------------------------
+
+    def _has_pending_flush(self) -> bool:
+        if self._polls_answerable():
+            return True
+        if self._syncing:
+            if self._pull is None and self._now >= self._pull_retry_at:
+                return True
+            return self._positions_dirty and self._selector.source is not None
+        return False
+
+    def _flush(self) -> None:
+        self._answer_ready_polls()
+        self._commit_moved = False
+        if not self._syncing:
+            return
+        self._maybe_pull(self._now)
+        source = self._selector.source
+        if self._positions_dirty and source is not None:
+            self._positions_dirty = False
+            self._next_keepalive = self._now + self._keepalive_interval
+            positions = self._upstream_positions(self._now)
+            self._reported = Position(positions[0].term, positions[0].index)
+            self._send(source, UpdatePosition(self._term, positions))
