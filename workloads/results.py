@@ -1,0 +1,232 @@
+"""The raw data of one run, on disk: what every report is regenerated from.
+
+One run = one folder `results/<UTC timestamp>-<scenario>-<label>[-t<trial>]/` holding:
+
+``metadata.json``
+    scenario (name, source file, the parsed TOML as `scenario_raw`), protocol, label
+    (`push`, `pull`, `pull:<policy>`), sync policy, engine (`sim` | `real`), seed, trial,
+    the exact command line, versions (python, packages, git revision), machine facts (cores,
+    memory, CPU model, kernel), fsync policy, start time, wall seconds, the measured window
+    (`window`: [start, end] in run seconds), and `driver` (load-generator processes, batch
+    size, CPU seconds and share of the machine, the calibrated ceiling if known).
+``ops.jsonl``
+    one line per client operation: `process`, `f` (read|write|delete|cas), `key`, `value`
+    (cas: [expected, new]; read: the value read), `consistency` (reads), `intended` (open
+    loop: the scheduled start; else = invoke), `invoke`, `complete` (null when unknown),
+    `outcome` (ok|fail|unknown). Times are seconds since the run started.
+``history.jsonl``
+    the linearizable operations in DESIGN.md's Jepsen-style event format, for the checker
+    (`raftbench check` reads it as `jsonl`). Local/leader reads are left out (not meant to be
+    linearizable).
+``timeseries.jsonl``
+    every 100 ms (or finer) per node: `t`, `node`, `up`, `role`, `term`, `commit`, `applied`,
+    `last`, and, when known, `sync_source`, `cpu` (seconds used so far), `sent`/`received`
+    (bytes so far).
+``links.json``
+    bytes and messages per directed peer link over the measured window:
+    `[{"src", "dst", "bytes", "messages"}]`, plus `regions` ({node: region}).
+``nodes.json``
+    per node: `region`, `cpu_seconds` (window; null when unknown), `bytes_sent`,
+    `bytes_received` (window), `leader_time` (seconds it led in the window).
+``faults.jsonl``
+    `t`, `kind`, `nodes`, `detail` for every fault injected (and undone).
+``summary.json``
+    what `workloads.summary` computes from the files above (the report re-computes it).
+
+Only `workloads/` writes here; tests write to temporary folders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from workloads.checker import Operation
+
+SAMPLE_INTERVAL = 0.1  # seconds between time-series samples
+
+
+@dataclass(slots=True)
+class OpRecord:
+    """One client operation as the driver saw it."""
+
+    process: int
+    f: str
+    key: str
+    value: Any
+    invoke: float
+    complete: float | None
+    outcome: str  # ok | fail | unknown
+    consistency: str | None = None
+    intended: float | None = None
+
+    @property
+    def latency(self) -> float | None:
+        if self.complete is None:
+            return None
+        start = self.intended if self.intended is not None else self.invoke
+        return self.complete - start
+
+    def is_linearizable_op(self) -> bool:
+        return self.f != "read" or self.consistency in (None, "linearizable")
+
+    def as_operation(self) -> Operation:
+        return Operation(
+            self.process, self.f, self.key, self.value, self.invoke, self.complete, self.outcome
+        )
+
+
+@dataclass(slots=True)
+class FaultRecord:
+    t: float
+    kind: str
+    nodes: tuple[str, ...]
+    detail: str = ""
+
+
+@dataclass(slots=True)
+class RunRecord:
+    """Everything a driver hands over to be written."""
+
+    metadata: dict[str, Any]
+    ops: list[OpRecord]
+    timeseries: list[dict[str, Any]]
+    links: list[dict[str, Any]]
+    regions: dict[str, str]
+    nodes: dict[str, dict[str, Any]]
+    faults: list[FaultRecord] = field(default_factory=list)
+
+    def history(self) -> list[Operation]:
+        return [op.as_operation() for op in self.ops if op.is_linearizable_op()]
+
+
+def history_events(ops: Iterable[OpRecord]) -> list[dict[str, Any]]:
+    """DESIGN.md's event lines: an invoke and a completion per operation, in time order.
+
+    An operation with an unknown outcome completes with an `info` event at the end of the run.
+    """
+    chosen = [op for op in ops if op.is_linearizable_op()]
+    end = max((op.complete or op.invoke for op in chosen), default=0.0)
+    events: list[tuple[float, int, dict[str, Any]]] = []
+    for op in chosen:
+        value = list(op.value) if isinstance(op.value, tuple) else op.value
+        base = {"process": op.process, "f": op.f, "key": op.key}
+        invoke = {**base, "type": "invoke", "value": None if op.f == "read" else value}
+        events.append((op.invoke, 0, {**invoke, "time": op.invoke}))
+        kind = {"ok": "ok", "fail": "fail", "unknown": "info"}[op.outcome]
+        done = op.complete if op.complete is not None else end
+        events.append((done, 1, {**base, "type": kind, "value": value, "time": done}))
+    events.sort(key=lambda item: (item[0], item[1]))
+    return [event for _, _, event in events]
+
+
+def write_run(record: RunRecord, results_dir: Path, run_name: str) -> Path:
+    """Write one run's folder; returns it."""
+    folder = results_dir / run_name
+    folder.mkdir(parents=True, exist_ok=False)
+    _dump(folder / "metadata.json", record.metadata)
+    _lines(folder / "ops.jsonl", (asdict(op) for op in record.ops))
+    _lines(folder / "history.jsonl", history_events(record.ops))
+    _lines(folder / "timeseries.jsonl", record.timeseries)
+    _dump(folder / "links.json", {"links": record.links, "regions": record.regions})
+    _dump(folder / "nodes.json", record.nodes)
+    _lines(folder / "faults.jsonl", (asdict(f) for f in record.faults))
+    return folder
+
+
+def read_run(folder: Path) -> RunRecord:
+    """Load a run folder back (the report's only input)."""
+    metadata = json.loads((folder / "metadata.json").read_text())
+    ops = [OpRecord(**row) for row in _read_lines(folder / "ops.jsonl")]
+    for op in ops:
+        if op.f == "cas" and isinstance(op.value, list):
+            op.value = tuple(op.value)
+    links = json.loads((folder / "links.json").read_text())
+    faults = [
+        FaultRecord(row["t"], row["kind"], tuple(row["nodes"]), row.get("detail", ""))
+        for row in _read_lines(folder / "faults.jsonl")
+    ]
+    return RunRecord(
+        metadata=metadata,
+        ops=ops,
+        timeseries=list(_read_lines(folder / "timeseries.jsonl")),
+        links=links["links"],
+        regions=links["regions"],
+        nodes=json.loads((folder / "nodes.json").read_text()),
+        faults=faults,
+    )
+
+
+def run_name(scenario: str, label: str, trial: int, when: float | None = None) -> str:
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
+    safe = label.replace(":", "-")
+    return f"{stamp}-{scenario}-{safe}-t{trial}"
+
+
+def machine_facts() -> dict[str, Any]:
+    """What the report must state about where the numbers come from."""
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+    }
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                facts["cpu"] = line.split(":", 1)[1].strip()
+                break
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                facts["memory_kib"] = int(line.split()[1])
+                break
+    except OSError:
+        pass
+    return facts
+
+
+def versions(
+    packages: Sequence[str] = ("raftbench", "numpy", "httpx", "starlette"),
+) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for package in packages:
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    try:
+        found["git"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).resolve().parent,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        found["git"] = "unknown"
+    return found
+
+
+def _dump(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
+
+
+def _lines(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
+    with path.open("w") as out:
+        for row in rows:
+            out.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
+
+
+def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
+    with path.open() as source:
+        for line in source:
+            if line.strip():
+                yield json.loads(line)
