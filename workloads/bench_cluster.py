@@ -72,6 +72,7 @@ class Summary:
     leader_persists_per_second: float  # store writes (fsyncs under `always`)
     leader_entries_per_persist: float  # group commit
     leader_persist_ms: float  # mean time of one persist
+    leader_commit_ms: float  # mean proposal-to-reply time inside the leader (no HTTP)
 
 
 # ---- the load generator (one process) -----------------------------------------------------------
@@ -269,6 +270,11 @@ async def _drive(
             persist.get("raftbench_persist_seconds_sum", 0.0),
             persist.get("raftbench_persist_seconds_count", 0.0),
         ),
+        leader_commit_ms=1000.0
+        * _ratio(
+            persist.get("raftbench_commit_latency_seconds_sum", 0.0),
+            persist.get("raftbench_commit_latency_seconds_count", 0.0),
+        ),
     )
 
 
@@ -317,7 +323,8 @@ def _print(summary: Summary) -> None:
     print(
         f"  leader: {summary.leader_persists_per_second:.0f} persists/s, "
         f"{summary.leader_entries_per_persist:.1f} entries each, "
-        f"{summary.leader_persist_ms:.2f} ms each"
+        f"{summary.leader_persist_ms:.2f} ms each; mean commit latency inside the leader "
+        f"{summary.leader_commit_ms:.2f} ms"
     )
 
 
