@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 EXIT_OK = 0
 EXIT_FAILED = 1  # the node had to stop: invariant, storage, a bug
 EXIT_START = 2  # it could not start: configuration, data directory, address in use
-SWITCH_INTERVAL = 0.0002  # seconds; see main()
 
 
 class StartError(Exception):
@@ -71,9 +70,6 @@ class NodeOptions:
 
 def main(options: NodeOptions) -> int:
     """Run a node until it is told to stop; the process exit status."""
-    # The persist thread needs the GIL back from a busy event loop at every Ready; with the
-    # default 5 ms switch interval that wait, not the fsync, dominated commit latency.
-    sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         return anyio.run(run_node, options)
     except StartError as error:
