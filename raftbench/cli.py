@@ -14,8 +14,10 @@ from collections.abc import Sequence
 
 COMMAND_MODULES = (
     "raftbench.commands.check",
+    "raftbench.commands.cluster",
     "raftbench.commands.kv",
     "raftbench.commands.node",
+    "raftbench.commands.report",
     "raftbench.commands.sim",
 )
 
