@@ -17,7 +17,6 @@ COMMAND_MODULES = (
     "raftbench.commands.cluster",
     "raftbench.commands.kv",
     "raftbench.commands.node",
-    "raftbench.commands.report",
     "raftbench.commands.sim",
 )
 
