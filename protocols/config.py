@@ -146,6 +146,8 @@ class Config:
     priorities: tuple[tuple[NodeId, float], ...] = ()  # pull: member priorities (default 1)
     pull_timeout: float = 0.0  # pull: how long a source may hold a long poll; 0: heartbeat
     catchup_timeout: float = 0.0  # pull: bound of a new primary's catch-up; 0: 2 * election
+    pull_streaming: bool = True  # pull: one request streams batches (MongoDB >= 4.4); False:
+    # one request per batch, so an entry may wait up to a round trip for the next request
     sync: SyncSettings = field(default_factory=SyncSettings)
 
     def validate(self) -> Config:

@@ -172,7 +172,9 @@ class MemberPosition:
 class PullRequest:
     """Ask the sync source for entries after (after_term, after_index).
 
-    `request_id` lets the puller match the answer; `wait` asks for a long poll. The source
+    `request_id` lets the puller match the answer; `wait` asks for a long poll; `stream` asks
+    the source to keep the request open after each answer, continuing after the last entry it
+    sent (MongoDB 4.4's exhaust cursors: no round trip per batch). The source
     serves only a puller it is ahead of (see PullEngine._accepts), judged by (last_term,
     last_index) as of now: that fresh check is what keeps sync sources from forming a cycle.
     """
@@ -184,6 +186,7 @@ class PullRequest:
     wait: bool = True
     last_index: int = 0  # the puller's last entry (after_* is lower while it searches back)
     last_term: int = 0
+    stream: bool = False  # keep answering: each batch re-arms the request after it (exhaust)
 
     def __post_init__(self) -> None:
         _check_non_negative(

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
 from protocols.messages import (
@@ -204,6 +204,8 @@ class PullEngine(ReplicaBase):
             deadlines.append(self._election_deadline)
             if self._syncing:
                 deadlines.append(self._pull_deadline())
+                if self._next_source_check > self._now:
+                    deadlines.append(self._next_source_check)
                 if self._selector.source is not None:
                     deadlines.append(self._next_keepalive)
                 if self._takeover_at is not None:
@@ -407,10 +409,13 @@ class PullEngine(ReplicaBase):
         self._held.pop(src, None)  # a new request replaces a held one
         decision = self._decide(src, request, final=not request.wait, commit_seen=self._commit)
         if decision is None:
-            deadline = now + self.config.long_poll_timeout
-            self._held[src] = _Held(src, request, deadline, self._commit)
+            self._hold(src, request)
         else:
             self._answer_pull(src, request, *decision)
+
+    def _hold(self, src: NodeId, request: PullRequest) -> None:
+        deadline = self._now + self.config.long_poll_timeout
+        self._held[src] = _Held(src, request, deadline, self._commit)
 
     def _answer_pull(
         self, src: NodeId, request: PullRequest, status: PullStatus, hint: int = 0
@@ -422,6 +427,18 @@ class PullEngine(ReplicaBase):
                     request.after_index, self.config.max_batch_entries, self.config.max_batch_bytes
                 )
             )
+        if status is PullStatus.OK and request.stream:
+            # Exhaust mode: the request stays open, continuing after what we just sent.
+            sent = entries[-1] if entries else None
+            after = (sent.index, sent.term) if sent else (request.after_index, request.after_term)
+            following = replace(
+                request,
+                after_index=after[0],
+                after_term=after[1],
+                last_index=max(after[0], request.last_index),
+                last_term=max(after[1], request.last_term),
+            )
+            self._hold(src, following)
         last = self.log.last_position
         primary = self.node_id if self._role is Role.LEADER else self._leader
         self._send(
@@ -482,21 +499,26 @@ class PullEngine(ReplicaBase):
         return SyncView(self.node_id, self.log.last_position, primary, members, now)
 
     def _maybe_pull(self, now: float) -> None:
-        """Keep one pull outstanding at the chosen source (followers only)."""
-        if not self._syncing or self._pull is not None or now < self._pull_retry_at:
+        """Keep one pull (or stream) open at the chosen source; re-check the choice now and then.
+
+        The source is re-evaluated at most once per heartbeat interval (doing it per batch
+        would cost more than the answer is worth).
+        """
+        if not self._syncing:
             return
         previous = self._selector.source
-        if previous is not None and now < self._next_source_check:
-            self._send_pull(previous, now)  # re-evaluating on every batch would cost too much
+        if previous is None or now >= self._next_source_check:
+            self._next_source_check = now + self.config.heartbeat_interval
+            decision = self._selector.update(self._view(now), record=False)
+            if decision.source != previous:
+                self._source_changed(now, decision.source, str(decision.reason or "chosen"))
+                self._pull = None  # abandon the request (or stream) to the old source
+        source = self._selector.source
+        if source is None:
+            self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
             return
-        self._next_source_check = now + self.config.heartbeat_interval
-        decision = self._selector.update(self._view(now), record=False)
-        if decision.source != previous:
-            self._source_changed(now, decision.source, str(decision.reason or "chosen"))
-        if decision.source is None:
-            self._pull_retry_at = now + self.config.heartbeat_interval
-            return
-        self._send_pull(decision.source, now)
+        if self._pull is None and now >= self._pull_retry_at:
+            self._send_pull(source, now)
 
     def _source_changed(self, now: float, source: NodeId | None, why: str) -> None:
         self.stats.source_changes += 1
@@ -518,7 +540,13 @@ class PullEngine(ReplicaBase):
         self.stats.pulls_sent += 1
         last = self.log.last_position
         request = PullRequest(
-            self._term, after, after_term, request_id, last_index=last.index, last_term=last.term
+            self._term,
+            after,
+            after_term,
+            request_id,
+            last_index=last.index,
+            last_term=last.term,
+            stream=self.config.pull_streaming,
         )
         self._send(source, request)
 
@@ -542,28 +570,52 @@ class PullEngine(ReplicaBase):
             return  # an answer we no longer wait for
         self._pull = None
         self._failed_pulls = 0
-        if self._syncing or self._catchup is not None:
-            self._accept_pull_response(src, pull, response, now)
+        if not (self._syncing or self._catchup is not None):
+            return
+        streaming = self.config.pull_streaming and response.status is PullStatus.OK
+        if streaming and response.entries and response.entries[0].index != pull.after_index + 1:
+            self._pull_retry_at = now  # a streamed batch went missing: open a new stream
+            return
+        if (
+            streaming
+            and not response.entries
+            and response.last_index > pull.after_index
+            and (response.last_term == self.log.term_at(response.last_index))
+        ):
+            self._pull_retry_at = now  # a keep-alive past what we hold: a batch went missing
+            return
+        taken = self._accept_pull_response(src, pull, response, now)
+        if (
+            taken
+            and streaming
+            and self._pull is None
+            and self._catchup is None
+            and (self._syncing and self._selector.source == src)
+        ):
+            # The stream stays open: expect the next batch after our new last entry.
+            last = self.log.last_position
+            self._pull = _Pull(pull.request_id, src, now, last.index, last.term)
 
     def _accept_pull_response(
         self, src: NodeId, pull: _Pull, response: PullResponse, now: float
-    ) -> None:
+    ) -> bool:
+        """Act on an answer to our pull; True when it was a batch we took (a stream goes on)."""
         settings = self._selector.settings
         if self._source_rollback_id not in (None, response.rollback_id):
             # The source rolled back since we last pulled: re-validate from our last entry.
             self._source_rollback_id = response.rollback_id
             self._probe_point = None
             self._pull_retry_at = now
-            return
+            return False
         self._source_rollback_id = response.rollback_id
         if self.log.term_at(pull.after_index) != pull.after_term:
             self._pull_retry_at = now  # our own log changed meanwhile; ask again
-            return
+            return False
         source_position = Position(response.last_term, response.last_index)
         match response.status:
             case PullStatus.OK:
                 if not self._apply_batch(src, pull, response, now):
-                    return
+                    return False
                 if self._catchup is None and not self._established:
                     self._established = True
                     self._established_at = now
@@ -574,24 +626,25 @@ class PullEngine(ReplicaBase):
                     # Not ahead of us, or diverging at/below our commit point: a stale source.
                     self.stats.stale_sources_refused += 1
                     self._abandon_source(now, "diverged stale source", settings.deny_seconds)
-                    return
+                    return False
                 hint = self.log.conflict_hint(
                     min(response.hint_index, pull.after_index - 1), response.hint_term
                 )
                 self._probe_point = max(hint, self._commit)
             case PullStatus.TOO_STALE:
                 self._abandon_source(now, "too stale for source", settings.stale_deny_seconds)
-                return
+                return False
             case PullStatus.NOT_SYNCING:
                 # Usually a passing state (it is behind us, or between sources): a short
                 # deny-list entry, so that our next choice looks elsewhere first.
                 refused = 2 * self.config.heartbeat_interval
                 self._abandon_source(now, "source will not serve us", refused)
-                return
+                return False
         self._pull_retry_at = now
         if self._catchup is not None and self._catchup.source == src:
             self._send_pull(src, now)
         # A secondary pulls again from `_maybe_pull`, which re-checks the source first.
+        return response.status is PullStatus.OK
 
     def _apply_batch(self, src: NodeId, pull: _Pull, response: PullResponse, now: float) -> bool:
         """Validate and append a batch; roll back what conflicts. False: source refused."""
@@ -773,6 +826,8 @@ class PullEngine(ReplicaBase):
             return True
         if self._syncing:
             if self._pull is None and self._now >= self._pull_retry_at:
+                return True
+            if self._now >= self._next_source_check:
                 return True
             return self._positions_dirty and self._selector.source is not None
         return False

@@ -17,6 +17,8 @@ COMMAND_MODULES = (
     "raftbench.commands.cluster",
     "raftbench.commands.kv",
     "raftbench.commands.node",
+    "raftbench.commands.report",
+    "raftbench.commands.run",
     "raftbench.commands.sim",
 )
 

@@ -1,96 +1,110 @@
-"""Simulated clients: closed-loop processes that write, read and compare-and-set with retries.
+"""Simulated clients: processes that run a workload against the cluster, with retries.
 
 Each client follows the rules a real client of this project follows: a write carries its
 session stamp (client id, sequence number) and keeps it on every retry, so an attempt whose
 outcome is unknown can be retried safely; an operation that cannot finish before its deadline
 is recorded with an unknown outcome and the client continues as a new process (Jepsen's rule:
-at most one outstanding operation per process). Values written are unique, so the history
-checker can tell writes apart.
+at most one outstanding operation per process). What to do next comes from the workload's
+`OperationStream` (values are unique per write, so the history checker can tell writes apart).
+A read-modify-write is a read then a compare-and-set from the value read: two operations.
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from dataclasses import dataclass, field
-from enum import Enum
 
 from protocols.engine import ClientReply, Consistency, ReplyStatus
 from protocols.types import Command, NodeId, Op
-from workloads.checker import Operation
-
-
-class Kind(Enum):
-    READ = "read"
-    WRITE = "write"
-    CAS = "cas"
+from workloads.generators import OperationStream, OpKind, OpMix, Workload
+from workloads.results import OpRecord
 
 
 @dataclass(slots=True)
 class ClientSettings:
-    keys: int = 3
-    think_time: float = 0.02  # mean pause between operations (exponential)
+    think_time: float = 0.02  # mean pause between operations of a closed loop (0: none)
     attempt_timeout: float = 0.5  # give an attempt this long before trying another node
     op_timeout: float = 3.0  # then record the operation as unknown and move on
     retry_backoff: float = 0.05  # pause before retrying after "no leader" / "retry"
-    read_fraction: float = 0.4
-    cas_fraction: float = 0.2
+
+
+def correctness_workload(clients: int = 5) -> Workload:
+    """The default simulator workload: few keys, reads, writes and compare-and-set."""
+    return Workload(
+        mix=OpMix(read=0.4, write=0.4, cas=0.2),
+        key_count=3,
+        value_size=16,
+        clients=clients,
+    )
+
+
+_F = {OpKind.READ: "read", OpKind.WRITE: "write", OpKind.CAS: "cas", OpKind.DELETE: "delete"}
 
 
 @dataclass(slots=True)
 class Outstanding:
-    """The operation a client is working on."""
+    """The operation (or rmw half) a client is working on."""
 
-    kind: Kind
+    f: str  # read | write | cas | delete
     key: str
     value: str | None
     expected: str | None
+    consistency: Consistency | None
     invoke: float
+    intended: float
     seq: int
+    then_cas: str | None = None  # rmw: after this read, cas(read value -> then_cas)
     attempt: int = 0  # request id of the attempt in flight
     target: NodeId = ""
 
 
 @dataclass(slots=True)
 class SimClient:
-    """One closed-loop client. The simulator calls its methods; it returns what to do next."""
+    """One client process. The simulator calls its methods and does what they ask."""
 
     client_id: str
+    number: int
     process: int
     rng: random.Random
     settings: ClientSettings
     nodes: tuple[NodeId, ...]
-    history: list[Operation] = field(default_factory=list)
+    stream: OperationStream
+    ops: list[OpRecord] = field(default_factory=list)
     acked_writes: list[tuple[str, int, int]] = field(default_factory=list)  # (client, seq, index)
     current: Outstanding | None = None
     leader_guess: NodeId | None = None
     seq: int = 0
-    writes: int = 0
-    last_seen: dict[str, str | None] = field(default_factory=dict)
+    backlog: deque[float] = field(default_factory=deque)  # open loop: intended starts waiting
 
-    def next_op(self, now: float) -> Outstanding:
-        """Start a new operation at `now` (the caller sends the first attempt)."""
-        key = f"k{self.rng.randrange(self.settings.keys)}"
-        roll = self.rng.random()
-        if roll < self.settings.read_fraction:
-            op = Outstanding(Kind.READ, key, None, None, now, 0)
+    def next_op(self, now: float, intended: float | None = None) -> Outstanding:
+        """Start the next planned operation at `now` (the caller sends the first attempt)."""
+        planned = self.stream.next_op()
+        start = now if intended is None else intended
+        if planned.kind in (OpKind.READ, OpKind.RMW):
+            then = planned.value if planned.kind is OpKind.RMW else None
+            op = Outstanding(
+                "read", planned.key, None, None, planned.consistency, now, start, 0, then
+            )
         else:
             self.seq += 1
-            self.writes += 1
-            value = f"{self.client_id}-{self.writes}"
-            if roll < self.settings.read_fraction + self.settings.cas_fraction:
-                op = Outstanding(Kind.CAS, key, value, self.last_seen.get(key), now, self.seq)
-            else:
-                op = Outstanding(Kind.WRITE, key, value, None, now, self.seq)
+            f = _F[planned.kind]
+            op = Outstanding(
+                f, planned.key, planned.value, planned.expected, None, now, start, self.seq
+            )
         self.current = op
         return op
 
     def command(self) -> Command:
         op = self.current
-        assert op is not None and op.kind is not Kind.READ
-        kind = Op.CAS if op.kind is Kind.CAS else Op.PUT
+        assert op is not None and op.f != "read"
+        kind = {"write": Op.PUT, "cas": Op.CAS, "delete": Op.DELETE}[op.f]
         return Command(kind, op.key, op.value, op.expected, self.client_id, op.seq)
 
     def pick_target(self) -> NodeId:
+        op = self.current
+        if op is not None and op.consistency is Consistency.LOCAL:
+            return self.rng.choice(self.nodes)  # local reads spread over every node
         if self.leader_guess is not None:
             return self.leader_guess
         return self.rng.choice(self.nodes)
@@ -101,7 +115,8 @@ class SimClient:
         assert op is not None
         if reply.status is ReplyStatus.OK:
             assert reply.result is not None
-            self.leader_guess = op.target
+            if op.consistency is not Consistency.LOCAL:
+                self.leader_guess = op.target
             self._complete(op, now, reply.result.ok, reply.result.value, reply.index)
             return True
         if reply.status is ReplyStatus.NOT_LEADER:
@@ -113,40 +128,41 @@ class SimClient:
     def _complete(
         self, op: Outstanding, now: float, ok: bool, value: str | None, index: int
     ) -> None:
-        if op.kind is Kind.READ:
-            self.history.append(
-                Operation(self.process, "read", op.key, value, op.invoke, now, "ok")
-            )
-            self.last_seen[op.key] = value
-        elif op.kind is Kind.WRITE:
-            self.history.append(
-                Operation(self.process, "write", op.key, op.value, op.invoke, now, "ok")
-            )
-            self.acked_writes.append((self.client_id, op.seq, index))
-            self.last_seen[op.key] = op.value
-        else:
+        consistency = op.consistency.value if op.consistency is not None else None
+        if op.f == "read":
+            self._record(op, value, now, "ok", consistency)
+            self.stream.observe(op.key, value)
+        elif op.f == "cas":
             outcome = "ok" if ok else "fail"
-            cas_value = (op.expected, op.value)
-            self.history.append(
-                Operation(self.process, "cas", op.key, cas_value, op.invoke, now, outcome)
-            )
+            self._record(op, (op.expected, op.value), now, outcome, None)
             if ok:
                 self.acked_writes.append((self.client_id, op.seq, index))
-                self.last_seen[op.key] = op.value
-            else:
-                self.last_seen[op.key] = value
+            self.stream.observe(op.key, op.value if ok else value)
+        else:
+            self._record(op, op.value, now, "ok", None)
+            self.acked_writes.append((self.client_id, op.seq, index))
+            self.stream.observe(op.key, op.value)
         self.current = None
+        if op.f == "read" and op.then_cas is not None:
+            # The second half of a read-modify-write starts as soon as the read is done.
+            self.seq += 1
+            self.current = Outstanding("cas", op.key, op.then_cas, value, None, now, now, self.seq)
+
+    def _record(
+        self, op: Outstanding, value: object, now: float | None, outcome: str, level: str | None
+    ) -> None:
+        intended = op.intended if op.intended != op.invoke else None
+        self.ops.append(
+            OpRecord(self.process, op.f, op.key, value, op.invoke, now, outcome, level, intended)
+        )
 
     def give_up(self, new_process: int) -> None:
         """The operation ran out of time: its outcome is unknown; continue as a new process."""
         op = self.current
         assert op is not None
-        f = op.kind.value
-        value: object = (op.expected, op.value) if op.kind is Kind.CAS else op.value
-        self.history.append(Operation(self.process, f, op.key, value, op.invoke, None, "unknown"))
+        value: object = (op.expected, op.value) if op.f == "cas" else op.value
+        level = op.consistency.value if op.consistency is not None else None
+        self._record(op, value, None, "unknown", level)
         self.process = new_process
         self.current = None
         self.leader_guess = None
-
-
-READ_CONSISTENCY = Consistency.LINEARIZABLE

@@ -19,17 +19,28 @@ FAULT_MODES = ("none", "crash", "partition", "all")
 class Action(Enum):
     CRASH = "crash"
     RESTART = "restart"
+    PAUSE = "pause"
+    RESUME = "resume"
     PARTITION = "partition"
     ONE_WAY = "one-way"
     HEAL = "heal"
+    SLOW_LINK = "slow-link"
+    SLOW_DISK = "slow-disk"
+
+
+LEADER = "leader"  # in `nodes`: whoever leads when the fault fires
 
 
 @dataclass(frozen=True, slots=True)
 class Fault:
     time: float
     action: Action
-    nodes: tuple[NodeId, ...] = ()  # CRASH/RESTART: the node; ONE_WAY: (src, dst) pairs flat
+    nodes: tuple[NodeId, ...] = ()  # CRASH/RESTART/...: the node; ONE_WAY: (src, dst) pairs
     groups: tuple[tuple[NodeId, ...], ...] = ()  # PARTITION
+    delay: float = 0.0  # SLOW_LINK / SLOW_DISK: seconds added (0 clears it)
+    jitter: float = 0.0
+    loss: float = 0.0
+    ref: int = 0  # faults sharing a ref aim at the same node: an undo hits what was crashed
 
     def describe(self) -> str:
         if self.action is Action.PARTITION:
@@ -37,7 +48,8 @@ class Fault:
         if self.action is Action.ONE_WAY:
             pairs = zip(self.nodes[::2], self.nodes[1::2], strict=True)
             return "one-way " + " ".join(f"{a}-/->{b}" for a, b in pairs)
-        return f"{self.action.value} {','.join(self.nodes)}".strip()
+        extra = f" +{self.delay * 1000:g}ms" if self.delay else ""
+        return f"{self.action.value} {','.join(self.nodes)}{extra}".strip()
 
 
 def schedule(

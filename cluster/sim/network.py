@@ -26,28 +26,39 @@ class LinkStats:
 
 
 class SimNetwork:
-    """Decides when (and whether) each message arrives, and counts what each link carries."""
+    """Decides when (and whether) each message arrives, and counts what each link carries.
+
+    Each directed link has a base (delay, jitter, loss), from the scenario's matrix or the
+    defaults; a slow-link fault adds to it until it is cleared.
+    """
 
     def __init__(
         self,
         rng: random.Random,
-        one_way: dict[Link, float],
+        links: dict[Link, tuple[float, float, float]],
         default_delay: float,
         jitter: float = 0.0,
         loss: float = 0.0,
         duplicate: float = 0.0,
     ) -> None:
         self._rng = rng
-        self._one_way = one_way
-        self._default_delay = default_delay
-        self.jitter = jitter
-        self.loss = loss
+        self._links = links
+        self._default = (default_delay, jitter, loss)
         self.duplicate = duplicate
         self.blocked: set[Link] = set()  # directed: (a, b) blocks a -> b
+        self.slowed: dict[Link, tuple[float, float, float]] = {}  # added by slow-link faults
         self.stats: dict[Link, LinkStats] = defaultdict(LinkStats)
 
+    def link(self, src: NodeId, dst: NodeId) -> tuple[float, float, float]:
+        """(delay, jitter, loss) of the directed link now, slow-link faults included."""
+        delay, jitter, loss = self._links.get((src, dst), self._default)
+        extra = self.slowed.get((src, dst))
+        if extra is not None:
+            delay, jitter, loss = delay + extra[0], jitter + extra[1], max(loss, extra[2])
+        return delay, jitter, loss
+
     def delay(self, src: NodeId, dst: NodeId) -> float:
-        return self._one_way.get((src, dst), self._default_delay)
+        return self.link(src, dst)[0]
 
     def arrivals(self, envelope: Envelope, now: float) -> list[float]:
         """Arrival times of `envelope` sent at `now`: none (lost), one, or two (duplicated)."""
@@ -55,12 +66,12 @@ class SimNetwork:
         stats = self.stats[link]
         stats.messages += 1
         stats.bytes += encoded_size(envelope)
-        if link in self.blocked or (self.loss and self._rng.random() < self.loss):
+        delay, jitter, loss = self.link(*link)
+        if link in self.blocked or (loss and self._rng.random() < loss):
             stats.dropped += 1
             return []
         copies = 2 if self.duplicate and self._rng.random() < self.duplicate else 1
-        base = self.delay(*link)
-        return [now + base + self._rng.random() * self.jitter for _ in range(copies)]
+        return [now + delay + self._rng.random() * jitter for _ in range(copies)]
 
     def partition(self, groups: list[list[NodeId]]) -> None:
         """Symmetric partition: nodes talk only within their group."""

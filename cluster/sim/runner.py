@@ -48,7 +48,9 @@ def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False
     simulator = Simulator(config)
     simulator.run()
     wall = time.perf_counter() - started
-    history = [op for client in simulator.clients for op in client.history]
+    history = [
+        op.as_operation() for c in simulator.clients for op in c.ops if op.is_linearizable_op()
+    ]
     check: CheckResult = check_operations(history, budget=budget)
     stats = simulator.stats
     return SeedResult(

@@ -10,6 +10,7 @@ random comes from one seeded generator, so a seed replays exactly.
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections import deque
@@ -17,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.sim.clients import ClientSettings, Kind, SimClient
+from cluster.sim.clients import ClientSettings, SimClient, correctness_workload
 from cluster.sim.invariants import Invariants, Violation
-from cluster.sim.nemesis import Action, Fault, schedule
+from cluster.sim.nemesis import LEADER, Action, Fault, schedule
 from cluster.sim.network import Link, SimNetwork
 from protocols.config import Config
 from protocols.engine import ClientReply, ClientRequest, Engine, EngineFactory, ReadRequest, Ready
@@ -28,11 +29,22 @@ from protocols.errors import InvariantViolation, PeerError
 from protocols.messages import Envelope, VoteResponse
 from protocols.storage import MemoryLogStore
 from protocols.types import NodeId, Role
+from workloads.generators import LoopMode, OperationStream, Workload
 
 # Event kinds, in the order they are handled when due at the same instant.
-_DELIVER, _TICK, _DISK, _CLIENT_ARRIVE, _CLIENT_REPLY, _CLIENT_TIMER, _CLIENT_START, _FAULT = range(
-    8
-)
+(
+    _DELIVER,
+    _TICK,
+    _DISK,
+    _CLIENT_ARRIVE,
+    _CLIENT_REPLY,
+    _CLIENT_TIMER,
+    _CLIENT_START,
+    _FAULT,
+    _ARRIVAL,
+    _SAMPLE,
+) = range(10)
+_NODE_EVENTS = (_DELIVER, _TICK, _DISK, _CLIENT_ARRIVE)  # deferred while a node is paused
 
 
 @dataclass(slots=True)
@@ -49,6 +61,8 @@ class SimConfig:
     heartbeat_interval: float = 0.05
     one_way_delay: float = 0.001
     one_way: dict[Link, float] = field(default_factory=dict)  # overrides per directed link
+    links: dict[Link, tuple[float, float, float]] = field(default_factory=dict)  # scenario:
+    # (delay, jitter, loss) per directed link; wins over one_way/region_delay
     jitter: float = 0.0005
     loss: float | None = None  # default: 1% with faults "all", else 0
     duplicate: float | None = None  # default: 1% with faults "all", else 0
@@ -65,6 +79,12 @@ class SimConfig:
     region_delay: dict[tuple[str, str], float] = field(default_factory=dict)  # one-way, symmetric
     disk_latency_of: dict[NodeId, float] = field(default_factory=dict)  # slow disks
     faults_scripted: tuple[Fault, ...] | None = None  # replaces the random nemesis
+    workload: Workload | None = None  # default: correctness_workload(clients)
+    sample_interval: float = 0.0  # > 0: record every node's state this often (time series)
+    settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
+
+    def the_workload(self) -> Workload:
+        return self.workload if self.workload is not None else correctness_workload(self.clients)
 
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
@@ -74,19 +94,24 @@ class SimConfig:
             return "local"
         return self.regions[self.node_ids().index(node)]
 
-    def link_delays(self) -> dict[Link, float]:
-        """One-way delay per directed link: explicit links, else the regions' delay."""
-        delays = dict(self.one_way)
+    def link_delays(self, jitter: float, loss: float) -> dict[Link, tuple[float, float, float]]:
+        """(delay, jitter, loss) per directed link: scenario links, explicit delays, regions."""
+        out: dict[Link, tuple[float, float, float]] = {}
         ids = self.node_ids()
         for a in ids:
             for b in ids:
-                if a == b or (a, b) in delays:
+                if a == b:
+                    continue
+                if (a, b) in self.links:
+                    out[(a, b)] = self.links[(a, b)]
                     continue
                 ra, rb = self.region_of(a), self.region_of(b)
-                delay = self.region_delay.get((ra, rb), self.region_delay.get((rb, ra)))
+                delay = self.one_way.get(
+                    (a, b), self.region_delay.get((ra, rb), self.region_delay.get((rb, ra)))
+                )
                 if delay is not None:
-                    delays[(a, b)] = delay
-        return delays
+                    out[(a, b)] = (delay, jitter, loss)
+        return out
 
 
 @dataclass(slots=True)
@@ -97,6 +122,8 @@ class _Node:
     inflight: Ready | None = None
     incarnation: int = 0
     tick_at: float = float("inf")
+    paused: bool = False
+    deferred: list[tuple[int, Any, Any]] = field(default_factory=list)  # events while paused
 
 
 @dataclass(slots=True)
@@ -125,12 +152,14 @@ class Simulator:
         nemesis_rng = random.Random(master.getrandbits(64))
         everything = config.faults == "all"
         self.node_ids = config.node_ids()
+        jitter = config.jitter * (4 if everything else 1)
+        loss = config.loss if config.loss is not None else (0.01 if everything else 0.0)
         self.network = SimNetwork(
             random.Random(master.getrandbits(64)),
-            config.link_delays(),
+            config.link_delays(jitter, loss),
             config.one_way_delay,
-            config.jitter * (4 if everything else 1),
-            config.loss if config.loss is not None else (0.01 if everything else 0.0),
+            jitter,
+            loss,
             config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
         )
         self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
@@ -147,21 +176,31 @@ class Simulator:
         self._seq = 0
         self._request_owner: dict[int, SimClient] = {}
         self._next_request = 1
-        self._next_process = config.clients
+        self.workload = config.the_workload()
+        self._next_process = self.workload.clients
         self.trace: deque[tuple[float, str, str, object]] = deque(maxlen=max(config.trace, 1))
         self._tracing = config.trace > 0
+        stream_seed = self._client_rng.getrandbits(32)
         self.clients = [
             SimClient(
                 f"c{i}",
                 i,
+                i,
                 random.Random(self._client_rng.getrandbits(64)),
                 config.client_settings,
                 self.node_ids,
+                OperationStream(self.workload, stream_seed, i),
             )
-            for i in range(config.clients)
+            for i in range(self.workload.clients)
         ]
+        self._open_loop = self.workload.loop is LoopMode.OPEN
+        self._stream_seed = stream_seed
+        self.samples: list[dict[str, Any]] = []
+        self.leader_time: dict[NodeId, float] = {}
         self.stopped_by: InvariantViolation | None = None
         self._sources: dict[NodeId, NodeId | None] = {}  # current sync sources of live nodes
+        self._disk_extra: dict[NodeId, float] = {}  # slow-disk faults
+        self._aimed: dict[int, NodeId] = {}  # fault ref -> the leader it was aimed at
         self._started_at: dict[NodeId, float] = {}
         crashes = config.faults in ("crash", "all")
         self._crash_after_vote = (
@@ -199,9 +238,16 @@ class Simulator:
     def run(self) -> None:
         """Start, run to the end (duration plus a settling period), judge."""
         self.start()
-        cfg = self.config
-        self.run_until(cfg.duration + cfg.client_settings.op_timeout + 4 * cfg.election_timeout)
+        self.run_until(self.end_time)
         self.finish()
+
+    @property
+    def end_time(self) -> float:
+        cfg = self.config
+        settle = cfg.settle
+        if settle is None:
+            settle = cfg.client_settings.op_timeout + 4 * cfg.election_timeout
+        return cfg.duration + settle
 
     def start(self) -> None:
         for node in self.nodes.values():
@@ -209,7 +255,16 @@ class Simulator:
         for fault in self.faults:
             self._at(fault.time, _FAULT, fault)
         for client in self.clients:
-            self._at(self._client_rng.uniform(0, 0.05), _CLIENT_START, client)
+            if self._open_loop:
+                arrivals = self.workload.arrivals(
+                    self.config.duration, self._stream_seed, client.number
+                )
+                for intended in arrivals:
+                    self._at(float(intended), _ARRIVAL, client, float(intended))
+            else:
+                self._at(self._client_rng.uniform(0, 0.05), _CLIENT_START, client)
+        if self.config.sample_interval > 0:
+            self._at(0.0, _SAMPLE)
 
     def run_until(self, end: float) -> None:
         """Process every event due up to virtual time `end` (tests may stop and look)."""
@@ -222,6 +277,8 @@ class Simulator:
             self._on_client_timer,
             self._on_client_start,
             self._on_fault,
+            self._on_arrival,
+            self._on_sample,
         ]
         heap = self._heap
         stats = self.stats
@@ -229,6 +286,9 @@ class Simulator:
             time, _, kind, a, b = heapq.heappop(heap)
             self.now = time
             stats.events += 1
+            if kind in _NODE_EVENTS and a.paused:
+                a.deferred.append((kind, a, b))  # a stopped process reads its socket later
+                continue
             handlers[kind](a, b)
         self.now = max(self.now, end)
 
@@ -304,6 +364,7 @@ class Simulator:
                 node.inflight = ready
                 base = self.config.disk_latency_of.get(node.node_id, self.config.disk_latency)
                 latency = base * (0.5 + self._disk_rng.random())
+                latency += self._disk_extra.get(node.node_id, 0.0)
                 self._at(self.now + latency, _DISK, node, node.incarnation)
                 break
             self._finish(node, ready)
@@ -366,7 +427,36 @@ class Simulator:
 
     # ---- faults ------------------------------------------------------------------------------
 
-    def _on_fault(self, fault: Fault, _: None) -> None:
+    def leader_now(self) -> NodeId | None:
+        """The live node that leads the highest term (what a nemesis aiming at it sees)."""
+        best: tuple[int, NodeId] | None = None
+        for node_id, node in self.nodes.items():
+            engine = node.engine
+            leading = engine is not None and engine.role is Role.LEADER
+            if leading and engine is not None and (best is None or engine.term > best[0]):
+                best = (engine.term, node_id)
+        return None if best is None else best[1]
+
+    def _resolve(self, fault: Fault) -> Fault | None:
+        """Fill in `leader` (the same node for every fault of one ref); None: no leader now."""
+        if LEADER not in fault.nodes and not any(LEADER in g for g in fault.groups):
+            return fault
+        leader = self._aimed.get(fault.ref) if fault.ref else None
+        if leader is None:
+            leader = self.leader_now()
+            if leader is None:
+                return None
+            if fault.ref:
+                self._aimed[fault.ref] = leader
+        nodes = tuple(leader if n == LEADER else n for n in fault.nodes)
+        groups = tuple(tuple(leader if n == LEADER else n for n in g) for g in fault.groups)
+        return dataclasses.replace(fault, nodes=nodes, groups=groups)
+
+    def _on_fault(self, scheduled: Fault, _: None) -> None:
+        fault = self._resolve(scheduled)
+        if fault is None:
+            self.fault_log.append((self.now, f"skipped (no leader): {scheduled.describe()}"))
+            return
         self.fault_log.append((self.now, fault.describe()))
         if self._tracing:
             self.trace.append((self.now, "nemesis", fault.describe(), None))
@@ -377,13 +467,51 @@ class Simulator:
                 node = self.nodes[fault.nodes[0]]
                 if node.engine is None:
                     self._start_node(node)
+            case Action.PAUSE:
+                self.nodes[fault.nodes[0]].paused = True
+            case Action.RESUME:
+                self._resume(self.nodes[fault.nodes[0]])
             case Action.PARTITION:
-                self.network.partition([list(group) for group in fault.groups])
+                self.network.partition([list(group) for group in self._groups(fault)])
             case Action.ONE_WAY:
+                if fault.groups:  # the first group's messages to the rest are dropped
+                    senders, receivers = self._groups(fault)[:2]
+                    for src in senders:
+                        for dst in receivers:
+                            self.network.block_one_way(src, dst)
                 for src, dst in zip(fault.nodes[::2], fault.nodes[1::2], strict=True):
                     self.network.block_one_way(src, dst)
             case Action.HEAL:
                 self.network.heal()
+            case Action.SLOW_LINK:
+                src = fault.nodes[0]
+                peers = fault.nodes[1:] or tuple(n for n in self.node_ids if n != src)
+                for peer in peers:
+                    for link in ((src, peer), (peer, src)):
+                        if fault.delay or fault.jitter or fault.loss:
+                            self.network.slowed[link] = (fault.delay, fault.jitter, fault.loss)
+                        else:
+                            self.network.slowed.pop(link, None)
+            case Action.SLOW_DISK:
+                node_id = fault.nodes[0]
+                if fault.delay:
+                    self._disk_extra[node_id] = fault.delay
+                else:
+                    self._disk_extra.pop(node_id, None)
+
+    def _groups(self, fault: Fault) -> list[tuple[NodeId, ...]]:
+        """The fault's groups; a single group is cut off from everyone else."""
+        groups = list(fault.groups)
+        if len(groups) == 1:
+            rest = tuple(n for n in self.node_ids if n not in groups[0])
+            groups.append(rest)
+        return groups
+
+    def _resume(self, node: _Node) -> None:
+        node.paused = False
+        deferred, node.deferred = node.deferred, []
+        for kind, a, b in deferred:
+            self._at(self.now, kind, a, b)
 
     def _targeted_crash(self, node: _Node) -> None:
         """Crash `node` just after its vote left, and bring it back soon after."""
@@ -407,6 +535,8 @@ class Simulator:
         node.engine = None
         node.inflight = None
         node.tick_at = float("inf")
+        node.paused = False
+        node.deferred = []
         self._sources.pop(node.node_id, None)
 
     # ---- clients -----------------------------------------------------------------------------
@@ -416,6 +546,14 @@ class Simulator:
             return
         client.next_op(self.now)
         self._send_attempt(client)
+
+    def _on_arrival(self, client: SimClient, intended: float) -> None:
+        """Open loop: an operation is due; it waits if this client is still busy."""
+        if client.current is None and not client.backlog:
+            client.next_op(self.now, intended)
+            self._send_attempt(client)
+        else:
+            client.backlog.append(intended)
 
     def _send_attempt(self, client: SimClient) -> None:
         op = client.current
@@ -434,8 +572,9 @@ class Simulator:
         op = client.current
         if op is None or op.attempt != request_id:
             return
-        if op.kind is Kind.READ:
-            request = ReadRequest(request_id, op.key)
+        if op.f == "read":
+            assert op.consistency is not None
+            request = ReadRequest(request_id, op.key, op.consistency)
             self._step(node, lambda e: e.read(request, self.now), "read", request)
         else:
             write = ClientRequest(request_id, client.command())
@@ -448,7 +587,7 @@ class Simulator:
         if self._tracing:
             self.trace.append((self.now, client.client_id, "reply", reply))
         if client.on_reply(reply, self.now):
-            self._completed(client, op.invoke, op.kind, op.seq)
+            self._completed(client)
             return
         if self.now - op.invoke > client.settings.op_timeout:
             self._give_up(client)
@@ -457,20 +596,29 @@ class Simulator:
         backoff = 0.0 if reply.leader else client.settings.retry_backoff
         self._at(self.now + backoff, _CLIENT_TIMER, client, -reply.request_id)
 
-    def _completed(self, client: SimClient, invoke: float, kind: Kind, seq: int) -> None:
-        last = client.history[-1]
-        self.stats.latencies.append(self.now - invoke)
+    def _completed(self, client: SimClient) -> None:
+        last = client.ops[-1]
+        self.stats.latencies.append(self.now - last.invoke)
         if last.outcome == "ok":
             self.stats.ops_ok += 1
         else:
             self.stats.ops_fail += 1
-        if kind is not Kind.READ and last.outcome == "ok":
+        if last.f != "read" and last.outcome == "ok":
             client_id, acked_seq, index = client.acked_writes[-1]
             self.invariants.on_write_acked(self.now, client_id, acked_seq, index)
+        if client.current is not None:  # the cas half of a read-modify-write
+            self._send_attempt(client)
+            return
         self._schedule_next(client)
 
     def _schedule_next(self, client: SimClient) -> None:
-        pause = client.rng.expovariate(1.0 / client.settings.think_time)
+        if self._open_loop:
+            if client.backlog:
+                client.next_op(self.now, client.backlog.popleft())
+                self._send_attempt(client)
+            return
+        think = client.settings.think_time
+        pause = client.rng.expovariate(1.0 / think) if think > 0 else 0.0
         self._at(self.now + pause, _CLIENT_START, client)
 
     def _on_client_timer(self, client: SimClient, request_id: int) -> None:
@@ -490,6 +638,33 @@ class Simulator:
         client.give_up(self._next_process)
         self._next_process += 1
         self.stats.ops_unknown += 1
+
+    # ---- time series -----------------------------------------------------------------------------
+
+    def _on_sample(self, _a: None, _b: None) -> None:
+        interval = self.config.sample_interval
+        for node_id, node in self.nodes.items():
+            engine = node.engine
+            if engine is None:
+                self.samples.append({"t": self.now, "node": node_id, "up": False})
+                continue
+            status = engine.status()
+            if status.role is Role.LEADER:
+                self.leader_time[node_id] = self.leader_time.get(node_id, 0.0) + interval
+            self.samples.append(
+                {
+                    "t": self.now,
+                    "node": node_id,
+                    "up": not node.paused,
+                    "role": status.role.value,
+                    "term": status.term,
+                    "commit": status.commit,
+                    "applied": status.applied,
+                    "last": status.last_index,
+                    "sync_source": status.sync_source,
+                }
+            )
+        self._at(self.now + interval, _SAMPLE)
 
     # ---- results -------------------------------------------------------------------------------
 

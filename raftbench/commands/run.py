@@ -1,0 +1,142 @@
+"""`raftbench run` and `raftbench compare`: scenarios against protocols, into results/reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from protocols.errors import RaftbenchError
+from raftbench.commands.report import print_summary_table
+from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
+from workloads.scenario import catalogue, load_scenario, parse_protocol_label
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    names = ", ".join(catalogue())
+    run = subparsers.add_parser(
+        "run",
+        help="run one scenario against one protocol into results/",
+        description=f"Run a scenario (catalogue: {names}) once and save its raw data.",
+    )
+    _common(run)
+    run.add_argument(
+        "--protocol", required=True, help="push, pull or pull:<sync policy>", type=_label
+    )
+    run.set_defaults(handler=handle_run)
+    compare = subparsers.add_parser(
+        "compare",
+        help="run a scenario for several protocols, interleaved, then write the report",
+        description=f"Run a scenario (catalogue: {names}) for each protocol N times, "
+        "interleaved, and write a comparative report.",
+    )
+    _common(compare)
+    compare.add_argument("--trials", type=_positive, default=3)
+    compare.add_argument(
+        "--protocols",
+        default="push,pull",
+        type=_labels,
+        help="comma-separated: push, pull, pull:<sync policy> (default: push,pull)",
+    )
+    compare.add_argument("--name", help="report folder name (default: derived)")
+    compare.set_defaults(handler=handle_compare)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--scenario", required=True, help="catalogue name or TOML file")
+    parser.add_argument("--engine", choices=ENGINES, default="real")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--netns", action="store_true", help="real engine: one netns per node")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+
+
+def _label(text: str) -> str:
+    try:
+        parse_protocol_label(text)
+    except RaftbenchError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--protocols: ")) from None
+    return text
+
+
+def _labels(text: str) -> list[str]:
+    labels = [_label(part.strip()) for part in text.split(",") if part.strip()]
+    if not labels:
+        raise argparse.ArgumentTypeError("give at least one protocol")
+    if len(set(labels)) != len(labels):
+        raise argparse.ArgumentTypeError("a protocol is listed twice")
+    return labels
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[TrialResult]:
+    console = Console()
+    scenario = load_scenario(args.scenario)  # validated before anything starts
+    order = compare_order(labels, trials)
+    command = command_line()
+    results: list[TrialResult] = []
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task(f"{scenario.name} on {args.engine}", total=len(order))
+        for trial, label in order:
+            progress.update(task, description=f"{scenario.name}: {label} trial {trial + 1}")
+            result = run_trial(
+                scenario,
+                label,
+                args.engine,
+                args.seed + trial,
+                trial,
+                args.results_dir,
+                command,
+                netns=args.netns,
+                progress=lambda text: progress.update(task, description=text),
+            )
+            results.append(result)
+            s = result.summary
+            progress.console.print(
+                f"  {label} t{trial}: {s.throughput:,.0f} ops/s, "
+                f"history {s.verdict}, acked writes lost {s.acked_lost}  -> {result.folder}"
+            )
+            progress.advance(task)
+    return results
+
+
+def handle_run(args: argparse.Namespace) -> int:
+    try:
+        results = _run_all(args, [args.protocol], 1)
+    except RaftbenchError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        return 2
+    summary = results[0].summary
+    return 0 if summary.verdict == "linearizable" and not summary.acked_lost else 1
+
+
+def handle_compare(args: argparse.Namespace) -> int:
+    from workloads.report import generate_report  # noqa: PLC0415
+
+    try:
+        results = _run_all(args, args.protocols, args.trials)
+        report = generate_report(
+            [r.folder for r in results], args.reports_dir, args.name, command_line(), progress=True
+        )
+    except RaftbenchError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {error}")
+        return 2
+    print_summary_table(report.groups, report.ratios)
+    Console().print(f"report: {report.folder / 'index.html'} (and report.md)")
+    clean = all(r.summary.verdict == "linearizable" and not r.summary.acked_lost for r in results)
+    return 0 if clean else 1
