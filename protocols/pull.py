@@ -477,8 +477,10 @@ class PullEngine(ReplicaBase):
             self._answer_pull(src, held.request, *decision)
 
     def _polls_answerable(self) -> bool:
+        last, commit = self.log.last_index, self._commit
         return any(
-            self._decide(src, held.request, False, held.commit_seen) is not None
+            (last > held.request.after_index or commit != held.commit_seen)
+            and self._decide(src, held.request, False, held.commit_seen) is not None
             for src, held in self._held.items()
         )
 

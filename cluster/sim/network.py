@@ -47,6 +47,7 @@ class SimNetwork:
         self.duplicate = duplicate
         self.blocked: set[Link] = set()  # directed: (a, b) blocks a -> b
         self.slowed: dict[Link, tuple[float, float, float]] = {}  # added by slow-link faults
+        self.count_bytes = True  # encoding every message costs; correctness runs skip it
         self.stats: dict[Link, LinkStats] = defaultdict(LinkStats)
 
     def link(self, src: NodeId, dst: NodeId) -> tuple[float, float, float]:
@@ -65,7 +66,8 @@ class SimNetwork:
         link = (envelope.src, envelope.dst)
         stats = self.stats[link]
         stats.messages += 1
-        stats.bytes += encoded_size(envelope)
+        if self.count_bytes:
+            stats.bytes += encoded_size(envelope)
         delay, jitter, loss = self.link(*link)
         if link in self.blocked or (loss and self._rng.random() < loss):
             stats.dropped += 1

@@ -82,6 +82,7 @@ class SimConfig:
     workload: Workload | None = None  # default: correctness_workload(clients)
     sample_interval: float = 0.0  # > 0: record every node's state this often (time series)
     settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
+    count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
 
     def the_workload(self) -> Workload:
         return self.workload if self.workload is not None else correctness_workload(self.clients)
@@ -162,6 +163,7 @@ class Simulator:
             loss,
             config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
         )
+        self.network.count_bytes = config.count_bytes
         self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
         self.invariants = Invariants()
         self.stats = SimStats()
