@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
-from node_harness import SECRET, InProcessCluster, in_process_cluster, url_of
+from node_harness import DEADLINE, SECRET, InProcessCluster, in_process_cluster, url_of
 
 from cluster.admin import AUTH_HEADER, admin_signature
 from cluster.api import ApiLimits
@@ -147,29 +148,43 @@ async def test_without_a_leader_the_redirect_says_unknown(tmp_path: Path) -> Non
 async def test_a_write_cut_off_from_its_quorum_has_an_unknown_outcome_then_applies_once(
     tmp_path: Path,
 ) -> None:
-    async with in_process_cluster(tmp_path, 3, request_timeout=0.5) as cluster:
+    # The election timeout is long next to the request timeout, so the cut-off leader is
+    # still leading when the write times out (a step-down would answer 503, also "unknown").
+    async with in_process_cluster(
+        tmp_path, 3, request_timeout=0.3, election_timeout=1.0
+    ) as cluster:
         leader = await cluster.leader()
         base = url_of(leader)
         peers = [n for n in cluster.nodes if n != leader]
-        body = {"value": "maybe", "client_id": "c1", "seq": 1}
+        # A compare-and-set shows a double application: the second one would fail.
+        body = {"expected": None, "new": "maybe", "client_id": "c1", "seq": 1}
         async with cluster.http() as http:
             cut = {"links": {"*": {"partitioned": True}}}
             r = await _admin(http, base, "/admin/shaper", cut)
             assert r.status_code == 200
             assert all(r.json()["links"][p]["partitioned"] for p in peers)
 
-            r = await http.put(f"{base}/kv/k", json=body)
+            r = await http.post(f"{base}/cas/k", json=body)
             assert r.status_code in (503, 504)
             assert r.json()["error"] == "unknown-outcome"
 
             heal = {"links": {"*": {"partitioned": False}}}
             assert (await _admin(http, base, "/admin/shaper", heal)).status_code == 200
-            new_leader = await cluster.leader()
-            r = await http.put(f"{url_of(new_leader)}/kv/k", json=body)
-            assert r.status_code == 200
-            r = await http.get(f"{url_of(new_leader)}/kv/k")
+            # Retry with the same seq wherever the leader now is, as a client would.
+            target = base
+            with anyio.fail_after(DEADLINE):
+                while True:
+                    r = await http.post(f"{target}/cas/k", json=body)
+                    if r.status_code == 200:
+                        break
+                    if r.status_code == 421 and r.json()["leader"] != "unknown":
+                        target = r.json()["leader"]
+                    else:
+                        await cluster.any_change()
+            assert r.json()["ok"] is True
+            r = await http.get(f"{target}/kv/k")
             assert r.json()["value"] == "maybe"
-            metrics = (await http.get(f"{url_of(new_leader)}/metrics")).text
+            metrics = (await http.get(f"{target}/metrics")).text
             assert 'raftbench_client_replies_total{kind="write",status="ok"}' in metrics
 
 
