@@ -206,9 +206,13 @@ class PullEngine(ReplicaBase):
                 deadlines.append(self._pull_deadline())
                 if self._next_source_check > self._now:
                     deadlines.append(self._next_source_check)
-                if self._selector.source is not None:
+                # Follower timers are skipped by a tick in which the election timer fires (after
+                # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
+                # next tick (the probe timer guarantees one) instead of pinning the deadline
+                # in the past.
+                if self._selector.source is not None and self._next_keepalive > self._now:
                     deadlines.append(self._next_keepalive)
-                if self._takeover_at is not None:
+                if self._takeover_at is not None and self._takeover_at > self._now:
                     deadlines.append(self._takeover_at)
         return min(deadlines)
 

@@ -361,3 +361,19 @@ def test_positions_order_by_term_then_index() -> None:
     """Raft §5.4.1's "more up to date" order, which positions use everywhere."""
     assert Position(2, 1) > Position(1, 99)
     assert Position(2, 5) > Position(2, 4)
+
+
+def test_a_follower_stalled_past_its_election_timeout_keeps_its_timers_moving() -> None:
+    """Runtime contract (cluster.engine_loop): after a tick, next_deadline() is in the future.
+
+    A node that was frozen (SIGSTOP, a long GC pause) wakes up with the election timer and its
+    follower timers (keepalive) all due; the tick fires the election, and the overdue keepalive
+    must not pin the deadline in the past (found by the real-process fault test).
+    """
+    h = pull_cluster()
+    h.deliver()
+    stalled = engine(h, "n2")
+    now = h.now + 5 * stalled.config.election_timeout
+    stalled.tick(now)  # the engine loop checks the deadline right here, before ready()
+    assert stalled.status().role is not Role.FOLLOWER  # the election timer fired
+    assert stalled.next_deadline() > now
