@@ -239,6 +239,17 @@ class PullResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class PullCancel:
+    """The puller gave up on a (streaming) request: the source stops answering it."""
+
+    term: int
+    request_id: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, request_id=self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
 class UpdatePosition:
     """Durable positions of the sender and everyone syncing from it, sent upstream."""
 
@@ -314,6 +325,7 @@ Message = (
     | UpdatePosition
     | StatusProbe
     | StatusReply
+    | PullCancel
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
@@ -329,6 +341,7 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     UpdatePosition,
     StatusProbe,
     StatusReply,
+    PullCancel,
 )
 
 

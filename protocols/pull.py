@@ -36,6 +36,7 @@ from dataclasses import dataclass, field, replace
 from protocols.config import Config
 from protocols.messages import (
     Heartbeat,
+    PullCancel,
     HeartbeatResponse,
     MemberPosition,
     Message,
@@ -241,7 +242,7 @@ class PullEngine(ReplicaBase):
         if pull is None or now < pull.sent_at + self._pull_failure_after():
             return
         self.stats.pulls_timed_out += 1
-        self._pull = None
+        self._cancel_pull()
         if self._catchup is not None:
             self._catchup.source = None  # a catching-up primary gives up on it (deadline ends it)
             return
@@ -304,6 +305,10 @@ class PullEngine(ReplicaBase):
         match message:
             case PullRequest():
                 self._serve_pull(src, message, now)
+            case PullCancel():
+                held = self._held.get(src)
+                if held is not None and held.request.request_id == message.request_id:
+                    del self._held[src]
             case PullResponse():
                 self._handle_pull_response(src, message, now)
             case UpdatePosition():
@@ -517,8 +522,8 @@ class PullEngine(ReplicaBase):
             self._next_source_check = now + self.config.heartbeat_interval
             decision = self._selector.update(self._view(now), record=False)
             if decision.source != previous:
+                self._cancel_pull()  # abandon the request (or stream) to the old source
                 self._source_changed(now, decision.source, str(decision.reason or "chosen"))
-                self._pull = None  # abandon the request (or stream) to the old source
         source = self._selector.source
         if source is None:
             self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
@@ -536,6 +541,13 @@ class PullEngine(ReplicaBase):
         self._source_rollback_id = None
         self._reported = None  # tell the new source where we are at once
         self._positions_dirty = source is not None
+
+    def _cancel_pull(self) -> None:
+        """Forget the open request, and close it at the source if it streams."""
+        pull = self._pull
+        if pull is not None and self.config.pull_streaming:
+            self._send(pull.source, PullCancel(self._term, pull.request_id))
+        self._pull = None
 
     def _send_pull(self, source: NodeId, now: float) -> None:
         after = self.log.last_index if self._probe_point is None else self._probe_point
@@ -557,7 +569,7 @@ class PullEngine(ReplicaBase):
         self._send(source, request)
 
     def _abandon_source(self, now: float, reason: str, deny_seconds: float) -> None:
-        self._pull = None
+        self._cancel_pull()
         source = self._selector.drop(now, deny_seconds=deny_seconds, reason=reason)
         self._established = False
         self._recheck_held()
@@ -573,7 +585,10 @@ class PullEngine(ReplicaBase):
         member.sync_source = response.sync_source
         pull = self._pull
         if pull is None or pull.request_id != response.request_id or pull.source != src:
-            return  # an answer we no longer wait for
+            if response.status is PullStatus.OK:
+                # An answer we no longer wait for: if it is a stream, close it at the source.
+                self._send(src, PullCancel(self._term, response.request_id))
+            return
         self._pull = None
         self._failed_pulls = 0
         if not (self._syncing or self._catchup is not None):
@@ -761,7 +776,7 @@ class PullEngine(ReplicaBase):
     # ---- elections: priorities, catch-up, takeover ----------------------------------------------
 
     def _on_become_leader(self, now: float) -> None:
-        self._pull = None
+        self._cancel_pull()
         self._positions = {}
         self._heard = {}
         self._next_heartbeat = now
@@ -795,7 +810,7 @@ class PullEngine(ReplicaBase):
 
     def _finish_catchup(self, now: float) -> None:
         self._catchup = None
-        self._pull = None
+        self._cancel_pull()
         self._probe_point = None
         self._append_noop(now)
 
@@ -820,7 +835,7 @@ class PullEngine(ReplicaBase):
         super()._become_follower(term, leader, now)
 
     def _become_candidate(self, now: float) -> None:
-        self._pull = None
+        self._cancel_pull()
         self._established = False
         super()._become_candidate(now)
         self._recheck_held()

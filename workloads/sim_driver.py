@@ -117,6 +117,7 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
         workload=scenario.workload,
         sample_interval=0.1,
         settle=timing.cooldown,
+        fifo_links=True,  # the real transport runs over TCP: links never reorder
     )
 
 

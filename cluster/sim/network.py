@@ -48,6 +48,8 @@ class SimNetwork:
         self.blocked: set[Link] = set()  # directed: (a, b) blocks a -> b
         self.slowed: dict[Link, tuple[float, float, float]] = {}  # added by slow-link faults
         self.count_bytes = True  # encoding every message costs; correctness runs skip it
+        self.fifo = False  # True: each link delivers in order (TCP); False: jitter reorders
+        self._last_arrival: dict[Link, float] = {}
         self.stats: dict[Link, LinkStats] = defaultdict(LinkStats)
 
     def link(self, src: NodeId, dst: NodeId) -> tuple[float, float, float]:
@@ -73,7 +75,12 @@ class SimNetwork:
             stats.dropped += 1
             return []
         copies = 2 if self.duplicate and self._rng.random() < self.duplicate else 1
-        return [now + delay + self._rng.random() * jitter for _ in range(copies)]
+        times = [now + delay + self._rng.random() * jitter for _ in range(copies)]
+        if self.fifo:
+            # Like TCP and the real link shaper: jitter delays, it never reorders a link.
+            times = [max(t, self._last_arrival.get(link, 0.0)) for t in times]
+            self._last_arrival[link] = max(times)
+        return times
 
     def partition(self, groups: list[list[NodeId]]) -> None:
         """Symmetric partition: nodes talk only within their group."""

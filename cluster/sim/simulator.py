@@ -83,6 +83,7 @@ class SimConfig:
     sample_interval: float = 0.0  # > 0: record every node's state this often (time series)
     settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
     count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
+    fifo_links: bool = False  # links keep order (TCP-like); False lets jitter reorder them
 
     def the_workload(self) -> Workload:
         return self.workload if self.workload is not None else correctness_workload(self.clients)
@@ -164,6 +165,7 @@ class Simulator:
             config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
         )
         self.network.count_bytes = config.count_bytes
+        self.network.fifo = config.fifo_links
         self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
         self.invariants = Invariants()
         self.stats = SimStats()
