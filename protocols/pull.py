@@ -36,10 +36,10 @@ from dataclasses import dataclass, field, replace
 from protocols.config import Config
 from protocols.messages import (
     Heartbeat,
-    PullCancel,
     HeartbeatResponse,
     MemberPosition,
     Message,
+    PullCancel,
     PullRequest,
     PullResponse,
     PullStatus,
