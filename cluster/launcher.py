@@ -443,7 +443,7 @@ class LocalCluster:
                 if remaining <= 0:
                     raise LauncherError(
                         f"{node_id} did not print 'ready' within {self.start_timeout} s"
-                        + self._stderr_tail(node_id)
+                        + self.stderr_tail(node_id)
                     )
                 if fd is None:
                     exited = not self.is_alive(node_id)
@@ -454,10 +454,11 @@ class LocalCluster:
                 if exited:
                     self._reap(record.pid)
                     raise LauncherError(
-                        f"{node_id} exited before it was ready" + self._stderr_tail(node_id)
+                        f"{node_id} exited before it was ready" + self.stderr_tail(node_id)
                     )
 
-    def _stderr_tail(self, node_id: NodeId) -> str:
+    def stderr_tail(self, node_id: NodeId) -> str:
+        """The last lines of the node's stderr, as a suffix for an error message."""
         _, err_path = self.log_paths(node_id)
         try:
             lines = err_path.read_text(encoding="utf-8", errors="replace").splitlines()

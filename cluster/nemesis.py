@@ -31,7 +31,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -41,7 +41,7 @@ import httpx
 from cluster import netns as netns_mod
 from cluster.admin import describe_link
 from cluster.client import ClientError, set_disk_delay, set_links
-from cluster.launcher import LocalCluster
+from cluster.launcher import LauncherError, LocalCluster
 from cluster.shaper import LinkSpec
 from protocols.types import NodeId
 
@@ -90,9 +90,11 @@ class Nemesis:
         clock: Callable[[], float] = time.monotonic,
         origin: float | None = None,
         partitions: str = "auto",
+        rng: random.Random | None = None,
     ) -> None:
         """`partitions`: "auto" (nftables in namespace mode, else the shaper), "shaper" or
-        "nftables". `origin`: the clock value event times count from (default: now)."""
+        "nftables". `origin`: the clock value event times count from (default: now). `rng`
+        picks "random" and "follower" targets (seed it for a repeatable run)."""
         if partitions not in ("auto", "shaper", "nftables"):
             raise NemesisError(f"partitions: 'auto', 'shaper' or 'nftables', not {partitions!r}")
         if partitions == "nftables" and cluster.layout is None:
@@ -103,6 +105,7 @@ class Nemesis:
         self.use_nft = partitions == "nftables" or (
             partitions == "auto" and cluster.layout is not None
         )
+        self.rng = rng or random.Random()
         self.events: list[FaultEvent] = []
         self._want = _Desired()
         self._stale: set[NodeId] = set()
@@ -272,12 +275,12 @@ class Nemesis:
             return target
         if target == "random":
             running = [n for n in ids if self.cluster.process_state(n) == "running"]
-            return random.choice(running or list(ids))
+            return self.rng.choice(running or list(ids))
         if target in ("leader", "follower"):
             leader = await anyio.to_thread.run_sync(self.cluster.wait_for_leader, LEADER_TIMEOUT)
             if target == "leader":
                 return leader
-            return random.choice([n for n in ids if n != leader])
+            return self.rng.choice([n for n in ids if n != leader])
         raise NemesisError(f"unknown target {target!r}: a member id or one of {TARGETS}")
 
     # ---- internals ---------------------------------------------------------------------------
@@ -337,14 +340,18 @@ class Nemesis:
             await set_links(url, secret, self._links_of(node), reset=True)
             await set_disk_delay(url, secret, self._want.disk.get(node, 0.0))
         except (ClientError, httpx.HTTPError, ValueError) as error:
-            raise NemesisError(f"{node}: cannot apply link/disk settings: {error!r}") from error
+            state = self.cluster.process_state(node)
+            raise NemesisError(
+                f"{node} ({state}): cannot apply link/disk settings: {error!r}"
+                + self.cluster.stderr_tail(node)
+            ) from error
         self._stale.discard(node)
 
     async def _run(self, action: Callable[[NodeId], Any], node: NodeId) -> Any:
         self.cluster.config.member(node)
         try:
             return await anyio.to_thread.run_sync(action, node)
-        except Exception as error:
+        except LauncherError as error:
             raise NemesisError(f"{action.__name__} {node}: {error}") from error
 
     def _record(self, kind: str, nodes: tuple[NodeId, ...], detail: str = "") -> FaultEvent:
@@ -413,7 +420,12 @@ async def run_schedule(
     for planned in schedule:
         await _sleep_until(nemesis, origin + planned.at)
         node = await nemesis.resolve(planned.target)
+        applied = len(nemesis.events)
         undo = await _apply(nemesis, planned.kind, node)
+        if planned.target != node:  # say how the node was chosen ("leader", "random", ...)
+            for i in range(applied, len(nemesis.events)):
+                event = nemesis.events[i]
+                nemesis.events[i] = replace(event, detail=f"{event.detail} [{planned.target}]")
         await _sleep_until(nemesis, origin + planned.at + planned.hold)
         await undo()
     return nemesis.events[first:]
