@@ -321,3 +321,15 @@ def test_command_exit_status_flags_a_non_linearizable_run(
 
 def test_command_with_nothing_to_report(tmp_path: Path) -> None:
     assert main(["report", str(tmp_path / "missing"), "--reports-dir", str(tmp_path)]) == 2
+
+
+def test_a_real_run_near_the_load_generators_ceiling(tmp_path: Path) -> None:
+    driver = {"cpu_share": 0.6, "ceiling": 110.0}  # the run does 100 ops/s: 91% of it
+    spec = Spec(engine="real", metadata={"driver": driver})
+    folder = write_run(make_record(spec), tmp_path, "near")
+    report = generate_report([folder], tmp_path / "reports", "near", "cmd")
+    markdown = (report.folder / "report.md").read_text()
+    assert "| leader-crash | push | 100 | 110 | 91% | 60% |" in markdown
+    assert "throughput is at 91% of the load generator's ceiling" in markdown
+    assert "all 3 nodes and the load generator share one host with 2 cores" in markdown
+    assert "virtual time" not in markdown

@@ -248,6 +248,15 @@ def test_final_state_that_misses_an_acknowledged_write() -> None:
     assert summarize(make_record(Spec(count=50, metadata={"final_state": store}))).acked_lost == 0
 
 
+def test_keys_the_driver_could_not_read_are_not_checked() -> None:
+    spec = Spec(count=50)
+    store = {op.key: op.value for op in make_ops(spec) if op.f == "write" and op.key != "k1"}
+    meta = {"final_state": store, "real": {"final_state_unread": ["k1"]}}
+    summary = summarize(make_record(Spec(count=50, metadata=meta)))
+    assert summary.acked_lost == 0
+    assert "1 keys could not be read" in summary.lost_detail
+
+
 def test_a_partial_final_state_checks_only_the_keys_it_lists() -> None:
     final = {"k0": "v0", "k1": None, "k2": "v2"}
     meta = {"final_state": final, "final_state_partial": True}

@@ -9,18 +9,21 @@ data shows it was undone. Two sources can show it:
    say how many, so on its own it gives no count (None).
 2. The final state, when the driver recorded the store after the run (metadata["final_state"]
    = {key: value}). It is taken as the whole store: a key that some mutation in the history
-   touched and that is missing from it is absent (null) — unless
-   metadata["final_state_partial"] is true (the driver read only some keys), when only the
-   keys listed are checked. For one key, a mutating operation `w` (acknowledged, or with an
-   unknown outcome — it may have taken effect at any time after its invocation; failed ones
-   took no effect) *can be the last one applied* unless some acknowledged mutation `a` was
-   invoked after `w` completed (then `a` is ordered after `w` in real time). The key's final
-   value must be the value written by one of the operations that can be last (a delete writes
-   null; the initial state, null, can be last only if nothing was acknowledged). Otherwise the
-   final value comes from an operation `w` that was overtaken: every acknowledged mutation
-   invoked after `w` completed is counted lost (taking the `w` that gives the fewest, when
-   several wrote that value). A value that no operation wrote counts every acknowledged
-   mutation of the key as lost.
+   touched and that is missing from it is absent (null) — except the keys the driver could
+   not read (`final_state_unread`, top level or under the engine's section of the metadata),
+   which are not checked, and unless metadata["final_state_partial"] is true (the driver read
+   only some keys), when only the keys listed are checked.
+
+   For one key, a mutating operation `w` (acknowledged, or with an unknown outcome — it may
+   have taken effect at any time after its invocation; failed ones took no effect) *can be
+   the last one applied* unless some acknowledged mutation `a` was invoked after `w`
+   completed (then `a` is ordered after `w` in real time). The key's final value must be the
+   value written by one of the operations that can be last (a delete writes null; the
+   initial state, null, can be last only if nothing was acknowledged). Otherwise the final
+   value comes from an operation `w` that was overtaken: every acknowledged mutation invoked
+   after `w` completed is counted lost (taking the `w` that gives the fewest, when several
+   wrote that value). A value that no operation wrote counts every acknowledged mutation of
+   the key as lost.
 
 The count reported is the final-state count when there is a final state, else 0 for a
 linearizable history, else None ("cannot tell").
@@ -30,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +67,7 @@ def acked_writes_lost(
     verdict: str,
     final_state: Mapping[str, Any] | None,
     partial: bool = False,
+    unread: Collection[str] = (),
 ) -> LossCheck:
     """Count acknowledged writes lost by the rule in the module docstring."""
     if final_state is None:
@@ -75,6 +79,7 @@ def acked_writes_lost(
         if op.f in MUTATIONS and op.outcome != "fail":
             by_key[op.key].append(op)
     keys = set(final_state) if partial else set(final_state) | set(by_key)
+    keys -= set(unread) - set(final_state)
     lost = 0
     problems: list[str] = []
     for key in sorted(keys):
@@ -84,6 +89,8 @@ def acked_writes_lost(
             lost += count
             problems.append(f"{key!r} ends as {final!r}: {count} lost")
     detail = f"final state of {len(keys)} keys checked"
+    if unread:
+        detail += f" ({len(unread)} keys could not be read)"
     if problems:
         shown = "; ".join(problems[:3])
         more = f" (and {len(problems) - 3} more keys)" if len(problems) > 3 else ""

@@ -355,17 +355,11 @@ def _summary(doc: Document, report: Report) -> None:
         )
     elif len({g.label for g in report.groups}) > 1:
         doc.add(Paragraph("No pull/push ratio: a scenario lacks its `push` baseline."))
+    _load_generator(doc, report)
 
 
-def _provenance(doc: Document, report: Report, command: str) -> None:
-    runs = report.runs
-    doc.add(Heading(2, "Where these numbers come from"))
-    doc.add(Paragraph("This report was made by:"), Code(command))
-    run_commands = sorted({str(r.record.metadata.get("command", "?")) for r in runs})
-    doc.add(Paragraph("The runs were made by:"), Code("\n".join(run_commands)))
-    machines = _unique(r.record.metadata.get("machine") for r in runs)
-    doc.add(Paragraph("**Machine:** " + "; ".join(_machine(m) for m in machines)))
-    doc.add(Paragraph("**Limits of these measurements:**"), Bullets(tuple(_limits(report))))
+def _load_generator(doc: Document, report: Report) -> None:
+    """The load generator's ceiling and CPU share, next to the results they bound."""
     doc.add(Heading(3, "Load generator"))
     rows = []
     for group in report.groups:
@@ -409,6 +403,17 @@ def _provenance(doc: Document, report: Report, command: str) -> None:
                     "may be the bottleneck.**"
                 )
             )
+
+
+def _provenance(doc: Document, report: Report, command: str) -> None:
+    runs = report.runs
+    doc.add(Heading(2, "Where these numbers come from"))
+    doc.add(Paragraph("This report was made by:"), Code(command))
+    run_commands = sorted({str(r.record.metadata.get("command", "?")) for r in runs})
+    doc.add(Paragraph("The runs were made by:"), Code("\n".join(run_commands)))
+    machines = _unique(r.record.metadata.get("machine") for r in runs)
+    doc.add(Paragraph("**Machine:** " + "; ".join(_machine(m) for m in machines)))
+    doc.add(Paragraph("**Limits of these measurements:**"), Bullets(tuple(_limits(report))))
     doc.add(Heading(3, "Versions"))
     found = _unique(r.record.metadata.get("versions") for r in runs)
     items = [f"runs: {_pairs(v)}" for v in found]
@@ -427,11 +432,21 @@ def _limits(report: Report) -> list[str]:
     node_text = "/".join(str(n) for n in nodes)
     out = []
     if "real" in engines:
+        netns = any(
+            isinstance(r.record.metadata.get("real"), dict)
+            and r.record.metadata["real"].get("netns")
+            for r in runs
+        )
+        network = (
+            "each node in its own network namespace on this host"
+            if netns
+            else "loopback network; WAN delays, loss and partitions are applied by the link "
+            "shaper in the peer transport"
+        )
         out.append(
             f"Real cluster: all {node_text} nodes and the load generator share one host with "
-            f"{cores} cores (loopback network; WAN delays, loss and partitions are applied by "
-            "the link shaper in the peer transport). They compete for the same cores and disk, "
-            "so absolute numbers are this machine's, not a deployment's."
+            f"{cores} cores ({network}). They compete for the same cores and disk, so absolute "
+            "numbers are this machine's, not a deployment's."
         )
     if "sim" in engines:
         out.append(
@@ -452,7 +467,7 @@ def _limits(report: Report) -> list[str]:
         if ceilings
         else "; ceiling not calibrated"
     )
-    out.append(driver + " (per group in the table below).")
+    out.append(driver + " (per group in the load generator table above).")
     fsync = sorted({_fsync(r.record.metadata) for r in runs})
     out.append(f"fsync policy: {', '.join(fsync)}.")
     windows = sorted({round(r.summary.window[1] - r.summary.window[0], 3) for r in runs})

@@ -171,6 +171,7 @@ def summarize(record: RunRecord, budget: float = 10.0, run: str = "") -> RunSumm
         check.verdict,
         final_state if isinstance(final_state, dict) else None,
         partial=meta.get("final_state_partial") is True,
+        unread=_unread_keys(meta),
     )
     summary = RunSummary(
         run=run,
@@ -368,6 +369,15 @@ def _add_costs(summary: RunSummary, record: RunRecord, length: float) -> None:
         summary.leader_cpu = seconds / length
         if writes:
             summary.leader_cpu_per_write = seconds / writes
+
+
+def _unread_keys(meta: dict[str, Any]) -> list[str]:
+    """Keys the driver could not read at the end: top level, or in its engine's section."""
+    found = meta.get("final_state_unread")
+    for section in meta.values():
+        if found is None and isinstance(section, dict):
+            found = section.get("final_state_unread")
+    return [str(key) for key in found] if isinstance(found, list) else []
 
 
 def _float(value: Any) -> float | None:
