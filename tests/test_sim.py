@@ -14,6 +14,7 @@ from protocols.messages import VoteRequest
 from protocols.push import PushEngine
 from protocols.types import NodeId, Role
 from raftbench.cli import main
+from raftbench.commands.sim import sync_settings
 
 PROTOCOLS = ["push", "pull"]
 CI_SEEDS = 200
@@ -31,6 +32,21 @@ def test_many_seeds_with_all_faults_are_safe_and_linearizable(protocol: str) -> 
             failures.append((seed, result.violations[:3], result.verdict, replay_command(config)))
     assert not failures, failures[:5]
     assert completed > CI_SEEDS * 50  # the clients really did work under the faults
+
+
+@pytest.mark.parametrize("policy", ["primary", "freshest", "random", "fixed"])
+def test_every_sync_policy_under_all_faults(policy: str) -> None:
+    """The default policy (nearest) runs the 200 seeds above; the others a smaller sweep."""
+    for seed in range(15):
+        config = SimConfig(
+            protocol="pull",
+            seed=seed,
+            faults="all",
+            duration=4.0,
+            config_overrides={"sync": sync_settings(policy, 5)},
+        )
+        result = run_seed(config)
+        assert not result.failed, (seed, result.violations[:3], replay_command(config))
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -38,8 +38,14 @@ def replay_command(config: SimConfig, trace: int = 200) -> str:
     return (
         f"raftbench sim --protocol {config.protocol} --seeds 1 --start-seed {config.seed} "
         f"--nodes {config.nodes} --duration {config.duration:g} --faults {config.faults} "
-        f"--clients {config.clients} --trace {trace}"
+        f"--clients {config.clients} --trace {trace}{_policy_flag(config)}"
     )
+
+
+def _policy_flag(config: SimConfig) -> str:
+    sync = config.config_overrides.get("sync")
+    policy = getattr(sync, "policy", "nearest")
+    return f" --sync-policy {policy}" if config.protocol == "pull" and policy != "nearest" else ""
 
 
 def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False) -> SeedResult:

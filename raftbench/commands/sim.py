@@ -8,6 +8,7 @@ import sys
 from cluster.sim.nemesis import FAULT_MODES
 from cluster.sim.runner import replay_command, run_seed, seed_configs
 from cluster.sim.simulator import SimConfig
+from protocols.config import SyncSettings
 from protocols.engines import ENGINES
 
 
@@ -25,11 +26,23 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--faults", choices=FAULT_MODES, default="all")
     parser.add_argument("--clients", type=_positive_int, default=5)
     parser.add_argument(
+        "--sync-policy",
+        choices=SyncSettings.POLICIES,
+        default="nearest",
+        help="pull only: sync-source policy (fixed uses a binary tree rooted at n1)",
+    )
+    parser.add_argument(
         "--trace", type=int, default=0, metavar="N", help="dump the last N events of failing seeds"
     )
     parser.add_argument("--budget", type=_positive_float, default=10.0, help="checker budget (s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     parser.set_defaults(handler=run)
+
+
+def sync_settings(policy: str, nodes: int) -> SyncSettings:
+    """The policy's settings; `fixed` gets a binary tree rooted at n1 (n2, n3 <- n1, ...)."""
+    tree = tuple((f"n{i}", f"n{i // 2}") for i in range(2, nodes + 1)) if policy == "fixed" else ()
+    return SyncSettings(policy=policy, fixed_tree=tree)
 
 
 def _positive_int(text: str) -> int:
@@ -55,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         clients=args.clients,
         trace=args.trace,
         count_bytes=False,  # this command judges safety; scenarios measure bytes
+        config_overrides={"sync": sync_settings(args.sync_policy, args.nodes)},
     )
     violations = nonlinearizable = 0
     virtual = wall = 0.0
