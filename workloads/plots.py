@@ -255,7 +255,9 @@ def link_heatmaps(scenario: str, groups: Sequence[GroupStats], folder: Path) -> 
         return None
     columns = min(len(groups), 2)
     rows = math.ceil(len(groups) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(6.2 * columns, 5.2 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(6.6 * columns, 5.4 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat[len(groups) :]:
         ax.set_visible(False)
     panels = []
@@ -308,7 +310,9 @@ def commit_lag(scenario: str, groups: Sequence[GroupStats], folder: Path) -> str
         return None
     columns = min(len(series), 2)
     rows = math.ceil(len(series) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(7 * columns, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(7 * columns, 3.8 * rows), squeeze=False, layout="constrained"
+    )
     for ax in axes.flat[len(series) :]:
         ax.set_visible(False)
     for ax, (group, run, points) in zip(axes.flat, series, strict=False):
