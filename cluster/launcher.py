@@ -268,22 +268,30 @@ class LocalCluster:
             raise LauncherError(f"{directory}: no {STATE_FILE} (no cluster was set up here)")
         try:
             state = json.loads(state_path.read_text(encoding="utf-8"))
+            if not isinstance(state, dict):
+                raise TypeError("not a JSON object")
             if state.get("version") != STATE_VERSION:
                 raise LauncherError(f"{state_path}: unknown state version {state.get('version')}")
+            config = load_cluster_config(directory / CLUSTER_FILE)
             records = {str(r["node_id"]): NodeRecord.from_json(r) for r in state["nodes"]}
+            if sorted(records) != sorted(config.member_ids):
+                raise ValueError(f"nodes {sorted(records)} are not the members of {CLUSTER_FILE}")
             layout = state.get("netns")
+            seed = state.get("seed")
+            if seed is not None and not isinstance(seed, int):
+                raise TypeError(f"seed: expected an integer, got {seed!r}")
             return cls(
                 directory,
-                load_cluster_config(directory / CLUSTER_FILE),
+                config,
                 str(state["protocol"]),
                 records,
                 layout=netns_mod.NetnsLayout.from_json(layout) if layout else None,
                 start_timeout=float(state.get("start_timeout", 30.0)),
-                seed=state.get("seed"),
+                seed=seed,
                 log_level=str(state.get("log_level", "warning")),
             )
-        except (ValueError, KeyError, TypeError) as error:
-            raise LauncherError(f"{state_path}: unreadable state: {error!r}") from None
+        except (ValueError, KeyError, TypeError, AttributeError, netns_mod.NetnsError) as error:
+            raise LauncherError(f"{state_path}: unreadable state: {error}") from None
         except ConfigError as error:
             raise LauncherError(str(error)) from None
 

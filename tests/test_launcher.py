@@ -289,3 +289,22 @@ def test_signals_go_through_a_pidfd_only_to_live_processes(cluster: LocalCluster
     assert cluster.stop_node("n1") is None
     with pytest.raises(LauncherError, match="n1 is not running"):
         cluster.pause("n1")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("[1, 2]", "not a JSON object"),
+        ("{not json", "unreadable state"),
+        ('{"version": 99}', "unknown state version 99"),
+        ('{"version": 1, "protocol": "push", "nodes": [{"node_id": "n7"}]}', "are not the members"),
+        ('{"version": 1, "protocol": "push", "nodes": [{"node_id": "n1", "pid": "x"}]}', "int"),
+    ],
+)
+def test_a_damaged_state_file_is_reported_not_trusted(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    cluster = LocalCluster.create(tmp_path / "c", fast(1))
+    (cluster.directory / STATE_FILE).write_text(content)
+    with pytest.raises(LauncherError, match=message):
+        LocalCluster.open(cluster.directory)

@@ -293,3 +293,17 @@ def test_netns_layout_avoids_subnets_in_use_and_names_fit_interfaces() -> None:
     assert netns.NetnsLayout.from_json(layout.to_json()) == layout
     with pytest.raises(netns.NetnsError, match="malformed namespace layout"):
         netns.NetnsLayout.from_json({"tag": "x"})
+
+
+def test_missing_netns_prerequisites_are_named_with_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("cluster.netns.os.geteuid", lambda: 1000)
+    monkeypatch.setattr("cluster.netns.shutil.which", lambda tool: None if tool == "nft" else "/x")
+    with pytest.raises(netns.NetnsError) as error:
+        netns.check_prerequisites()
+    message = str(error.value)
+    assert "root privileges" in message
+    assert "the `nft` command (Debian package nftables)" in message
+    assert "`ip`" not in message
+    assert message.endswith("Install: apt-get install -y iproute2 nftables")
