@@ -133,8 +133,9 @@ class ReplicaBase:
 
     def next_deadline(self) -> float:
         """The earliest `now` at which `tick` has something to do."""
-        if self._takeover_at is not None and self._role is not Role.LEADER:
-            return min(self._election_deadline, self._takeover_at)
+        takeover = self._takeover_at
+        if takeover is not None and takeover > self._now and self._role is not Role.LEADER:
+            return min(self._election_deadline, takeover)
         return self._election_deadline
 
     @property
@@ -392,6 +393,7 @@ class ReplicaBase:
 
     def _campaign(self, now: float, pre_vote: bool, force: bool = False) -> None:
         self._forced_campaign = force
+        self._takeover_at = None  # whatever was armed, an election is under way now
         if pre_vote:
             self._become_pre_candidate(now)
         else:
