@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 COMMAND_MODULES = (
+    "raftbench.commands.calibrate",
     "raftbench.commands.check",
     "raftbench.commands.cluster",
     "raftbench.commands.kv",

@@ -1,0 +1,279 @@
+"""What every node of a real run looks like every 100 ms: role, indexes, CPU, peer traffic.
+
+Each node has its own polling task (and its own small httpx client) on a fixed 100 ms grid, so
+a node that answers slowly delays only its own samples. A node whose process is stopped,
+paused or gone, or that does not answer `/status` within `timeout`, is sampled as
+``up: false`` (the row still carries its CPU so far).
+
+CPU comes from ``/proc/<pid>/stat`` (utime + stime): cheap enough to read at every sample.
+Peer traffic comes from ``/metrics`` (``raftbench_peer_bytes_total`` and
+``raftbench_peer_messages_total`` per peer and direction), read every `metrics_every` samples
+and at the window's edges (`snapshot`). Both are kept as totals that survive restarts: a node
+that is killed and started again begins from zero, so a new pid (or a counter that went down)
+starts a new segment added to what was counted before. What a node did between its last
+reading and a kill -9 is lost with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from cluster.launcher import LocalCluster
+from protocols.types import NodeId
+from workloads.loadgen import CLK_TCK
+from workloads.results import SAMPLE_INTERVAL
+
+_LABELS = re.compile(r'(\w+)="([^"]*)"')
+_TRAFFIC = {"raftbench_peer_bytes_total": "bytes", "raftbench_peer_messages_total": "messages"}
+
+
+@dataclass(slots=True)
+class _Segmented:
+    """A total over process lifetimes of counters that restart at zero with each process."""
+
+    done: dict[str, float] = field(default_factory=dict)  # finished lifetimes
+    current: dict[str, float] = field(default_factory=dict)  # the running one, last reading
+    pid: int | None = None
+
+    def update(self, pid: int, values: dict[str, float]) -> None:
+        went_down = any(values.get(k, 0.0) < v for k, v in self.current.items())
+        if pid != self.pid or went_down:
+            for key, value in self.current.items():
+                self.done[key] = self.done.get(key, 0.0) + value
+            self.current = {}
+            self.pid = pid
+        self.current.update(values)
+
+    def total(self, key: str) -> float:
+        return self.done.get(key, 0.0) + self.current.get(key, 0.0)
+
+    def names(self) -> set[str]:
+        return set(self.done) | set(self.current)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTotals:
+    """One node's totals at one moment: CPU seconds and, per peer, bytes/messages each way."""
+
+    cpu: float
+    traffic: dict[str, float]  # "<peer>/<sent|received>/<bytes|messages>" -> total
+
+    def get(self, peer: str, direction: str, kind: str) -> float:
+        return self.traffic.get(f"{peer}/{direction}/{kind}", 0.0)
+
+    def sum(self, direction: str, kind: str = "bytes") -> float:
+        suffix = f"/{direction}/{kind}"
+        return sum(v for k, v in self.traffic.items() if k.endswith(suffix))
+
+
+def read_proc(pid: int, start_ticks: int | None) -> tuple[str, float] | None:
+    """(state letter, CPU seconds) of `pid` if it is still the process that started at
+    `start_ticks`; None otherwise."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    if start_ticks is not None and int(rest[19]) != start_ticks:
+        return None
+    return rest[0], (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def parse_traffic(text: str) -> dict[str, float]:
+    """Per-peer traffic counters from a node's /metrics text."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        name, brace, rest = line.partition("{")
+        kind = _TRAFFIC.get(name)
+        if kind is None or not brace:
+            continue
+        labels_text, _, value = rest.rpartition("} ")
+        labels = dict(_LABELS.findall(labels_text))
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if "peer" in labels and "direction" in labels:
+            out[f"{labels['peer']}/{labels['direction']}/{kind}"] = number
+    return out
+
+
+class NodeSampler:
+    """Polls every node of `cluster`; `rows` is the run's time series (see module docstring)."""
+
+    def __init__(
+        self,
+        cluster: LocalCluster,
+        clock: Callable[[], float],
+        *,
+        interval: float = SAMPLE_INTERVAL,
+        metrics_every: int = 5,
+        timeout: float = 0.5,
+    ) -> None:
+        self.cluster = cluster
+        self.clock = clock
+        self.interval = interval
+        self.metrics_every = metrics_every
+        self.timeout = timeout
+        self.rows: list[dict[str, Any]] = []
+        self._cpu = {n: _Segmented() for n in cluster.node_ids}
+        self._traffic = {n: _Segmented() for n in cluster.node_ids}
+        self._locks = {n: anyio.Lock() for n in cluster.node_ids}
+        # Built up front (an httpx client costs milliseconds to make), one per node.
+        self._http = {
+            n: httpx.AsyncClient(trust_env=False, timeout=timeout) for n in cluster.node_ids
+        }
+
+    async def run(self) -> None:
+        """Sample until cancelled; the clients are closed on the way out."""
+        try:
+            async with anyio.create_task_group() as group:
+                for node in self.cluster.node_ids:
+                    group.start_soon(self._node_loop, node)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for client in self._http.values():
+                    await client.aclose()
+
+    async def current_leader(self) -> NodeId | None:
+        """Ask every running node now: the one that says it leads in the highest term."""
+        found: list[tuple[int, NodeId]] = []
+
+        async def ask(node: NodeId) -> None:
+            process = self._process(node)
+            if process is None or process[1] in ("T", "t", "Z"):
+                return
+            status = await self._status(node)
+            if status is not None and status.get("role") == "leader":
+                term = status.get("term")
+                found.append((term if isinstance(term, int) else 0, node))
+
+        async with anyio.create_task_group() as group:
+            for node in self.cluster.node_ids:
+                group.start_soon(ask, node)
+        return max(found)[1] if found else None
+
+    async def snapshot(self) -> dict[NodeId, NodeTotals]:
+        """Read every node's counters now (metrics included) and return the totals."""
+        async with anyio.create_task_group() as group:
+            for node in self.cluster.node_ids:
+                group.start_soon(self._refresh, node)
+        return self.totals()
+
+    def totals(self) -> dict[NodeId, NodeTotals]:
+        out = {}
+        for node in self.cluster.node_ids:
+            traffic = self._traffic[node]
+            out[node] = NodeTotals(
+                self._cpu[node].total("cpu"), {k: traffic.total(k) for k in traffic.names()}
+            )
+        return out
+
+    async def _node_loop(self, node: NodeId) -> None:
+        tick = max(0, math.ceil(self.clock() / self.interval))
+        while True:
+            delay = tick * self.interval - self.clock()
+            if delay > 0:
+                await anyio.sleep(delay)
+            await self._sample(node, with_metrics=tick % self.metrics_every == 0)
+            tick = max(tick + 1, math.floor(self.clock() / self.interval) + 1)
+
+    def _process(self, node: NodeId) -> tuple[int, str] | None:
+        """(pid, state letter) of the node's process, reading its CPU on the way."""
+        record = self.cluster.records[node]
+        pid, ticks = record.pid, record.start_ticks
+        if pid is None:
+            return None
+        found = read_proc(pid, ticks)
+        if found is None:
+            return None
+        state, cpu = found
+        self._cpu[node].update(pid, {"cpu": cpu})
+        return pid, state
+
+    async def _refresh(self, node: NodeId) -> None:
+        process = self._process(node)
+        if process is not None and process[1] not in ("T", "t", "Z"):
+            await self._read_metrics(node, process[0])
+
+    async def _read_metrics(self, node: NodeId, pid: int) -> None:
+        client = self._http[node]
+        async with self._locks[node]:  # answers applied in the order they were asked for
+            try:
+                response = await client.get(self.cluster.url(node) + "/metrics")
+            except httpx.HTTPError:
+                return
+            if response.status_code == 200:
+                self._traffic[node].update(pid, parse_traffic(response.text))
+
+    async def _sample(self, node: NodeId, with_metrics: bool) -> None:
+        t = self.clock()
+        process = self._process(node)
+        row: dict[str, Any] = {"t": round(t, 4), "node": node, "up": False}
+        if process is not None and process[1] not in ("T", "t", "Z"):
+            status = await self._status(node)
+            if status is not None:
+                row.update(
+                    up=True,
+                    role=status.get("role"),
+                    term=status.get("term"),
+                    commit=status.get("commit_index"),
+                    applied=status.get("applied_index"),
+                    last=status.get("last_index"),
+                    sync_source=status.get("sync_source"),
+                    leader=status.get("leader"),
+                )
+                if with_metrics:
+                    await self._read_metrics(node, process[0])
+        totals = self._traffic[node]
+        row["cpu"] = round(self._cpu[node].total("cpu"), 3)
+        row["sent"] = int(sum(totals.total(k) for k in totals.names() if "/sent/bytes" in k))
+        row["received"] = int(
+            sum(totals.total(k) for k in totals.names() if "/received/bytes" in k)
+        )
+        self.rows.append(row)
+
+    async def _status(self, node: NodeId) -> dict[str, Any] | None:
+        client = self._http[node]
+        try:
+            response = await client.get(self.cluster.url(node) + "/status")
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        return body if response.status_code == 200 and isinstance(body, dict) else None
+
+
+def leader_time(
+    rows: list[dict[str, Any]], node: NodeId, start: float, end: float, gap: float = 1.0
+) -> float:
+    """Seconds of [start, end) in which `node`'s samples said it led (a sample counts until the
+    next one of that node, at most `gap` seconds)."""
+    mine = sorted((r for r in rows if r["node"] == node), key=lambda r: float(r["t"]))
+    total = 0.0
+    for row, following in zip(mine, [*mine[1:], None], strict=True):
+        if not row.get("up") or row.get("role") != "leader":
+            continue
+        t0 = float(row["t"])
+        t1 = min(float(following["t"]) if following is not None else t0 + gap, t0 + gap)
+        total += max(0.0, min(t1, end) - max(t0, start))
+    return total
+
+
+def leader_changes(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each first sample of a leader in a term higher than any seen before."""
+    changes = []
+    best = -1
+    for row in sorted(rows, key=lambda r: float(r["t"])):
+        term = row.get("term")
+        if row.get("up") and row.get("role") == "leader" and isinstance(term, int) and term > best:
+            best = term
+            changes.append({"t": row["t"], "event": f"{row['node']} leads term {term}"})
+    return changes

@@ -1,0 +1,577 @@
+"""Run a scenario on a local cluster of real node processes (`--engine real`) and record it.
+
+The records have exactly the shape the simulator driver gives (`workloads.results`), with the
+real values where the simulator has none: CPU per node, the load generator's CPU share and its
+calibrated ceiling.
+
+Timeline, in run seconds (0: the moment the load generators are released)::
+
+    before 0          cluster up in a temporary folder, a leader elected; the generator
+                      processes spawned, their op streams built, waiting for the start
+    [0, W)            warm-up (load running)
+    [W, W + D)        the measured window; faults fire at W + `at`, undone `duration` later
+    W + D             no new operation starts (open loop: a backlog may still drain)
+    [W + D, +C)       cool-down: outstanding operations finish or time out
+    then              every fault undone (the nemesis recovers everything), a leader awaited,
+                      every key read linearizably: metadata["final_state"]
+
+A fault's `node = "leader"` is resolved when it fires by asking every node's /status (the
+highest-term node that says it leads); its undo targets the same node. A fault that finds no
+leader within a few election timeouts is recorded as `skipped`, as the simulator does.
+
+Around the window's edges the coordinator reads each node's CPU (/proc) and peer counters
+(/metrics), and the generator processes' CPU (/proc): those differences are nodes.json,
+links.json and the driver's CPU share. The coordinator's own CPU (sampling, nemesis) is reported
+separately: it is measurement overhead, not load generation.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from cluster.client import ClientError, Get, RaftbenchClient, ReadResult
+from cluster.launcher import ClusterSpec, LocalCluster
+from cluster.nemesis import Nemesis, NemesisError
+from cluster.storage import FsyncPolicy
+from protocols.types import NodeId
+from workloads.calibrate import (
+    DEFAULT_CALIBRATION,
+    CalibrationFileError,
+    find_ceiling,
+    load_calibration,
+)
+from workloads.loadgen import (
+    GeneratorPlan,
+    GeneratorPool,
+    GeneratorResult,
+    merge_ops,
+    monotonic,
+    split_workers,
+)
+from workloads.node_sampler import NodeSampler, NodeTotals, leader_changes, leader_time
+from workloads.results import FaultRecord, OpRecord, RunRecord, machine_facts, versions
+from workloads.scenario import LEADER, UNDO, FaultAction, FaultSpec, Scenario
+
+START_MARGIN = 0.05  # seconds between releasing the generators and run time 0
+LEADER_WAIT = 30.0  # for the first leader, and after recovery
+FINAL_READ_TIMEOUT = 30.0
+ALL_KEYS_LIMIT = 65_536  # larger key spaces: the final state covers the keys written
+MAX_BATCH = 1024  # the API's limit of operations per /batch
+
+
+def cluster_spec(
+    scenario: Scenario, protocol: str, policy: str | None, seed: int, netns: bool
+) -> ClusterSpec:
+    """The LocalCluster a scenario asks for (`policy` overrides the scenario's)."""
+    return ClusterSpec(
+        nodes=scenario.nodes,
+        protocol=protocol,
+        sync_policy=policy or scenario.sync_policy,
+        fsync=FsyncPolicy(scenario.fsync),
+        election_timeout=scenario.election_timeout,
+        heartbeat_interval=scenario.heartbeat_interval,
+        regions=scenario.regions,
+        priorities=dict(scenario.priorities),
+        topology=scenario.topology,
+        netns=netns,
+        seed=seed,
+    )
+
+
+def client_timeouts(scenario: Scenario) -> tuple[float, float]:
+    """(attempt, operation) timeouts of the load's clients, as the simulator's clients have."""
+    election = scenario.election_timeout
+    return max(0.5, election), 3 * election + 2.0
+
+
+def run_real(
+    scenario: Scenario,
+    protocol: str,
+    policy: str | None,
+    seed: int,
+    trial: int,
+    label: str,
+    command: str,
+    *,
+    netns: bool = False,
+    work_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    calibration: Path = DEFAULT_CALIBRATION,
+) -> RunRecord:
+    """Run one trial on real processes and return its record (not yet written).
+
+    `work_dir`: where the cluster and generator files go; kept afterwards (default: a
+    temporary folder, removed). The cluster and the generators are always stopped, also on an
+    error or KeyboardInterrupt.
+    """
+    say = progress or (lambda _text: None)
+    started = time.time()
+    wall = time.perf_counter()
+    own_dir = work_dir is None
+    base = Path(tempfile.mkdtemp(prefix="raftbench-run-")) if work_dir is None else work_dir
+    base.mkdir(parents=True, exist_ok=True)
+    cluster: LocalCluster | None = None
+    pool: GeneratorPool | None = None
+    try:
+        say(f"{scenario.name}: starting {scenario.nodes} {protocol} nodes")
+        cluster = LocalCluster.up(
+            base / "cluster", cluster_spec(scenario, protocol, policy, seed, netns)
+        )
+        first_leader = cluster.wait_for_leader(LEADER_WAIT)
+        attempt, op_timeout = client_timeouts(scenario)
+        pool = GeneratorPool(
+            _plans(scenario, cluster, seed, base, attempt, op_timeout), base / "load"
+        )
+        say(f"{scenario.name}: starting {len(pool.plans)} load generators")
+        pool.start()
+        run = _Run(scenario, cluster, pool, say, op_timeout)
+        try:
+            anyio.run(run.drive)
+        except BaseExceptionGroup as group:  # a task's error, or Ctrl-C, as itself
+            raise _first_leaf(group) from group
+    finally:
+        if pool is not None:
+            pool.kill()
+        if cluster is not None:
+            cluster.down()
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    return _record(
+        run, scenario, protocol, policy, seed, trial, label, command, netns, started, wall,
+        first_leader, calibration, None if own_dir else base, attempt, op_timeout,
+    )  # fmt: skip
+
+
+def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+
+
+def _plans(
+    scenario: Scenario,
+    cluster: LocalCluster,
+    seed: int,
+    base: Path,
+    attempt: float,
+    op_timeout: float,
+) -> list[GeneratorPlan]:
+    timing = scenario.timing
+    workload = scenario.workload
+    return [
+        GeneratorPlan(
+            endpoints=tuple(cluster.endpoints),
+            workload=workload.to_dict(),
+            seed=seed,
+            workers=ids,
+            batch=scenario.load.batch,
+            stop_at=timing.warmup + timing.duration,
+            output=str(base / "load" / f"ops-{index}.jsonl"),
+            op_timeout=op_timeout,
+            attempt_timeout=attempt,
+            drain=timing.cooldown,
+        )
+        for index, ids in enumerate(split_workers(workload.clients, scenario.load.processes))
+    ]
+
+
+@dataclass(slots=True)
+class _Edge:
+    """Counters read at one edge of the measured window."""
+
+    nodes: dict[NodeId, NodeTotals]
+    generators_cpu: float
+    coordinator_cpu: float
+
+
+@dataclass(slots=True)
+class _Run:
+    """One run's moving parts and what they recorded."""
+
+    scenario: Scenario
+    cluster: LocalCluster
+    pool: GeneratorPool
+    say: Callable[[str], None]
+    op_timeout: float
+    origin: float = 0.0
+    sampler: NodeSampler | None = None
+    faults: list[FaultRecord] = field(default_factory=list)
+    edges: list[_Edge] = field(default_factory=list)
+    results: list[GeneratorResult] = field(default_factory=list)
+    final_state: dict[str, str | None] = field(default_factory=dict)
+    unread: list[str] = field(default_factory=list)
+
+    def clock(self) -> float:
+        return monotonic() - self.origin
+
+    async def sleep_until(self, t: float) -> None:
+        delay = t - self.clock()
+        if delay > 0:
+            await anyio.sleep(delay)
+
+    async def drive(self) -> None:
+        timing = self.scenario.timing
+        window = (timing.warmup, timing.warmup + timing.duration)
+        self.origin = monotonic() + START_MARGIN
+        self.sampler = NodeSampler(self.cluster, self.clock)
+        self.pool.go(self.origin)
+        nemesis = Nemesis(self.cluster, clock=monotonic, origin=self.origin)
+        schedule = _FaultSchedule(self, nemesis, window[0])
+        async with anyio.create_task_group() as background:
+            background.start_soon(self.sampler.run)
+            faults_scope = anyio.CancelScope()
+            background.start_soon(schedule.run, faults_scope)
+            self.say(f"{self.scenario.name}: warm-up")
+            await self.sleep_until(window[0])
+            self.edges.append(await self._edge())
+            self.say(f"{self.scenario.name}: measuring {timing.duration:g} s")
+            await self.sleep_until(window[1])
+            self.edges.append(await self._edge())
+            self.say(f"{self.scenario.name}: cool-down")
+            await self.sleep_until(window[1] + timing.cooldown)
+            wait = timing.cooldown + self.op_timeout + 30.0
+            self.results = await anyio.to_thread.run_sync(self.pool.finish, wait)
+            faults_scope.cancel()
+            await schedule.done.wait()
+            for event in await nemesis.recover():
+                detail = f"undo (end of run): {event.detail}".rstrip(": ")
+                self.faults.append(
+                    FaultRecord(round(event.time, 4), event.kind, event.nodes, detail)
+                )
+            self.say(f"{self.scenario.name}: reading the final state")
+            await self._read_final_state()
+            background.cancel_scope.cancel()
+
+    async def _edge(self) -> _Edge:
+        assert self.sampler is not None
+        nodes = await self.sampler.snapshot()
+        return _Edge(nodes, self.pool.cpu_seconds(), time.process_time())
+
+    async def _read_final_state(self) -> None:
+        await anyio.to_thread.run_sync(self.cluster.wait_for_leader, LEADER_WAIT)
+        workload = self.scenario.workload
+        if workload.key_count <= ALL_KEYS_LIMIT:
+            keys = [workload.key(i) for i in range(workload.key_count)]
+        else:
+            ops = merge_ops(self.results)
+            keys = sorted({op.key for op in ops if op.f != "read" and op.outcome != "fail"})
+        deadline = time.monotonic() + FINAL_READ_TIMEOUT
+        pending = keys
+        async with RaftbenchClient(self.cluster.endpoints, client_id="final-state") as client:
+            while pending and time.monotonic() < deadline:
+                still: list[str] = []
+                for start in range(0, len(pending), MAX_BATCH):
+                    chunk = pending[start : start + MAX_BATCH]
+                    try:
+                        answers = await client.batch([Get(key) for key in chunk])
+                    except ClientError:
+                        still.extend(chunk)
+                        continue
+                    for key, answer in zip(chunk, answers, strict=True):
+                        if isinstance(answer, ReadResult):
+                            self.final_state[key] = answer.value
+                        else:
+                            still.append(key)
+                pending = still
+        self.unread = pending
+
+
+@dataclass(frozen=True, slots=True)
+class _Slow:
+    """A slowed directed link's whole setting (topology delay plus the fault's)."""
+
+    delay_ms: float
+    jitter_ms: float
+    loss: float
+
+
+class _FaultSchedule:
+    """The scenario's faults on the nemesis, at window start + `at`, undone after `duration`."""
+
+    def __init__(self, run: _Run, nemesis: Nemesis, window_start: float) -> None:
+        self.run_ = run
+        self.nemesis = nemesis
+        self.window_start = window_start
+        self.slow_links: dict[int, list[tuple[NodeId, NodeId, _Slow]]] = {}
+        self.done = anyio.Event()
+
+    async def run(self, scope: anyio.CancelScope) -> None:
+        """Run every fault; cancelling `scope` stops the waiting ones. An action already under
+        way finishes first (actions are shielded), then `done` is set."""
+        try:
+            with scope:
+                async with anyio.create_task_group() as group:
+                    for index, spec in enumerate(self.run_.scenario.faults):
+                        group.start_soon(self._one, index, spec)
+        finally:
+            self.done.set()
+
+    async def _one(self, index: int, spec: FaultSpec) -> None:
+        run = self.run_
+        await run.sleep_until(self.window_start + spec.at)
+        t = run.clock()
+        node = await self._resolve(spec.node)
+        if spec.node is not None and node is None:
+            run.faults.append(
+                FaultRecord(round(t, 4), "skipped", (), f"skipped (no leader): {spec.describe()}")
+            )
+            return
+        await self._act(index, spec, node, undo=False)
+        if spec.duration is not None:
+            await run.sleep_until(self.window_start + spec.at + spec.duration)
+            await self._act(index, spec, node, undo=True)
+
+    async def _resolve(self, node: str | None) -> NodeId | None:
+        if node != LEADER:
+            return node
+        run = self.run_
+        deadline = run.clock() + 3 * run.scenario.election_timeout + 2.0
+        assert run.sampler is not None
+        while True:
+            leader = await run.sampler.current_leader()
+            if leader is not None or run.clock() >= deadline:
+                return leader
+            await anyio.sleep(0.05)
+
+    async def _act(self, index: int, spec: FaultSpec, node: NodeId | None, undo: bool) -> None:
+        run = self.run_
+        action = UNDO[spec.action] if undo else spec.action
+        t = run.clock()
+        try:
+            with anyio.CancelScope(shield=True):
+                kind, nodes, detail = await self._apply(index, spec, action, node, undo)
+        except NemesisError as error:
+            kind, nodes, detail = "skipped", (node,) if node else (), f"{action.value}: {error}"
+        took = run.clock() - t
+        detail = f"{detail} (took {took:.3f} s)".strip()
+        if undo and not detail.startswith("undo") and kind not in ("restart", "resume", "heal"):
+            detail = f"undo: {detail}"
+        run.faults.append(FaultRecord(round(t, 4), kind, nodes, detail))
+
+    async def _apply(
+        self, index: int, spec: FaultSpec, action: FaultAction, node: NodeId | None, undo: bool
+    ) -> tuple[str, tuple[NodeId, ...], str]:
+        nemesis = self.nemesis
+        match action:
+            case FaultAction.CRASH:
+                assert node is not None
+                event = await nemesis.kill(node)
+            case FaultAction.RESTART:
+                assert node is not None
+                event = await nemesis.restart(node)
+            case FaultAction.PAUSE:
+                assert node is not None
+                event = await nemesis.pause(node)
+            case FaultAction.RESUME:
+                assert node is not None
+                event = await nemesis.resume(node)
+            case FaultAction.PARTITION:
+                if spec.groups:
+                    event = await nemesis.partition(spec.groups, one_way=spec.one_way)
+                else:
+                    assert node is not None
+                    event = await nemesis.isolate(node, one_way=spec.one_way)
+            case FaultAction.HEAL:
+                event = await nemesis.heal()
+            case FaultAction.SLOW_LINK:
+                assert node is not None
+                return await self._slow_link(index, spec, node, undo)
+            case FaultAction.SLOW_DISK:
+                assert node is not None
+                seconds = 0.0 if undo else spec.delay_ms / 1000.0
+                event = await nemesis.slow_disk(node, seconds)
+        kind = "crash" if action is FaultAction.CRASH else event.kind
+        return kind, event.nodes, event.detail
+
+    async def _slow_link(
+        self, index: int, spec: FaultSpec, node: NodeId, undo: bool
+    ) -> tuple[str, tuple[NodeId, ...], str]:
+        """Slow links add to the topology's delay (as in the simulator), both ways. An undo
+        clears every slow link and puts back the ones other faults still hold."""
+        nemesis = self.nemesis
+        cluster = self.run_.cluster
+        if undo:
+            self.slow_links.pop(index, None)
+            await nemesis.clear_slow_links()
+            for links in self.slow_links.values():
+                for src, dst, slow in links:
+                    await nemesis.slow_link(
+                        src, dst, delay_ms=slow.delay_ms, jitter_ms=slow.jitter_ms, loss=slow.loss
+                    )
+            return "slow-link", (node,), f"undo slow-link {spec.describe()}"
+        peers = [spec.peer] if spec.peer else [n for n in cluster.node_ids if n != node]
+        links = []
+        for peer in peers:
+            for src, dst in ((node, peer), (peer, node)):
+                base = cluster.config.link_specs(src).get(dst)
+                slow = _Slow(
+                    (base.delay * 1000 if base else 0.0) + spec.delay_ms,
+                    (base.jitter * 1000 if base else 0.0) + spec.jitter_ms,
+                    max(base.loss if base else 0.0, spec.loss),
+                )
+                links.append((src, dst, slow))
+                await nemesis.slow_link(
+                    src, dst, delay_ms=slow.delay_ms, jitter_ms=slow.jitter_ms, loss=slow.loss
+                )
+        self.slow_links[index] = links
+        detail = f"+{spec.delay_ms:g} ms, jitter +{spec.jitter_ms:g} ms, loss {spec.loss:g}"
+        return "slow-link", (node, *peers), detail
+
+
+# ---- the record --------------------------------------------------------------------------------
+
+
+def _record(
+    run: _Run,
+    scenario: Scenario,
+    protocol: str,
+    policy: str | None,
+    seed: int,
+    trial: int,
+    label: str,
+    command: str,
+    netns: bool,
+    started: float,
+    wall: float,
+    first_leader: NodeId,
+    calibration: Path,
+    kept: Path | None,
+    attempt: float,
+    op_timeout: float,
+) -> RunRecord:
+    timing = scenario.timing
+    window = (timing.warmup, timing.warmup + timing.duration)
+    assert run.sampler is not None and len(run.edges) == 2
+    before, after = run.edges
+    node_ids = run.cluster.node_ids
+    regions = {node: scenario.region_of(node) for node in node_ids}
+    rows = sorted(run.sampler.rows, key=lambda r: (float(r["t"]), str(r["node"])))
+    links = []
+    for src in node_ids:
+        for dst in node_ids:
+            if src != dst:
+                links.append(
+                    {
+                        "src": src,
+                        "dst": dst,
+                        "bytes": _delta(before, after, src, dst, "bytes"),
+                        "messages": _delta(before, after, src, dst, "messages"),
+                    }
+                )
+    nodes = {
+        node: {
+            "region": regions[node],
+            "cpu_seconds": round(after.nodes[node].cpu - before.nodes[node].cpu, 3),
+            "bytes_sent": int(after.nodes[node].sum("sent") - before.nodes[node].sum("sent")),
+            "bytes_received": int(
+                after.nodes[node].sum("received") - before.nodes[node].sum("received")
+            ),
+            "leader_time": round(leader_time(rows, node, *window), 3),
+        }
+        for node in node_ids
+    }
+    ops: list[OpRecord] = merge_ops(run.results)
+    cores = os.cpu_count() or 1
+    generator_cpu = after.generators_cpu - before.generators_cpu
+    errors: dict[str, int] = {}
+    for result in run.results:
+        for name, count in result.report.errors.items():
+            errors[name] = errors.get(name, 0) + count
+    driver: dict[str, Any] = {
+        "kind": "http",
+        "processes": len(run.pool.plans),
+        "workers": scenario.workload.clients,
+        "batch": scenario.load.batch,
+        "loop": str(scenario.workload.loop),
+        "cpu_seconds": round(generator_cpu, 3),
+        "cpu_share": round(generator_cpu / (timing.duration * cores), 4),
+        "cpu_seconds_total": round(sum(r.report.cpu_seconds for r in run.results), 3),
+        "coordinator_cpu_seconds": round(after.coordinator_cpu - before.coordinator_cpu, 3),
+        "requests": sum(r.report.requests for r in run.results),
+        "not_sent": sum(r.report.not_sent for r in run.results),
+        "errors": errors,
+        "attempt_timeout": attempt,
+        "op_timeout": op_timeout,
+        **_ceiling(
+            calibration, len(run.pool.plans), scenario.workload.clients, scenario.load.batch
+        ),
+    }
+    faults = sorted(run.faults, key=lambda f: f.t)
+    metadata: dict[str, Any] = {
+        "scenario": scenario.name,
+        "scenario_file": scenario.source,
+        "scenario_raw": dict(scenario.raw),
+        "protocol": protocol,
+        "label": label,
+        "sync_policy": (policy or scenario.sync_policy) if protocol == "pull" else None,
+        "engine": "real",
+        "seed": seed,
+        "trial": trial,
+        "command": command,
+        "versions": versions(),
+        "machine": machine_facts(),
+        "fsync": scenario.fsync,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(time.perf_counter() - wall, 3),
+        "window": list(window),
+        "driver": driver,
+        "final_state": run.final_state,
+        "real": {
+            "netns": netns,
+            "first_leader": first_leader,
+            "leader_changes": leader_changes(rows),
+            "sample_interval": run.sampler.interval,
+            "final_state_keys": "all"
+            if scenario.workload.key_count <= ALL_KEYS_LIMIT
+            else "written",
+            "final_state_unread": run.unread,
+            "work_dir": str(kept) if kept is not None else None,
+        },
+    }
+    return RunRecord(
+        metadata=metadata,
+        ops=ops,
+        timeseries=rows,
+        links=links,
+        regions=regions,
+        nodes=nodes,
+        faults=faults,
+    )
+
+
+def _delta(before: _Edge, after: _Edge, src: NodeId, dst: NodeId, kind: str) -> int:
+    return int(after.nodes[src].get(dst, "sent", kind) - before.nodes[src].get(dst, "sent", kind))
+
+
+def _ceiling(path: Path, processes: int, workers: int, batch: int) -> dict[str, Any]:
+    """The calibrated ceiling for this spread (exact, else the closest entry), if any."""
+    try:
+        point = find_ceiling(load_calibration(path), processes, workers, batch)
+    except CalibrationFileError:
+        point = None
+    if point is None:
+        return {"ceiling_ops_s": None, "ceiling": None, "ceiling_from": None}
+    return {
+        "ceiling_ops_s": point.ops_s,
+        "ceiling": point.ops_s,  # the key workloads.summary reads
+        "ceiling_from": {
+            "file": str(path),
+            "processes": point.processes,
+            "workers": point.workers,
+            "batch": point.batch,
+            "exact": point.key() == (processes, workers, batch),
+            "measured": point.measured,
+        },
+    }
+
+
+__all__ = ["client_timeouts", "cluster_spec", "run_real"]
