@@ -407,7 +407,7 @@ class _FaultSchedule:
                     await nemesis.slow_link(
                         src, dst, delay_ms=slow.delay_ms, jitter_ms=slow.jitter_ms, loss=slow.loss
                     )
-            return "slow-link", (node,), f"undo slow-link {spec.describe()}"
+            return "slow-link", (node,), f"undo {spec.describe()}"
         peers = [spec.peer] if spec.peer else [n for n in cluster.node_ids if n != node]
         links = []
         for peer in peers:
