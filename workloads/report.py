@@ -76,7 +76,8 @@ class Report:
 
 
 def is_run_folder(path: Path) -> bool:
-    return (path / "metadata.json").is_file() and (path / "ops.jsonl").is_file()
+    ops = (path / "ops.jsonl").is_file() or (path / "ops.jsonl.gz").is_file()
+    return (path / "metadata.json").is_file() and ops
 
 
 def find_run_folders(paths: Iterable[Path]) -> list[Path]:

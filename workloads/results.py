@@ -9,6 +9,10 @@ One run = one folder `results/<UTC timestamp>-<scenario>-<label>[-t<trial>]/` ho
     memory, CPU model, kernel), fsync policy, start time, wall seconds, the measured window
     (`window`: [start, end] in run seconds), and `driver` (load-generator processes, batch
     size, CPU seconds and share of the machine, the calibrated ceiling if known).
+Large files may be stored gzip-compressed (`ops.jsonl.gz`, `timeseries.jsonl.gz`); a
+compressed run leaves `history.jsonl` out, since it is derived from `ops.jsonl` (the report
+re-checks the history from the ops). Readers accept either form.
+
 ``ops.jsonl``
     one line per client operation: `process`, `f` (read|write|delete|cas), `key`, `value`
     (cas: [expected, new]; read: the value read), `consistency` (reads), `intended` (open
@@ -38,6 +42,8 @@ Only `workloads/` writes here; tests write to temporary folders.
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import os
 import platform
@@ -48,7 +54,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from workloads.checker import Operation
 
@@ -129,14 +135,16 @@ def history_events(ops: Iterable[OpRecord]) -> list[dict[str, Any]]:
     return [event for _, _, event in events]
 
 
-def write_run(record: RunRecord, results_dir: Path, run_name: str) -> Path:
-    """Write one run's folder; returns it."""
+def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: bool = False) -> Path:
+    """Write one run's folder; returns it. `compress`: gzip the large files, no history."""
     folder = results_dir / run_name
     folder.mkdir(parents=True, exist_ok=False)
+    suffix = ".jsonl.gz" if compress else ".jsonl"
     _dump(folder / "metadata.json", record.metadata)
-    _lines(folder / "ops.jsonl", (asdict(op) for op in record.ops))
-    _lines(folder / "history.jsonl", history_events(record.ops))
-    _lines(folder / "timeseries.jsonl", record.timeseries)
+    _lines(folder / f"ops{suffix}", (asdict(op) for op in record.ops))
+    if not compress:
+        _lines(folder / "history.jsonl", history_events(record.ops))
+    _lines(folder / f"timeseries{suffix}", record.timeseries)
     _dump(folder / "links.json", {"links": record.links, "regions": record.regions})
     _dump(folder / "nodes.json", record.nodes)
     _lines(folder / "faults.jsonl", (asdict(f) for f in record.faults))
@@ -146,7 +154,7 @@ def write_run(record: RunRecord, results_dir: Path, run_name: str) -> Path:
 def read_run(folder: Path) -> RunRecord:
     """Load a run folder back (the report's only input)."""
     metadata = json.loads((folder / "metadata.json").read_text())
-    ops = [OpRecord(**row) for row in _read_lines(folder / "ops.jsonl")]
+    ops = [OpRecord(**row) for row in _read_lines(_either(folder, "ops"))]
     for op in ops:
         if op.f == "cas" and isinstance(op.value, list):
             op.value = tuple(op.value)
@@ -158,7 +166,7 @@ def read_run(folder: Path) -> RunRecord:
     return RunRecord(
         metadata=metadata,
         ops=ops,
-        timeseries=list(_read_lines(folder / "timeseries.jsonl")),
+        timeseries=list(_read_lines(_either(folder, "timeseries"))),
         links=links["links"],
         regions=links["regions"],
         nodes=json.loads((folder / "nodes.json").read_text()),
@@ -219,14 +227,28 @@ def _dump(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
     path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str) + "\n")
 
 
+def _either(folder: Path, stem: str) -> Path:
+    """`stem.jsonl`, or its compressed form when that is what the folder holds."""
+    plain = folder / f"{stem}.jsonl"
+    packed = folder / f"{stem}.jsonl.gz"
+    return packed if packed.exists() and not plain.exists() else plain
+
+
+def _open_text(path: Path, mode: str) -> IO[str]:
+    if path.suffix == ".gz":
+        raw = gzip.GzipFile(path, mode + "b", compresslevel=9)
+        return io.TextIOWrapper(raw, encoding="utf-8")
+    return path.open(mode, encoding="utf-8")
+
+
 def _lines(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    with path.open("w") as out:
+    with _open_text(path, "w") as out:
         for row in rows:
             out.write(json.dumps(row, separators=(",", ":"), default=str) + "\n")
 
 
 def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open() as source:
+    with _open_text(path, "r") as source:
         for line in source:
             if line.strip():
                 yield json.loads(line)

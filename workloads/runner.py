@@ -46,6 +46,7 @@ def run_trial(
     command: str,
     *,
     netns: bool = False,
+    compress: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> TrialResult:
     """Run one trial of `scenario` under `label` (push, pull, pull:<policy>) and save it."""
@@ -59,11 +60,20 @@ def run_trial(
         from workloads.real_driver import run_real  # noqa: PLC0415
 
         record = run_real(
-            scenario, protocol, policy, seed, trial, label, command, netns=netns, progress=progress
+            scenario,
+            protocol,
+            policy,
+            seed,
+            trial,
+            label,
+            command,
+            netns=netns,
+            progress=progress,
+            calibration=results_dir / "calibration.json",
         )
     else:
         raise ValueError(f"--engine: unknown engine {engine!r} ({', '.join(ENGINES)})")
-    folder = write_run(record, results_dir, run_name(scenario.name, label, trial))
+    folder = write_run(record, results_dir, run_name(scenario.name, label, trial), compress)
     summary = summarize(record, run=folder.name)
     save_summary(summary, folder)
     return TrialResult(label, trial, folder, summary)

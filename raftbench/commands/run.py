@@ -50,6 +50,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--netns", action="store_true", help="real engine: one netns per node")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
+    parser.add_argument(
+        "--compress",
+        action="store_true",
+        help="gzip the large result files (and leave out history.jsonl, derived from ops)",
+    )
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
 
 
@@ -103,6 +108,7 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
                 args.results_dir,
                 command,
                 netns=args.netns,
+                compress=args.compress,
                 progress=lambda text: progress.update(task, description=text),
             )
             results.append(result)
