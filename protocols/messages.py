@@ -205,6 +205,9 @@ class PullResponse:
 
     For DIVERGED, `hint_index`/`hint_term` name the source's last entry that could match.
     `sync_source` is the source's own source, so the puller can refuse a cycle.
+    `prev_index`/`prev_term` echo the point the answer follows (the request's `after`, or a
+    stream's continuation point): the puller takes an answer only if it follows exactly the
+    point it expects, so a lost, duplicated or late answer can never be mistaken for one.
     """
 
     term: int
@@ -220,6 +223,8 @@ class PullResponse:
     sync_source: NodeId | None = None
     hint_index: int = 0
     hint_term: int = 0
+    prev_index: int = 0
+    prev_term: int = 0
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -232,10 +237,17 @@ class PullResponse:
             last_term=self.last_term,
             hint_index=self.hint_index,
             hint_term=self.hint_term,
+            prev_index=self.prev_index,
+            prev_term=self.prev_term,
         )
+        expected = self.prev_index + 1
+        for entry in self.entries:
+            if entry.index != expected:
+                raise ValueError("pulled entries must follow prev_index contiguously")
+            expected += 1
         for previous, entry in zip(self.entries, self.entries[1:], strict=False):
-            if entry.index != previous.index + 1 or entry.term < previous.term:
-                raise ValueError("pulled entries must be contiguous with non-decreasing terms")
+            if entry.term < previous.term:
+                raise ValueError("pulled entries must have non-decreasing terms")
 
 
 @dataclass(frozen=True, slots=True)

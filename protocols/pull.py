@@ -466,6 +466,8 @@ class PullEngine(ReplicaBase):
                 sync_source=self._sync_source(),
                 hint_index=hint,
                 hint_term=self.log.term_at(hint) or 0 if hint else 0,
+                prev_index=request.after_index,
+                prev_term=request.after_term,
             ),
         )
 
@@ -593,18 +595,12 @@ class PullEngine(ReplicaBase):
         self._failed_pulls = 0
         if not (self._syncing or self._catchup is not None):
             return
+        if (response.prev_index, response.prev_term) != (pull.after_index, pull.after_term):
+            # Not an answer to the point we asked about: a streamed batch went missing (or
+            # arrived twice, or late). Open a new request from where we are.
+            self._pull_retry_at = now
+            return
         streaming = self.config.pull_streaming and response.status is PullStatus.OK
-        if streaming and response.entries and response.entries[0].index != pull.after_index + 1:
-            self._pull_retry_at = now  # a streamed batch went missing: open a new stream
-            return
-        if (
-            streaming
-            and not response.entries
-            and response.last_index > pull.after_index
-            and (response.last_term == self.log.term_at(response.last_index))
-        ):
-            self._pull_retry_at = now  # a keep-alive past what we hold: a batch went missing
-            return
         taken = self._accept_pull_response(src, pull, response, now)
         if (
             taken
@@ -613,9 +609,11 @@ class PullEngine(ReplicaBase):
             and self._catchup is None
             and (self._syncing and self._selector.source == src)
         ):
-            # The stream stays open: expect the next batch after our new last entry.
-            last = self.log.last_position
-            self._pull = _Pull(pull.request_id, src, now, last.index, last.term)
+            # The stream stays open, continuing right after what the source just sent (our
+            # log may run further, unvalidated: the source's next batch decides about it).
+            sent = response.entries[-1] if response.entries else None
+            after = (sent.index, sent.term) if sent else (pull.after_index, pull.after_term)
+            self._pull = _Pull(pull.request_id, src, now, after[0], after[1])
 
     def _accept_pull_response(
         self, src: NodeId, pull: _Pull, response: PullResponse, now: float
@@ -671,9 +669,6 @@ class PullEngine(ReplicaBase):
         """Validate and append a batch; roll back what conflicts. False: source refused."""
         entries = response.entries
         settings = self._selector.settings
-        if entries and entries[0].index != pull.after_index + 1:
-            self._abandon_source(now, "batch does not follow the request", settings.deny_seconds)
-            return False
         conflict = next(
             (e.index for e in entries if self.log.term_at(e.index) not in (None, e.term)), None
         )
@@ -695,10 +690,10 @@ class PullEngine(ReplicaBase):
         if entries:
             self.log.merge(entries)
         self._probe_point = None
+        # Our log up to `validated` is now the source's (the answer followed our point, which
+        # the source found in its log, and the batch was merged): its commit point holds there.
         validated = pull.after_index + len(entries)
-        if validated >= self.log.last_index or entries:
-            # Our log up to `validated` is now a prefix of the source's.
-            self._set_commit(min(response.commit, validated))
+        self._set_commit(min(response.commit, validated))
         return True
 
     # ---- positions flowing upstream --------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from cluster.sim.harness import Harness
 from protocols.engine import Consistency, ReplyStatus
 from protocols.messages import (
@@ -196,6 +198,8 @@ def test_a_source_that_would_roll_back_committed_entries_is_refused() -> None:
         rollback_id=n2._source_rollback_id or 0,
         last_index=50,
         last_term=n2.term + 1,
+        prev_index=1,
+        prev_term=n2.log.term_at(1) or 0,
     )
     h.do("n2", lambda e: e.receive(Envelope(source, "n2", forged), h.now))
     assert n2.commit_index >= commit
@@ -223,6 +227,8 @@ def test_a_source_whose_rollback_id_changed_is_revalidated() -> None:
         rollback_id=n2._source_rollback_id + 1 if n2._source_rollback_id is not None else 1,
         last_index=pull.after_index + 1,
         last_term=n2.term,
+        prev_index=pull.after_index,
+        prev_term=pull.after_term,
     )
     n2._source_rollback_id = 0
     last = n2.log.last_index
@@ -243,6 +249,38 @@ def test_any_higher_term_makes_the_primary_step_down_before_answering() -> None:
     assert n1.role is Role.FOLLOWER and n1.term == higher
     answer = h.messages(StatusReply, src="n1")[-1]
     assert answer.message.term == higher and not answer.message.is_primary
+
+
+@pytest.mark.parametrize("with_entries", [True, False])
+def test_an_answer_that_does_not_follow_the_expected_point_is_not_taken(
+    with_entries: bool,
+) -> None:
+    """A lost streamed batch: the next answer follows a later point and must not be applied
+    (nor its commit point trusted); the puller opens a new request from where it is."""
+    h = pull_cluster()
+    h.deliver()
+    n2 = engine(h, "n2")
+    source, pull = n2.sync_source, n2._pull
+    assert source is not None and pull is not None
+    last, commit = n2.log.last_index, n2.commit_index
+    skipped = PullResponse(
+        term=n2.term,
+        request_id=pull.request_id,
+        status=PullStatus.OK,
+        entries=(Entry(n2.term, last + 5, Command(Op.PUT, "k", "late")),) if with_entries else (),
+        commit=last + 5,
+        commit_term=n2.term,
+        rollback_id=n2._source_rollback_id or 0,
+        last_index=last + 5,
+        last_term=n2.term,
+        prev_index=last + 4 if with_entries else last + 5,
+        prev_term=n2.term,
+    )
+    h.do("n2", lambda e: e.receive(Envelope(source, "n2", skipped), h.now))
+    assert (n2.log.last_index, n2.commit_index) == (last, commit)
+    again = h.messages(PullRequest, src="n2")
+    assert again and again[-1].message.after_index == last
+    assert again[-1].message.request_id != pull.request_id
 
 
 def test_a_lagging_node_is_served_through_a_stale_term_request() -> None:
