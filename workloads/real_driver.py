@@ -59,7 +59,7 @@ from workloads.loadgen import (
     split_workers,
 )
 from workloads.node_sampler import NodeSampler, NodeTotals, leader_changes, leader_time
-from workloads.results import FaultRecord, OpRecord, RunRecord, machine_facts, versions
+from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
 from workloads.scenario import LEADER, UNDO, FaultAction, FaultSpec, Scenario
 
 START_MARGIN = 0.05  # seconds between releasing the generators and run time 0
@@ -506,23 +506,20 @@ def _record(
         ),
     }
     faults = sorted(run.faults, key=lambda f: f.t)
-    metadata: dict[str, Any] = {
-        "scenario": scenario.name,
-        "scenario_file": scenario.source,
-        "scenario_raw": dict(scenario.raw),
-        "protocol": protocol,
-        "label": label,
-        "sync_policy": (policy or scenario.sync_policy) if protocol == "pull" else None,
-        "engine": "real",
-        "seed": seed,
-        "trial": trial,
-        "command": command,
-        "versions": versions(),
-        "machine": machine_facts(),
-        "fsync": scenario.fsync,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_seconds": round(time.perf_counter() - wall, 3),
-        "window": list(window),
+    metadata = run_metadata(
+        scenario,
+        protocol=protocol,
+        policy=policy,
+        label=label,
+        engine="real",
+        seed=seed,
+        trial=trial,
+        command=command,
+        started=started,
+        wall_seconds=time.perf_counter() - wall,
+        window=window,
+    )
+    metadata |= {
         "driver": driver,
         "final_state": run.final_state,
         "real": {

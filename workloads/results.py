@@ -174,6 +174,41 @@ def read_run(folder: Path) -> RunRecord:
     )
 
 
+def run_metadata(
+    scenario: Any,
+    *,
+    protocol: str,
+    policy: str | None,
+    label: str,
+    engine: str,
+    seed: int,
+    trial: int,
+    command: str,
+    started: float,
+    wall_seconds: float,
+    window: tuple[float, float],
+) -> dict[str, Any]:
+    """The metadata every driver writes the same way (a `workloads.scenario.Scenario`)."""
+    return {
+        "scenario": scenario.name,
+        "scenario_file": scenario.source,
+        "scenario_raw": dict(scenario.raw),
+        "protocol": protocol,
+        "label": label,
+        "sync_policy": (policy or scenario.sync_policy) if protocol == "pull" else None,
+        "engine": engine,
+        "seed": seed,
+        "trial": trial,
+        "command": command,
+        "versions": versions(),
+        "machine": machine_facts(),
+        "fsync": scenario.fsync,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+        "wall_seconds": round(wall_seconds, 3),
+        "window": list(window),
+    }
+
+
 def run_name(scenario: str, label: str, trial: int, when: float | None = None) -> str:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when if when is not None else time.time()))
     safe = label.replace(":", "-")

@@ -17,7 +17,7 @@ from cluster.sim.clients import ClientSettings
 from cluster.sim.nemesis import LEADER, Action, Fault
 from cluster.sim.simulator import SimConfig, Simulator
 from protocols.config import SyncSettings
-from workloads.results import FaultRecord, OpRecord, RunRecord, machine_facts, versions
+from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
 from workloads.scenario import UNDO, FaultAction, FaultSpec, Scenario
 
 LAN_ONE_WAY = 0.0001  # 100 µs: the simulator's stand-in for a same-datacentre link
@@ -176,23 +176,20 @@ def run_sim(
         for node in sim.node_ids
     }
     faults = [_fault_record(t, text) for t, text in sim.fault_log if "leads term" not in text]
-    metadata: dict[str, Any] = {
-        "scenario": scenario.name,
-        "scenario_file": scenario.source,
-        "scenario_raw": dict(scenario.raw),
-        "protocol": protocol,
-        "label": label,
-        "sync_policy": (policy or scenario.sync_policy) if protocol == "pull" else None,
-        "engine": "sim",
-        "seed": seed,
-        "trial": trial,
-        "command": command,
-        "versions": versions(),
-        "machine": machine_facts(),
-        "fsync": scenario.fsync,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
-        "wall_seconds": round(time.perf_counter() - wall, 3),
-        "window": list(window),
+    metadata = run_metadata(
+        scenario,
+        protocol=protocol,
+        policy=policy,
+        label=label,
+        engine="sim",
+        seed=seed,
+        trial=trial,
+        command=command,
+        started=started,
+        wall_seconds=time.perf_counter() - wall,
+        window=window,
+    )
+    metadata |= {
         "driver": {"kind": "simulated clients", "processes": None, "cpu_share": None},
         "final_state": _final_state(sim),
         "sim": {

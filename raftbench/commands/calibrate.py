@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from raftbench.commands.argtypes import non_negative_float, positive_float, positive_int
 from workloads.calibrate import (
     DEFAULT_CALIBRATION,
     CalibrationFileError,
@@ -28,23 +29,23 @@ def register(subparsers: Any) -> None:
         description="Drive a server that does nothing with the real load generator (closed-loop "
         "writes) and record the operations per second it reaches and its CPU share.",
     )
-    parser.add_argument("--seconds", type=_positive_float, default=5.0, help="measured window")
-    parser.add_argument("--warmup", type=_non_negative_float, default=1.0)
+    parser.add_argument("--seconds", type=positive_float, default=5.0, help="measured window")
+    parser.add_argument("--warmup", type=non_negative_float, default=1.0)
     parser.add_argument(
-        "--processes", type=_positive_int, nargs="+", default=[2], help="generator processes"
+        "--processes", type=positive_int, nargs="+", default=[2], help="generator processes"
     )
     parser.add_argument(
-        "--workers", type=_positive_int, nargs="+", default=[32], help="concurrent workers"
+        "--workers", type=positive_int, nargs="+", default=[32], help="concurrent workers"
     )
     parser.add_argument(
         "--batch",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[1, 16],
         help="operations per request (1: one request each)",
     )
     parser.add_argument(
-        "--server-processes", type=_positive_int, default=1, help="null-server processes"
+        "--server-processes", type=positive_int, default=1, help="null-server processes"
     )
     parser.add_argument(
         "--output",
@@ -54,27 +55,6 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--no-save", action="store_true", help="print only")
     parser.set_defaults(handler=run)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from raftbench.commands.argtypes import non_negative_float
 from workloads.checker import (
     FORMATS,
     LINEARIZABLE,
@@ -42,7 +43,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--budget",
-        type=_non_negative,
+        type=non_negative_float,
         default=10.0,
         metavar="SECONDS",
         help="search time per file before the verdict is 'unknown' (default: 10)",
@@ -55,16 +56,6 @@ def register(subparsers: Any) -> None:
         help="also stop after N search steps per file (deterministic, unlike time)",
     )
     parser.set_defaults(handler=run)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

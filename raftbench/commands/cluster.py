@@ -24,10 +24,7 @@ from cluster.netns import NetnsError
 from cluster.storage import FsyncPolicy
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

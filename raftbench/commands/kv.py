@@ -17,10 +17,7 @@ import anyio
 
 from cluster.client import BadRequest, ClientError, OutcomeUnknown, RaftbenchClient
 from cluster.config import CLUSTER_FILE, ConfigError, client_endpoints
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE, positive_float
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,15 +52,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "--dir", type=Path, help=f"a local cluster's folder (with {CLUSTER_FILE})"
         )
         where.add_argument("--endpoints", help="comma-separated client URLs or host:port")
-        sub.add_argument("--timeout", type=_positive, default=10.0, help="seconds (default 10)")
+        sub.add_argument(
+            "--timeout", type=positive_float, default=10.0, help="seconds (default 10)"
+        )
         sub.set_defaults(handler=run)
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -20,6 +20,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from raftbench.commands.argtypes import positive_float
 from workloads.aggregate import METRIC_BY_KEY, GroupStats, RatioStats
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.report import (
@@ -67,22 +68,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--name", default=None, help="report folder name (default: time+scenarios)")
     parser.add_argument(
         "--budget",
-        type=_positive,
+        type=positive_float,
         default=10.0,
         metavar="SECONDS",
         help="linearizability checker time per run before 'unknown' (default: 10)",
     )
     parser.set_defaults(handler=run)
-
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
-    return value
 
 
 def resolve_inputs(paths: Sequence[Path], results_dir: Path) -> tuple[list[Path], list[Path]]:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from protocols.errors import RaftbenchError
+from raftbench.commands.argtypes import positive_int
 from raftbench.commands.report import print_summary_table
 from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
 from workloads.scenario import catalogue, load_scenario, parse_protocol_label
@@ -33,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "interleaved, and write a comparative report.",
     )
     _common(compare)
-    compare.add_argument("--trials", type=_positive, default=3)
+    compare.add_argument("--trials", type=positive_int, default=3)
     compare.add_argument(
         "--protocols",
         default="push,pull",
@@ -73,13 +74,6 @@ def _labels(text: str) -> list[str]:
     if len(set(labels)) != len(labels):
         raise argparse.ArgumentTypeError("a protocol is listed twice")
     return labels
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
 
 
 def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[TrialResult]:

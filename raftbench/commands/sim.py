@@ -10,6 +10,7 @@ from cluster.sim.runner import replay_command, run_seed, seed_configs
 from cluster.sim.simulator import SimConfig
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
+from raftbench.commands.argtypes import positive_float, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -19,12 +20,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Run N seeded simulations; print one line per failing seed and a summary.",
     )
     parser.add_argument("--protocol", required=True, choices=sorted(ENGINES))
-    parser.add_argument("--seeds", type=_positive_int, default=100)
+    parser.add_argument("--seeds", type=positive_int, default=100)
     parser.add_argument("--start-seed", type=int, default=0)
-    parser.add_argument("--nodes", type=_positive_int, default=5)
-    parser.add_argument("--duration", type=_positive_float, default=10.0, help="virtual seconds")
+    parser.add_argument("--nodes", type=positive_int, default=5)
+    parser.add_argument("--duration", type=positive_float, default=10.0, help="virtual seconds")
     parser.add_argument("--faults", choices=FAULT_MODES, default="all")
-    parser.add_argument("--clients", type=_positive_int, default=5)
+    parser.add_argument("--clients", type=positive_int, default=5)
     parser.add_argument(
         "--sync-policy",
         choices=SyncSettings.POLICIES,
@@ -34,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--trace", type=int, default=0, metavar="N", help="dump the last N events of failing seeds"
     )
-    parser.add_argument("--budget", type=_positive_float, default=10.0, help="checker budget (s)")
+    parser.add_argument("--budget", type=positive_float, default=10.0, help="checker budget (s)")
     parser.add_argument("-v", "--verbose", action="store_true", help="one line per seed")
     parser.set_defaults(handler=run)
 
@@ -43,20 +44,6 @@ def sync_settings(policy: str, nodes: int) -> SyncSettings:
     """The policy's settings; `fixed` gets a binary tree rooted at n1 (n2, n3 <- n1, ...)."""
     tree = tuple((f"n{i}", f"n{i // 2}") for i in range(2, nodes + 1)) if policy == "fixed" else ()
     return SyncSettings(policy=policy, fixed_tree=tree)
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
