@@ -25,6 +25,7 @@ class Progress:
     probe_sent: bool = False  # PROBE: one append is out; wait for an answer or a heartbeat
     inflight: deque[int] = field(default_factory=deque)  # REPLICATE: last index of each append
     recent_active: bool = False  # heard from since the last check-quorum round
+    match_at_heartbeat: int = -1  # match when the previous heartbeat answer came back
 
     def is_paused(self, max_inflight: int) -> bool:
         if self.state is ReplState.PROBE:
@@ -36,6 +37,21 @@ class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.inflight.clear()
+
+    def stalled(self, last_index: int) -> bool:
+        """A heartbeat answer came back: has replication made no progress since the last one?
+
+        In REPLICATE the leader sends optimistically; if an append was lost (a connection
+        dropped it) and no new entry follows to expose the gap, nothing would ever resend it.
+        Two heartbeat answers with the same match while entries are owed mean exactly that.
+        """
+        stuck = (
+            self.state is ReplState.REPLICATE
+            and self.match < last_index
+            and self.match == self.match_at_heartbeat
+        )
+        self.match_at_heartbeat = self.match
+        return stuck
 
     def become_replicate(self) -> None:
         self.state = ReplState.REPLICATE

@@ -171,7 +171,9 @@ class PushEngine(ReplicaBase):
             case HeartbeatResponse():
                 pr.recent_active = True
                 pr.probe_sent = False
-                if pr.state is ReplState.REPLICATE and pr.is_paused(self.config.max_inflight):
+                if pr.stalled(self.log.last_index):
+                    pr.become_probe()  # resend from the last acknowledged entry
+                elif pr.state is ReplState.REPLICATE and pr.is_paused(self.config.max_inflight):
                     pr.inflight.popleft()  # an append or its answer may be lost: free a slot
                 if pr.match < self.log.last_index:
                     self._dirty.add(src)

@@ -427,3 +427,24 @@ def test_apply_happens_in_log_order_once() -> None:
         assert indexes == list(range(1, len(indexes) + 1))
         assert isinstance(h.applied[node][-1], Entry)
     assert h["n3"].kv.get("k") == "5"
+
+
+def test_a_lost_append_is_resent_when_replication_stalls() -> None:
+    """etcd's probe on trouble: an append lost in replicate state with no later entry to
+    expose the gap is resent once heartbeat answers show no progress."""
+    h = Harness.create(nodes=3)
+    h.elect("n1")
+    h.deliver()
+    h.put("n1", "k", "v")
+    to_n2 = lambda m: isinstance(m.message, AppendEntries) and m.dst == "n2"  # noqa: E731
+    lost = h.drop(to_n2)
+    while h.inflight:  # everything else flows; every append to n2 is lost on the way
+        h.deliver(lambda m: not to_n2(m))
+        lost += h.drop(to_n2)
+    assert lost
+    index = h["n1"].log.last_index
+    assert h["n2"].log.last_index < index
+    for _ in range(3):  # a few heartbeat rounds, no new write
+        h.advance_time(0.1, ["n1"])
+        h.deliver()
+    assert h["n2"].log.last_index == index

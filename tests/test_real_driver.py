@@ -4,6 +4,7 @@ recorded exactly like a simulated run and checked for linearizability."""
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -101,7 +102,11 @@ def test_a_real_run_is_recorded_like_a_simulated_one(
             math.floor(r["t"] / SAMPLE_INTERVAL) for r in record.timeseries if r["node"] == node
         ]
         assert slots and slots == sorted(set(slots))
-    down = [r for r in record.timeseries if r["node"] == victim and crash.t < r["t"] < restart.t]
+    # A fault's time is when it was issued; the kill has taken effect `took` seconds later
+    # (it waits until the process is gone). Samples started after that must see it down.
+    took = float(re.search(r"took ([0-9.]+) s", crash.detail).group(1))  # type: ignore[union-attr]
+    gone = crash.t + took
+    down = [r for r in record.timeseries if r["node"] == victim and gone < r["t"] < restart.t]
     assert down and not any(r["up"] for r in down)
     assert all("cpu" in r and "sent" in r for r in record.timeseries)
 
