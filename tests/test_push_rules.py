@@ -436,7 +436,10 @@ def test_a_lost_append_is_resent_when_replication_stalls() -> None:
     h.elect("n1")
     h.deliver()
     h.put("n1", "k", "v")
-    to_n2 = lambda m: isinstance(m.message, AppendEntries) and m.dst == "n2"  # noqa: E731
+
+    def to_n2(m: Envelope) -> bool:
+        return isinstance(m.message, AppendEntries) and m.dst == "n2"
+
     lost = h.drop(to_n2)
     while h.inflight:  # everything else flows; every append to n2 is lost on the way
         h.deliver(lambda m: not to_n2(m))
