@@ -42,6 +42,7 @@ class Invariants:
     identities: dict[tuple[int, int], tuple[Command, int]] = field(default_factory=dict)
     committed: dict[int, Entry] = field(default_factory=dict)
     committed_upto_by_term: dict[int, int] = field(default_factory=dict)
+    _before: dict[int, int] = field(default_factory=dict)  # cache of _committed_before
     commit_seen: dict[NodeId, int] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
 
@@ -66,9 +67,7 @@ class Invariants:
             if known != node:
                 self._fail(now, node, "election-safety", f"{known} also leads term {term}")
             else:
-                index = max(
-                    (i for t, i in self.committed_upto_by_term.items() if t < term), default=0
-                )
+                index = self._committed_before(term)
                 if index:
                     entry = self.committed[index]
                     if engine.log.term_at(index) != entry.term:
@@ -79,6 +78,14 @@ class Invariants:
                             f"leader of term {term} lacks entry {index}/{entry.term} "
                             "committed in an earlier term",
                         )
+
+    def _committed_before(self, term: int) -> int:
+        """The highest index committed in a term before `term` (cached between commits)."""
+        cached = self._before.get(term)
+        if cached is None:
+            cached = max((i for t, i in self.committed_upto_by_term.items() if t < term), default=0)
+            self._before[term] = cached
+        return cached
 
     def check_sync_sources(self, now: float, sources: dict[NodeId, NodeId | None]) -> None:
         """No member may (transitively) pull from itself."""
@@ -119,6 +126,7 @@ class Invariants:
                 self.committed[entry.index] = entry
                 upto = self.committed_upto_by_term
                 upto[engine.term] = max(upto.get(engine.term, 0), entry.index)
+                self._before.clear()
             elif known != entry:
                 self._fail(
                     now,

@@ -70,7 +70,9 @@ class SimNetwork:
         stats.messages += 1
         if self.count_bytes:
             stats.bytes += encoded_size(envelope)
-        delay, jitter, loss = self.link(*link)
+        delay, jitter, loss = self._links.get(link, self._default)
+        if self.slowed:
+            delay, jitter, loss = self.link(*link)
         if link in self.blocked or (loss and self._rng.random() < loss):
             stats.dropped += 1
             return []
