@@ -155,6 +155,14 @@ class ChangeReason(StrEnum):
     CLOSER = "closer-member"
 
 
+# The shared rules, worded as a reason to drop the current source.
+_DROP_REASON = {
+    Exclusion.DOWN: ChangeReason.SOURCE_DOWN,
+    Exclusion.SILENT: ChangeReason.SOURCE_SILENT,
+    Exclusion.DENIED: ChangeReason.SOURCE_DENIED,
+    Exclusion.CYCLE: ChangeReason.CYCLE,
+}
+
 # Reasons after which `update` deny-lists the dropped source for `deny_seconds`.
 DENY_ON_DROP = frozenset({ChangeReason.SOURCE_SILENT, ChangeReason.LAGGING})
 
@@ -405,14 +413,9 @@ class SyncSourceSelector:
         source = view.member(self._source)
         if source is None:
             return ChangeReason.NOT_A_MEMBER
-        if not source.up:
-            return ChangeReason.SOURCE_DOWN
-        if view.now - source.last_heard > self._silence:
-            return ChangeReason.SOURCE_SILENT
-        if self.is_denied(source.node, view.now):
-            return ChangeReason.SOURCE_DENIED
-        if source.sync_source == view.self_id:
-            return ChangeReason.CYCLE
+        unusable = self._unreachable(view, source)
+        if unusable is not None:
+            return _DROP_REASON[unusable]
         policy = self._policy(view)
         if policy in ("primary", "fixed"):
             wanted = self._usable_primary(view) if policy == "primary" else self._fixed_choice(view)
@@ -511,6 +514,20 @@ class SyncSourceSelector:
     ) -> Exclusion | None:
         if member.node == view.self_id:
             return Exclusion.SELF
+        unusable = self._unreachable(view, member)
+        if unusable is not None:
+            return unusable
+        behind = member.position < view.self_position or (
+            member.position == view.self_position and not self._may_be_level(view, member, policy)
+        )
+        if behind and not self._primary_neighbour(view, member, policy):
+            return Exclusion.NOT_AHEAD
+        if check_lag and self._too_far_behind(view, member):
+            return Exclusion.TOO_FAR_BEHIND
+        return None
+
+    def _unreachable(self, view: SyncView, member: MemberView) -> Exclusion | None:
+        """The rules a current source and a candidate share: up, heard, not denied, no cycle."""
         if not member.up:
             return Exclusion.DOWN
         if view.now - member.last_heard > self._silence:
@@ -519,13 +536,6 @@ class SyncSourceSelector:
             return Exclusion.DENIED
         if member.sync_source == view.self_id:
             return Exclusion.CYCLE
-        behind = member.position < view.self_position or (
-            member.position == view.self_position and not self._may_be_level(view, member, policy)
-        )
-        if behind and not self._primary_neighbour(view, member, policy):
-            return Exclusion.NOT_AHEAD
-        if check_lag and self._too_far_behind(view, member):
-            return Exclusion.TOO_FAR_BEHIND
         return None
 
     def _too_far_behind(self, view: SyncView, member: MemberView) -> bool:
