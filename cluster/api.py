@@ -380,32 +380,15 @@ class _Api:
         return value
 
     def _key(self, key: object, where: str) -> str:
-        if not isinstance(key, str):
-            raise BadInput(f"{where}: expected a string, got {_type_name(key)}")
-        if not key:
+        text = _sized_text(key, where, self.s.limits.max_key_bytes)
+        if not text:
             raise BadInput(f"{where}: must not be empty")
-        size = _utf8_size(key, where)
-        if size > self.s.limits.max_key_bytes:
-            raise BadInput(
-                f"{where}: {size} bytes, the limit is {self.s.limits.max_key_bytes}",
-                413,
-                "too-large",
-            )
-        return key
+        return text
 
     def _value(self, value: object, where: str) -> str:
         if value is None:
             raise BadInput(f"{where}: missing")
-        if not isinstance(value, str):
-            raise BadInput(f"{where}: expected a string, got {_type_name(value)}")
-        size = _utf8_size(value, where)
-        if size > self.s.limits.max_value_bytes:
-            raise BadInput(
-                f"{where}: {size} bytes, the limit is {self.s.limits.max_value_bytes}",
-                413,
-                "too-large",
-            )
-        return value
+        return _sized_text(value, where, self.s.limits.max_value_bytes)
 
     def _session(self, body: Mapping[str, Any], where: str) -> tuple[str, int]:
         client_id = body.get("client_id")
@@ -466,6 +449,16 @@ def _only(body: Mapping[str, Any], allowed: set[str], where: str) -> None:
     for key in body:
         if key not in allowed:
             raise BadInput(f"{where}{key}: unknown field")
+
+
+def _sized_text(value: object, where: str, limit: int) -> str:
+    """A string of at most `limit` UTF-8 bytes, or BadInput (413 when too large)."""
+    if not isinstance(value, str):
+        raise BadInput(f"{where}: expected a string, got {_type_name(value)}")
+    size = _utf8_size(value, where)
+    if size > limit:
+        raise BadInput(f"{where}: {size} bytes, the limit is {limit}", 413, "too-large")
+    return value
 
 
 def _utf8_size(text: str, where: str) -> int:
