@@ -396,16 +396,8 @@ def _sync(cluster: Mapping[str, Any], raw: object) -> SyncSettings:
 def _members(raw: object) -> tuple[MemberConfig, ...]:
     if raw is None:
         raise ConfigError("members: missing (add [[members]] entries)")
-    if not isinstance(raw, list):
-        raise ConfigError("members: expected an array of tables ([[members]])")
     members = []
-    for i, item in enumerate(raw):
-        where = f"members[{i}]"
-        table = _table(item, where)
-        _no_unknown(table, _MEMBER_KEYS, f"{where}.")
-        for key in ("id", "peer", "client"):
-            if key not in table:
-                raise ConfigError(f"{where}.{key}: missing")
+    for where, table in _tables(raw, "members", _MEMBER_KEYS, ("id", "peer", "client")):
         member = MemberConfig(
             id=_string(table["id"], f"{where}.id"),
             peer=Address.parse(table["peer"], f"{where}.peer"),
@@ -420,17 +412,11 @@ def _members(raw: object) -> tuple[MemberConfig, ...]:
 def _topology(raw: object) -> Topology:
     table = _table(raw, "topology")
     _no_unknown(table, _TOPOLOGY_KEYS, "topology.")
-    links_raw = table.get("links", [])
-    if not isinstance(links_raw, list):
-        raise ConfigError("topology.links: expected an array of tables ([[topology.links]])")
     links = []
-    for i, item in enumerate(links_raw):
-        where = f"topology.links[{i}]"
-        link = _table(item, where)
-        _no_unknown(link, _LINK_KEYS, f"{where}.")
-        for key in ("from", "to", "delay_ms"):
-            if key not in link:
-                raise ConfigError(f"{where}.{key}: missing")
+    entries = _tables(
+        table.get("links", []), "topology.links", _LINK_KEYS, ("from", "to", "delay_ms")
+    )
+    for where, link in entries:
         one_way = link.get("one_way", False)
         if not isinstance(one_way, bool):
             raise ConfigError(f"{where}.one_way: expected true or false, got {one_way!r}")
@@ -450,6 +436,24 @@ def _topology(raw: object) -> Topology:
         loss=_number(table.get("loss", 0.0), "topology.loss"),
         links=tuple(links),
     )
+
+
+def _tables(
+    raw: object, where: str, known: set[str], required: tuple[str, ...]
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """An array of tables ([[where]]): each with its position name, fields checked."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{where}: expected an array of tables ([[{where}]])")
+    out = []
+    for i, item in enumerate(raw):
+        place = f"{where}[{i}]"
+        table = _table(item, place)
+        _no_unknown(table, known, f"{place}.")
+        for key in required:
+            if key not in table:
+                raise ConfigError(f"{place}.{key}: missing")
+        out.append((place, table))
+    return out
 
 
 def _no_unknown(table: Mapping[str, Any], known: set[str], prefix: str) -> None:
