@@ -13,12 +13,12 @@ from run_builder import Spec, crash_spec, latency_of, make_record
 
 from raftbench.cli import main
 from workloads.bootstrap import (
-    Estimate,
     bootstrap,
     bootstrap_ratio,
     mean_of_rows,
     percentile_of_rows,
 )
+from workloads.intervals import Estimate
 from workloads.report import (
     Report,
     ReportError,
@@ -136,7 +136,7 @@ def test_every_file_and_figure_exists(report: Report) -> None:
         )
     }
     # the quick run has no faults, links, node table or time series: two figures only
-    expected |= {"quick-latency-ecdf.png", "quick-throughput.png"}
+    expected |= {"quick-latency-ecdf.png", "quick-throughput.png", "ratios.png"}
     assert set(report.figures) == expected
     for file in report.figures:
         assert (report.folder / file).read_bytes().startswith(PNG)
@@ -195,19 +195,21 @@ def per_trial(name: str) -> dict[str, float]:
 def test_summary_table_numbers_match_the_data(report: Report) -> None:
     t0, t1 = per_trial("crash-push-t0"), per_trial("crash-push-t1")
     push = summary_row(report, "leader-crash", "push")
-    # two trials: the mean of the per-trial values (latency in ms)
+    # two trials: the mean of the per-trial values (latency in ms), too few for an interval
+    few = " (too few trials)"
     assert push[2] == "2"
-    assert push[5].startswith(format_number((t0["p50"] + t1["p50"]) / 2 * 1e3) + " [")
-    assert push[6].startswith(format_number((t0["p99"] + t1["p99"]) / 2 * 1e3) + " [")
-    assert push[7].startswith(format_number((t0["throughput"] + t1["throughput"]) / 2))
-    assert push[8].startswith(format_number(1.5))
-    assert push[9].startswith(format_number((t0["bytes"] + t1["bytes"]) / 2))
-    assert push[10] == "2 trials"
+    assert push[5] == format_number((t0["p50"] + t1["p50"]) / 2 * 1e3) + few
+    assert push[6] == format_number((t0["p99"] + t1["p99"]) / 2 * 1e3) + few
+    assert push[7] == format_number((t0["throughput"] + t1["throughput"]) / 2) + few
+    assert push[8] == format_number(1.5) + few
+    assert push[9] == format_number((t0["bytes"] + t1["bytes"]) / 2) + few
+    assert push[11] == "2 trials: too few trials"
     pull, mine = summary_row(report, "leader-crash", "pull"), per_trial("crash-pull-t0")
+    # one trial: a bootstrap within it where it has units (operations, 1-s windows)
     assert pull[5].startswith(format_number(mine["p50"] * 1e3) + " [")
     assert pull[7].startswith(format_number(mine["throughput"]) + " [")
-    assert pull[9] == format_number(mine["bytes"])  # one trial: no interval for bytes
-    assert "ops" in pull[10] and "1-s windows" in pull[10]
+    assert pull[9] == format_number(mine["bytes"]) + few  # no finer unit for bytes
+    assert "bootstrap" in pull[11] and "ops" in pull[11] and "1-s windows" in pull[11]
 
 
 def test_summary_json_holds_the_unrounded_numbers(report: Report) -> None:
@@ -233,10 +235,14 @@ def test_pull_push_ratio(report: Report) -> None:
     assert throughput.value == pytest.approx(
         pull["throughput"] / ((t0["throughput"] + t1["throughput"]) / 2)
     )
-    low, value, high = bounds(throughput)
-    assert low <= value <= high
+    assert throughput.too_few and not throughput.has_interval  # 1 and 2 trials
+    assert ratio.trial_ratios["throughput"] == [
+        pytest.approx(pull["throughput"] / t0["throughput"])
+    ]
     markdown = (report.folder / "report.md").read_text()
-    assert f"| leader-crash | pull / push | {format_ratio(ratio.estimates['median'])}" in markdown
+    median = format_ratio(ratio.estimates["median"])
+    assert median.endswith("x (too few trials)")
+    assert f"| leader-crash | pull / push | 1 / 2 | {median}" in markdown
 
 
 def test_report_states_command_machine_and_limits(report: Report) -> None:
@@ -306,7 +312,7 @@ def test_command_regenerates_a_clean_report(
     markdown = (tmp_path / "clean" / "report.md").read_text()
     assert "**Correctness: all 1 runs linearizable; no acknowledged write lost.**" in markdown
     assert "raftbench report crash-push-t0 --results-dir" in markdown
-    assert "Summary" in out and "leader-crash" in out
+    assert "leader-crash" in out and "p50 ms" in out
     assert str(tmp_path / "clean" / "report.md") in out
 
 

@@ -1,39 +1,42 @@
-"""Runs grouped by (scenario, label), each headline metric with a 95% bootstrap interval.
+"""Runs grouped by (scenario, label), each headline metric with a 95% interval, and ratios.
 
-With two or more trials the unit is the trial (the statistic: the mean of the per-trial
-values). With a single trial there is no spread between trials to resample, so latency is
-resampled over that trial's operations, throughput over its whole 1-s windows and the failover
-time over its faults; bytes per write has no finer unit and gets no interval. Each estimate
-names its basis, and the tables print it.
+With three or more trials the unit is the trial: the estimate is the mean of the per-trial
+values with a Student-t interval (`workloads.intervals`). With two trials there is no honest
+interval ("too few trials"). With a single trial the spread between trials is unknown, so the
+interval is a percentile bootstrap within that trial: latency over its operations, throughput
+over its whole 1-s windows, the failover time over its faults (bytes and CPU per write have no
+finer unit and get none). Each estimate names its basis and method, and the tables print them.
 
-Ratios compare each pull label with the push label of the same scenario, resampling both
-groups independently (`workloads.bootstrap.ratio`).
+Ratios compare, per scenario, each pull label with `push`, and every label with `etcd` when an
+`etcd` label is present (a production Raft as the external baseline): the ratio of the two
+means with a log-scale interval over trials (`workloads.intervals.ratio_interval`), and each
+trial's own ratio (trial t over trial t: same seed, run back to back) for the plots.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from workloads.bootstrap import (
-    Estimate,
     Resampled,
     Statistic,
     mean_of_rows,
     percentile_of_rows,
-    ratio,
     resample,
 )
 from workloads.checker import LINEARIZABLE
+from workloads.intervals import TOO_FEW, Estimate, mean_interval, ratio_interval
 from workloads.results import RunRecord
 from workloads.summary import RunSummary, window_latencies
 
 BASELINE = "push"
+EXTERNAL_BASELINE = "etcd"  # a production Raft, compared with every other label
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,14 @@ METRICS = (
         "B",
         1.0,
         lambda s: s.leader_egress_per_write,
+        "lower",
+    ),
+    Metric(
+        "cpu_per_write",
+        "leader CPU per write",
+        "µs",
+        1e6,
+        lambda s: s.leader_cpu_per_write,
         "lower",
     ),
 )
@@ -83,7 +94,6 @@ class GroupStats:
     label: str
     runs: list[RunData]
     estimates: dict[str, Estimate] = field(default_factory=dict)
-    resampled: dict[str, Resampled] = field(default_factory=dict, repr=False)
 
     @property
     def trials(self) -> int:
@@ -104,15 +114,25 @@ class GroupStats:
         return all(v == LINEARIZABLE for v in self.verdicts) and self.lost == 0
 
     def basis(self) -> str:
-        """What the intervals of this group resampled, in a few words."""
-        if self.trials > 1:
-            return f"{self.trials} trials"
+        """How the intervals of this group were made, with their n, in a few words."""
+        if self.trials >= 3:
+            return f"t, {self.trials} trials"
+        if self.trials == 2:
+            return f"2 trials: {TOO_FEW}"
         parts = []
         for key in ("median", "throughput", "failover"):
             estimate = self.estimates.get(key)
             if estimate is not None and estimate.has_interval:
                 parts.append(f"{METRIC_BY_KEY[key].title.split()[0]}: {estimate.basis}")
-        return "1 trial; " + ("; ".join(parts) if parts else "no interval")
+        return "1 trial, bootstrap within it; " + ("; ".join(parts) if parts else "no interval")
+
+    def trial_values(self, metric: Metric) -> list[tuple[int, float]]:
+        """(trial number, value of `metric`) of each trial that has one."""
+        return [
+            (run.summary.trial, value)
+            for run in self.runs
+            if (value := metric.per_trial(run.summary)) is not None
+        ]
 
     def mean_of(self, value: Callable[[RunSummary], float | None]) -> float | None:
         values = [v for run in self.runs if (v := value(run.summary)) is not None]
@@ -139,6 +159,12 @@ class RatioStats:
     label: str
     baseline: str
     estimates: dict[str, Estimate]
+    trial_ratios: dict[str, list[float]] = field(default_factory=dict)  # paired by trial
+    trials: tuple[int, int] = (0, 0)  # runs of label, of baseline
+
+    @property
+    def pair(self) -> str:
+        return f"{self.label} / {self.baseline}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,15 +172,19 @@ class RatioStats:
             "label": self.label,
             "baseline": self.baseline,
             "estimates": {key: e.to_dict() for key, e in self.estimates.items()},
+            "trial_ratios": self.trial_ratios,
+            "trials": list(self.trials),
         }
 
 
 def label_order(label: str) -> tuple[int, str]:
-    """push first, then pull, then pull:<policy> alphabetically, then anything else."""
+    """push first, then pull, then pull:<policy> alphabetically, anything else, etcd last."""
     if label == BASELINE:
         return 0, ""
     if label == "pull":
         return 1, ""
+    if label == EXTERNAL_BASELINE:
+        return 4, ""
     return (2, label) if label.startswith("pull:") else (3, label)
 
 
@@ -172,41 +202,68 @@ def group_runs(runs: Sequence[RunData]) -> list[GroupStats]:
 
 
 def aggregate(runs: Sequence[RunData]) -> tuple[list[GroupStats], list[RatioStats]]:
-    """Groups with their estimates, and the pull/push ratios."""
+    """Groups with their estimates, and the ratios between labels."""
     groups = group_runs(runs)
     for group in groups:
         for metric in METRICS:
-            sampled = _resample(group, metric)
-            group.resampled[metric.key] = sampled
-            group.estimates[metric.key] = sampled.estimate()
+            group.estimates[metric.key] = _estimate(group, metric)
     return groups, ratios(groups)
+
+
+def ratio_pairs(labels: Sequence[str]) -> list[tuple[str, str]]:
+    """(label, baseline) pairs of one scenario: pull*/push, then every label/etcd."""
+    pairs = [(label, BASELINE) for label in labels if label.startswith("pull")]
+    if BASELINE not in labels:
+        pairs = []
+    if EXTERNAL_BASELINE in labels:
+        pairs += [(label, EXTERNAL_BASELINE) for label in labels if label != EXTERNAL_BASELINE]
+    return pairs
 
 
 def ratios(groups: Sequence[GroupStats]) -> list[RatioStats]:
     out = []
-    for group in groups:
-        if not group.label.startswith("pull"):
-            continue
-        baseline = next(
-            (g for g in groups if g.scenario == group.scenario and g.label == BASELINE), None
-        )
-        if baseline is None:
-            continue
-        estimates = {}
-        for metric in METRICS:
-            top, bottom = group.resampled[metric.key], baseline.resampled[metric.key]
-            basis = top.basis if top.basis == bottom.basis else f"{top.basis} / {bottom.basis}"
-            estimates[metric.key] = ratio(top, bottom, basis)
-        out.append(RatioStats(group.scenario, group.label, BASELINE, estimates))
+    for scenario in dict.fromkeys(g.scenario for g in groups):
+        by_label = {g.label: g for g in groups if g.scenario == scenario}
+        for label, baseline in ratio_pairs(list(by_label)):
+            top, bottom = by_label[label], by_label[baseline]
+            estimates, trial_ratios = {}, {}
+            for metric in METRICS:
+                upper, lower = top.trial_values(metric), bottom.trial_values(metric)
+                estimates[metric.key] = ratio_interval([v for _, v in upper], [v for _, v in lower])
+                trial_ratios[metric.key] = paired_ratios(upper, lower)
+            counts = (top.trials, bottom.trials)
+            out.append(RatioStats(scenario, label, baseline, estimates, trial_ratios, counts))
     return out
+
+
+def paired_ratios(top: list[tuple[int, float]], bottom: list[tuple[int, float]]) -> list[float]:
+    """top / bottom for each trial number that occurs once on each side (same seed, run back
+    to back), in trial order; a zero denominator is left out."""
+    upper, lower = _unique_trials(top), _unique_trials(bottom)
+    return [upper[t] / lower[t] for t in sorted(upper) if lower.get(t)]
+
+
+def _unique_trials(values: list[tuple[int, float]]) -> dict[int, float]:
+    counts: dict[int, int] = {}
+    for trial, _ in values:
+        counts[trial] = counts.get(trial, 0) + 1
+    return {trial: value for trial, value in values if counts[trial] == 1}
+
+
+def _estimate(group: GroupStats, metric: Metric) -> Estimate:
+    """Over trials when there are several, else a bootstrap within the one trial (and "too
+    few trials" when that trial has no finer unit to resample)."""
+    if group.trials > 1:
+        values = [v for _, v in group.trial_values(metric)]
+        return mean_interval(values, f"{len(values)} trials")
+    estimate = _resample(group, metric).estimate()
+    if estimate.value is not None and not estimate.has_interval:
+        return replace(estimate, method=TOO_FEW)
+    return estimate
 
 
 def _resample(group: GroupStats, metric: Metric) -> Resampled:
     seed = zlib.crc32(f"{group.scenario}|{group.label}|{metric.key}".encode())
-    if group.trials > 1:
-        values = [v for run in group.runs if (v := metric.per_trial(run.summary)) is not None]
-        point = float(np.mean(values)) if values else None
-        return resample(values, mean_of_rows, f"{len(values)} trials", point, seed=seed)
     run = group.runs[0]
     summary = run.summary
     point = metric.per_trial(summary)

@@ -1,7 +1,10 @@
 """Percentile-bootstrap confidence intervals, for a statistic and for a ratio of two.
 
+Used within one trial, where the units are many (operations, 1-s windows); over a handful of
+trials `workloads.intervals` is used instead (a bootstrap of 3 values under-covers).
+
 A 95% interval is the 2.5th and 97.5th percentiles of the statistic over resamples drawn with
-replacement from the sampling units (trials, or operations / 1-s windows of a single trial).
+replacement from the sampling units (operations or 1-s windows of a single trial).
 The generator is seeded, so a report regenerated from the same results prints the same
 intervals. Resamples are drawn in chunks so that a million latencies do not need a
 resamples x n matrix in memory.
@@ -10,10 +13,11 @@ resamples x n matrix in memory.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
+
+from workloads.intervals import BOOTSTRAP_METHOD, Estimate
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 """Maps a (resamples, n) array to one value per row."""
@@ -24,25 +28,6 @@ SEED = 20_240_601
 CHUNK_CELLS = 2_000_000  # values per chunk of resamples
 WORK_CELLS = 100_000_000  # above this many resampled values, fewer resamples (at least 500)
 MIN_RESAMPLES = 500
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """A point estimate and its interval. `low`/`high` are None when there is nothing to
-    resample (a single unit); `basis` says what was resampled, `n` how many units."""
-
-    value: float | None
-    low: float | None = None
-    high: float | None = None
-    basis: str = ""
-    n: int = 0
-
-    @property
-    def has_interval(self) -> bool:
-        return self.low is not None and self.high is not None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def mean_of_rows(values: np.ndarray) -> np.ndarray:
@@ -103,7 +88,7 @@ class Resampled:
         if self.reps is None:
             return Estimate(self.point, basis=self.basis, n=self.n)
         low, high = interval(self.reps)
-        return Estimate(self.point, low, high, self.basis, self.n)
+        return Estimate(self.point, low, high, self.basis, self.n, BOOTSTRAP_METHOD)
 
 
 def resample(
@@ -152,7 +137,7 @@ def ratio(top: Resampled, bottom: Resampled, basis: str) -> Estimate:
     if point is None or not usable.any():
         return Estimate(point, basis=basis, n=min(top.n, bottom.n))
     low, high = interval(upper[usable] / lower[usable])
-    return Estimate(point, low, high, basis, min(top.n, bottom.n))
+    return Estimate(point, low, high, basis, min(top.n, bottom.n), BOOTSTRAP_METHOD)
 
 
 def bootstrap_ratio(

@@ -22,9 +22,11 @@ import matplotlib.transforms as mtransforms
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from workloads.aggregate import GroupStats, RunData
+from workloads.aggregate import METRICS, GroupStats, RatioStats, RunData
+from workloads.intervals import MIN_TRIALS, t_errorbar
 from workloads.results import SAMPLE_INTERVAL, RunRecord
 from workloads.run_series import commit_lag_series, link_matrix, throughput_series
 from workloads.summary import window_latencies
@@ -175,13 +177,13 @@ def unavailability(scenario: str, groups: Sequence[GroupStats], folder: Path) ->
                 hue="label",
                 hue_order=[lb for lb in _labels(groups) if (present["label"] == lb).any()],
                 palette=palette(_labels(groups)),
-                errorbar=("ci", 95) if many else None,
-                n_boot=1000,
-                seed=0,
+                errorbar=t_errorbar if many else None,
                 ax=ax,
             )
+            if many:
+                _trial_points(ax, present, "fault", column, groups)
             ax.set_xlabel("fault (in order)")
-        ax.set_title(column.split(" (")[0] + (" (95% CI over trials)" if many else " (1 trial)"))
+        ax.set_title(column.split(" (")[0] + (MEAN_NOTE if many else " (1 trial)"), fontsize=10)
     fig.suptitle(f"{scenario}: time until ops run at >= 50% of the pre-fault rate, and election")
     return _save(fig, folder, _file(scenario, "unavailability"))
 
@@ -205,7 +207,7 @@ def leader_costs(scenario: str, groups: Sequence[GroupStats], folder: Path) -> s
     if not cpu_rows and not byte_rows:
         return None
     many = any(g.trials > 1 for g in groups)
-    errorbar = ("ci", 95) if many else None
+    errorbar = t_errorbar if many else None
     colours = palette(_labels(groups))
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5), width_ratios=(1, 2))
     if cpu_rows:
@@ -220,10 +222,11 @@ def leader_costs(scenario: str, groups: Sequence[GroupStats], folder: Path) -> s
             hue_order=order,
             palette=colours,
             errorbar=errorbar,
-            seed=0,
             legend=False,
             ax=left,
         )
+        if many:
+            _trial_points(left, cpu, "label", "leader CPU (% of a core)", groups, dodge=False)
         left.set_title("leader CPU")
     else:
         _empty(left, "leader CPU not measured\n(simulator: no CPU model)")
@@ -238,15 +241,16 @@ def leader_costs(scenario: str, groups: Sequence[GroupStats], folder: Path) -> s
             hue_order=[lb for lb in _labels(groups) if (data["label"] == lb).any()],
             palette=colours,
             errorbar=errorbar,
-            seed=0,
             ax=right,
         )
+        if many:
+            _trial_points(right, data, "traffic", "bytes/write", groups)
         right.set_xlabel("")
         right.set_ylabel("bytes per committed write")
         right.set_title("replication bytes per committed write (measured window)")
     else:
         _empty(right, "no committed writes")
-    fig.suptitle(f"{scenario}: leader cost" + (" (95% CI over trials)" if many else " (1 trial)"))
+    fig.suptitle(f"{scenario}: leader cost" + (MEAN_NOTE if many else " (1 trial)"))
     return _save(fig, folder, _file(scenario, "leader-cost"))
 
 
@@ -350,6 +354,122 @@ PLOTS: tuple[tuple[str, Plot], ...] = (
     ("Bytes per link", link_heatmaps),
     ("Commit-index lag per follower", commit_lag),
 )
+
+
+MEAN_NOTE = f" (bar: mean; line: 95% t-interval over trials, none below {MIN_TRIALS}; dots: trials)"
+
+
+def _trial_points(
+    ax: Any, data: pd.DataFrame, x: str, y: str, groups: Sequence[GroupStats], dodge: bool = True
+) -> None:
+    """Each trial's value as a dot over its bar (the bars are means over trials)."""
+    order = [lb for lb in _labels(groups) if (data["label"] == lb).any()]
+    sns.stripplot(
+        data=data,
+        x=x,
+        y=y,
+        hue="label",
+        hue_order=order,
+        dodge=dodge,
+        palette=dict.fromkeys(order, "#222"),
+        size=3,
+        jitter=False,
+        legend=False,
+        ax=ax,
+    )
+
+
+# ---- the ratio chart at the top of the report ---------------------------------------------------
+
+FOREST_ROW = 0.28  # inches per scenario row, per pair of labels beyond the first: half of it
+FOREST_WIDTH = 11.0
+RATIO_TICKS = (0.01, 0.1, 0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0, 10.0, 100.0)
+
+
+def ratio_forest(ratios: Sequence[RatioStats], folder: Path) -> str | None:
+    """Every ratio with its 95% interval and its trials: one panel per measure, one row per
+    scenario (pairs of labels side by side in the row), log x axis, 1.0 marked."""
+    measures = [m for m in METRICS if any(r.estimates[m.key].value for r in ratios)]
+    if not measures:
+        return None
+    scenarios = list(dict.fromkeys(r.scenario for r in ratios))
+    pairs = list(dict.fromkeys(r.pair for r in ratios))
+    colours = dict(zip(pairs, sns.color_palette("colorblind", max(len(pairs), 3)), strict=False))
+    rows = len(scenarios) * (1 + 0.5 * (len(pairs) - 1))
+    fig, axes = plt.subplots(
+        1,
+        len(measures),
+        figsize=(FOREST_WIDTH, 1.6 + FOREST_ROW * max(rows, 2)),
+        sharey=True,
+        squeeze=False,
+        layout="constrained",
+    )
+    step = 0.7 / len(pairs)
+    for ax, metric in zip(axes[0], measures, strict=True):
+        for ratio in ratios:
+            y = (
+                scenarios.index(ratio.scenario)
+                + (pairs.index(ratio.pair) - (len(pairs) - 1) / 2) * step
+            )
+            _forest_row(ax, ratio, metric.key, y, colours[ratio.pair])
+        ax.axvline(1.0, color="#444", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        _symmetric_limits(ax, ratios, metric.key)
+        low, high = ax.get_xlim()
+        ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_title(f"{metric.title}\n({metric.better} is better)", fontsize=9)
+        ax.grid(axis="y", color="#eee")
+    first = axes[0][0]
+    first.set_yticks(range(len(scenarios)), scenarios, fontsize=9)
+    first.set_ylim(len(scenarios) - 0.5, -0.5)
+    handles = [Line2D([], [], color=colours[p], marker="D", linestyle="-", label=p) for p in pairs]
+    handles.append(
+        Line2D([], [], color="#666", marker="o", markersize=3, linestyle="", label="trials")
+    )
+    fig.legend(handles=handles, loc="outside upper center", ncols=len(handles), fontsize=9)
+    trials = sorted({n for r in ratios for n in r.trials})
+    fig.supxlabel(
+        f"ratio label / baseline (log scale; bars: 95% interval over trials, none below "
+        f"{MIN_TRIALS}; trials per label: {', '.join(map(str, trials))})",
+        fontsize=9,
+    )
+    return _save(fig, folder, "ratios.png")
+
+
+def _forest_row(ax: Any, ratio: RatioStats, key: str, y: float, colour: Any) -> None:
+    estimate = ratio.estimates[key]
+    if estimate.value is None or estimate.value <= 0:
+        return
+    if estimate.low is not None and estimate.high is not None and estimate.low > 0:
+        ax.plot([estimate.low, estimate.high], [y, y], color=colour, linewidth=2.2)
+    filled = estimate.excludes(1.0)
+    ax.plot(
+        [estimate.value],
+        [y],
+        marker="D",
+        markersize=6,
+        color=colour,
+        markerfacecolor=colour if filled else "white",
+        linestyle="",
+    )
+    points = [v for v in ratio.trial_ratios.get(key, []) if v > 0]
+    if points:
+        ax.plot(points, [y - 0.18] * len(points), "o", markersize=3, color=colour, alpha=0.6)
+
+
+def _symmetric_limits(ax: Any, ratios: Sequence[RatioStats], key: str) -> None:
+    """x limits symmetric around 1.0 on the log scale (0.5x and 2x at equal distances), wide
+    enough for every interval and trial point."""
+    values = [math.log(1.25)]
+    for ratio in ratios:
+        estimate = ratio.estimates[key]
+        shown = [estimate.value, estimate.low, estimate.high, *ratio.trial_ratios.get(key, [])]
+        values += [abs(math.log(v)) for v in shown if v is not None and v > 0]
+    reach = max(values) * 1.15
+    ax.set_xlim(math.exp(-reach), math.exp(reach))
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -37,12 +37,21 @@ from workloads.aggregate import (
     RunData,
     aggregate,
 )
-from workloads.bootstrap import Estimate
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
+from workloads.findings import RULE, etcd_sentence, verdict, verdict_lines
+from workloads.intervals import (
+    BOOTSTRAP_METHOD,
+    LOG_RATIO_METHOD,
+    MIN_TRIALS,
+    TOO_FEW,
+    Estimate,
+)
+from workloads.provenance import regenerate
 from workloads.report_doc import (
     Alert,
     Bullets,
     Code,
+    Details,
     Document,
     Figure,
     Heading,
@@ -69,6 +78,7 @@ class Report:
     ratios: list[RatioStats]
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     figures: list[str] = field(default_factory=list)
+    forest: str | None = None  # the figure of every ratio with its interval
 
     @property
     def runs(self) -> list[RunData]:
@@ -154,6 +164,9 @@ def generate_report(
             if file is not None:
                 drawn[scenario].append((title, file))
                 report.figures.append(file)
+        report.forest = plots.ratio_forest(ratios, folder)
+        if report.forest is not None:
+            report.figures.insert(0, report.forest)
     doc = _document(report, drawn, command)
     (folder / "report.md").write_text(to_markdown(doc), encoding="utf-8")
     (folder / "index.html").write_text(to_html(doc, folder), encoding="utf-8")
@@ -181,13 +194,18 @@ def format_number(value: float | None) -> str:
     return f"{rounded:.{decimals}f}"
 
 
-def format_estimate(estimate: Estimate, scale: float = 1.0) -> str:
-    """`12.3 [11.9, 12.8]`, or just the value when there is no interval."""
+def format_estimate(estimate: Estimate, scale: float = 1.0, trials: int | None = None) -> str:
+    """`12.3 [11.9, 12.8]`, `12.3 (too few trials)`, or just the value when there is no
+    interval; ` n=4` is added when fewer of the `trials` than all had a value."""
     if estimate.value is None:
         return "n/a"
     text = format_number(estimate.value * scale)
     if estimate.low is not None and estimate.high is not None:
         text += f" [{format_number(estimate.low * scale)}, {format_number(estimate.high * scale)}]"
+    elif estimate.too_few:
+        text += f" ({TOO_FEW})"
+    if trials is not None and trials > 1 and estimate.n != trials:
+        text += f" n={estimate.n}"
     return text
 
 
@@ -197,6 +215,8 @@ def format_ratio(estimate: Estimate) -> str:
     text = f"{estimate.value:.2f}x"
     if estimate.low is not None and estimate.high is not None:
         text += f" [{estimate.low:.2f}, {estimate.high:.2f}]"
+    elif estimate.too_few:
+        text += f" ({TOO_FEW})"
     return text
 
 
@@ -211,7 +231,8 @@ def summary_rows(groups: Sequence[GroupStats]) -> list[list[str]]:
         cells = [group.scenario, group.label, str(group.trials), _verdicts(group)]
         cells.append(format_lost(group.lost))
         for metric in METRICS:
-            cells.append(format_estimate(group.estimates[metric.key], metric.scale))
+            estimate = group.estimates[metric.key]
+            cells.append(format_estimate(estimate, metric.scale, group.trials))
         cells.append(group.basis())
         rows.append(cells)
     return rows
@@ -220,25 +241,34 @@ def summary_rows(groups: Sequence[GroupStats]) -> list[list[str]]:
 def summary_headers() -> list[str]:
     heads = ["scenario", "label", "trials", "verdicts", "acked lost"]
     heads += [f"{m.title} ({m.unit})" for m in METRICS]
-    return [*heads, "CI over"]
+    return [*heads, "95% interval: method, n"]
 
 
 def ratio_rows(ratios: Sequence[RatioStats]) -> list[list[str]]:
-    return [
-        [r.scenario, f"{r.label} / {r.baseline}"]
-        + [format_ratio(r.estimates[m.key]) for m in METRICS]
-        for r in ratios
-    ]
+    rows = []
+    for r in ratios:
+        cells = [r.scenario, r.pair, _ratio_n(r)]
+        for m in METRICS:
+            estimate = r.estimates[m.key]
+            words = verdict(estimate, m.key, r.label)
+            text = format_ratio(estimate)
+            cells.append(f"{text}: {words}" if words and words != TOO_FEW else text)
+        rows.append(cells)
+    return rows
 
 
 def ratio_headers() -> list[str]:
-    return ["scenario", "ratio", *(m.title for m in METRICS)]
+    return ["scenario", "ratio", "trials", *(m.title for m in METRICS)]
+
+
+def _ratio_n(ratio: RatioStats) -> str:
+    return f"{ratio.trials[0]} / {ratio.trials[1]}"
 
 
 def _verdicts(group: GroupStats) -> str:
     counts: dict[str, int] = {}
-    for verdict in group.verdicts:
-        counts[verdict] = counts.get(verdict, 0) + 1
+    for word in group.verdicts:
+        counts[word] = counts.get(word, 0) + 1
     return ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
 
 
@@ -248,8 +278,10 @@ def _verdicts(group: GroupStats) -> str:
 def _document(report: Report, drawn: dict[str, list[tuple[str, str]]], command: str) -> Document:
     names = ", ".join(_scenarios(report.groups))
     doc = Document(f"raftbench report: {names}")
-    _correctness(doc, report)
+    _correctness_headline(doc, report)
+    _findings(doc, report)
     _summary(doc, report)
+    _correctness(doc, report)
     _provenance(doc, report, command)
     for scenario in _scenarios(report.groups):
         _scenario_section(doc, report, scenario, drawn.get(scenario, []))
@@ -257,7 +289,8 @@ def _document(report: Report, drawn: dict[str, list[tuple[str, str]]], command: 
     return doc
 
 
-def _correctness(doc: Document, report: Report) -> None:
+def _correctness_headline(doc: Document, report: Report) -> None:
+    """A red box per failing run, or one line saying that every run is correct."""
     runs = report.runs
     bad = [r for r in runs if _is_bad(r.summary)]
     for run in bad:
@@ -281,6 +314,37 @@ def _correctness(doc: Document, report: Report) -> None:
                 "budget ran out): their correctness is not established."
             )
         )
+
+
+def _findings(doc: Document, report: Report) -> None:
+    """What the report found, first: the verdict per pair of labels, the ratio chart."""
+    if not report.ratios:
+        return
+    doc.add(
+        Paragraph(f"**Verdict** (95% intervals over trials). {RULE}", anchor="verdict"),
+        Bullets(tuple(verdict_lines(report.ratios)), anchor="verdict-lines"),
+    )
+    sentence = etcd_sentence(report.ratios)
+    if sentence is not None:
+        doc.add(Paragraph(sentence, anchor="etcd"))
+    if report.forest is not None:
+        doc.add(
+            Figure(
+                report.forest,
+                "every ratio with its 95% interval",
+                "Each ratio (label / baseline) per scenario and measure, log scale; 1.0 (dotted) "
+                "is no difference. Bar: 95% interval over trials (log-ratio t, delta method, "
+                f"Welch df), drawn only with at least {MIN_TRIALS} trials per label; diamond: the "
+                "ratio of the means; small dots: each trial's own ratio (trial t of the label "
+                "over trial t of the baseline: same seed, run back to back). Filled diamond: "
+                "the interval excludes 1.0.",
+                anchor="ratios",
+            )
+        )
+
+
+def _correctness(doc: Document, report: Report) -> None:
+    runs = report.runs
     doc.add(Heading(2, "Correctness"))
     rows, flagged = [], []
     for run in runs:
@@ -299,22 +363,30 @@ def _correctness(doc: Document, report: Report) -> None:
             )
         )
         flagged.append(_is_bad(run.summary))
-    doc.add(
-        Table(
-            (
-                "run",
-                "scenario",
-                "label",
-                "trial",
-                "linearizable?",
-                "acked writes lost",
-                "ops ok/fail/unknown (window)",
-                "detail",
-            ),
-            tuple(rows),
-            tuple(flagged),
-        )
+    table = Table(
+        (
+            "run",
+            "scenario",
+            "label",
+            "trial",
+            "linearizable?",
+            "acked writes lost",
+            "ops ok/fail/unknown (window)",
+            "detail",
+        ),
+        tuple(rows),
+        tuple(flagged),
     )
+    clean = all(r.summary.verdict == LINEARIZABLE and r.summary.acked_lost == 0 for r in runs)
+    problems = sum(flagged)
+    summary = (
+        f"Every run: {len(runs)} runs, all linearizable, no acknowledged write lost"
+        if clean
+        else f"Every run: {len(runs)} runs, {problems} failing, "
+        f"{sum(r.summary.verdict not in (LINEARIZABLE, NOT_LINEARIZABLE) for r in runs)} "
+        "without a verdict"
+    )
+    doc.add(Details(summary, (table,), open=not clean))
     if report.skipped:
         doc.add(Paragraph("**Folders skipped (unreadable):**"))
         doc.add(Bullets(tuple(f"`{path}`: {reason}" for path, reason in report.skipped)))
@@ -332,13 +404,16 @@ def _summary(doc: Document, report: Report) -> None:
             tuple(tuple(row) for row in summary_rows(report.groups)),
             tuple(any(_is_bad(run.summary) for run in group.runs) for group in report.groups),
             caption=(
-                "Point estimate and 95% percentile-bootstrap interval [low, high]. With several "
-                "trials the interval is over trials (mean of per-trial values); with one trial "
-                "it is over that trial's operations (latency), whole 1-s windows (throughput) "
-                "and faults (failover), as the last column says. Latency: ok operations meant "
-                "to start in the measured window (open loop: from the scheduled start). "
-                "Failover: mean time, over the scored faults, until operations complete at >= "
-                "50% of the pre-fault rate. Bytes: leader egress per committed write."
+                f"Point estimate and 95% interval [low, high]; the last column gives the method "
+                f"and n. With {MIN_TRIALS} or more trials: the mean of the per-trial values and "
+                f'a Student-t interval (mean ± t * s/√n). With 2 trials: "{TOO_FEW}", no '
+                f"interval. With 1 trial: a {BOOTSTRAP_METHOD} interval within it, over its "
+                "operations (latency), whole 1-s windows (throughput) and faults (failover) — "
+                "that trial's own noise, not the spread between runs. `n=4`: only 4 trials had "
+                "a value. Latency: ok operations meant to start in the measured window (open "
+                "loop: from the scheduled start). Failover: mean time, over the scored faults, "
+                "until operations complete at >= 50% of the pre-fault rate. Bytes: leader "
+                "egress per committed write. CPU: leader CPU time per committed write."
             ),
         )
     )
@@ -348,14 +423,16 @@ def _summary(doc: Document, report: Report) -> None:
                 tuple(ratio_headers()),
                 tuple(tuple(row) for row in ratio_rows(report.ratios)),
                 caption=(
-                    "Pull / push ratios with 95% bootstrap intervals (both groups resampled "
-                    "independently). Below 1: pull is lower — better for latency, failover "
-                    "and bytes, worse for throughput."
+                    "Ratios label / baseline of the means, with 95% intervals "
+                    f"({LOG_RATIO_METHOD}: log of the ratio of the means ± t * its delta-method "
+                    "standard error, so 0.5x and 2x are symmetric); trials: of the label / of "
+                    f"the baseline; {MIN_TRIALS} of each needed. Below 1: the label is lower — "
+                    "better for latency, failover, bytes and CPU, worse for throughput. " + RULE
                 ),
             )
         )
     elif len({g.label for g in report.groups}) > 1:
-        doc.add(Paragraph("No pull/push ratio: a scenario lacks its `push` baseline."))
+        doc.add(Paragraph("No ratio: a scenario lacks its `push` (or `etcd`) baseline."))
     _load_generator(doc, report)
 
 
@@ -409,9 +486,14 @@ def _load_generator(doc: Document, report: Report) -> None:
 def _provenance(doc: Document, report: Report, command: str) -> None:
     runs = report.runs
     doc.add(Heading(2, "Where these numbers come from"))
-    doc.add(Paragraph("This report was made by:"), Code(command))
     run_commands = sorted({str(r.record.metadata.get("command", "?")) for r in runs})
-    doc.add(Paragraph("The runs were made by:"), Code("\n".join(run_commands)))
+    doc.add(
+        Paragraph(
+            "To make the runs and this report again, from the repository root (after the "
+            "README's first command, which installs `.venv`):"
+        ),
+        Code("\n".join(regenerate(run_commands, command))),
+    )
     machines = _unique(r.record.metadata.get("machine") for r in runs)
     doc.add(Paragraph("**Machine:** " + "; ".join(_machine(m) for m in machines)))
     doc.add(Paragraph("**Limits of these measurements:**"), Bullets(tuple(_limits(report))))

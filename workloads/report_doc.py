@@ -25,6 +25,7 @@ class Heading:
 @dataclass(frozen=True, slots=True)
 class Paragraph:
     text: str
+    anchor: str = ""  # an HTML id, for links and for the browser test to find it
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,7 @@ class Alert:
 @dataclass(frozen=True, slots=True)
 class Bullets:
     items: tuple[str, ...]
+    anchor: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +59,20 @@ class Figure:
     file: str  # a PNG in the report folder
     title: str
     caption: str = ""
+    anchor: str = ""
 
 
-Block = Heading | Paragraph | Alert | Bullets | Code | Table | Figure
+@dataclass(frozen=True, slots=True)
+class Details:
+    """Blocks folded under a one-line summary (`<details>`), open when `open` is set: long
+    tables that matter only when something is wrong."""
+
+    summary: str
+    blocks: tuple[Heading | Paragraph | Alert | Bullets | Code | Table | Figure, ...]
+    open: bool = False
+
+
+Block = Heading | Paragraph | Alert | Bullets | Code | Table | Figure | Details
 
 
 @dataclass(slots=True)
@@ -93,6 +106,14 @@ def _markdown_block(block: Block) -> list[str]:
         return [f"- {item}" for item in block.items]
     if isinstance(block, Code):
         return ["```", block.text, "```"]
+    if isinstance(block, Details):
+        lines = [
+            f"<details{' open' if block.open else ''}><summary>{_inline(block.summary)}</summary>",
+            "",
+        ]
+        for inner in block.blocks:
+            lines += [*_markdown_block(inner), ""]
+        return [*lines, "</details>"]
     if isinstance(block, Table):
         lines = []
         if block.caption:
@@ -125,6 +146,8 @@ tr.bad td { font-weight: bold; background: #fde2e2; }
          padding: 0.6em 1em; margin: 0.8em 0; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; }
+figure#ratios img { max-height: 70vh; }
+details > summary { cursor: pointer; font-weight: bold; margin: 0.6em 0; }
 figcaption { color: #555; font-size: 0.9em; }
 code, pre { background: #f6f6f6; }
 pre { padding: 0.6em; overflow-x: auto; }
@@ -146,22 +169,30 @@ def _html_block(block: Block, folder: Path) -> str:
         level = min(max(block.level, 1), 6)
         return f"<h{level}>{_inline(block.text)}</h{level}>"
     if isinstance(block, Paragraph):
-        return f"<p>{_inline(block.text)}</p>"
+        return f"<p{_id(block.anchor)}>{_inline(block.text)}</p>"
     if isinstance(block, Alert):
         return f'<div class="alert">⚠ {_inline(block.text)}</div>'
     if isinstance(block, Bullets):
         items = "".join(f"<li>{_inline(item)}</li>" for item in block.items)
-        return f"<ul>{items}</ul>"
+        return f"<ul{_id(block.anchor)}>{items}</ul>"
     if isinstance(block, Code):
         return f"<pre><code>{html.escape(block.text)}</code></pre>"
     if isinstance(block, Table):
         return _html_table(block)
+    if isinstance(block, Details):
+        inner = "\n".join(_html_block(b, folder) for b in block.blocks)
+        state = " open" if block.open else ""
+        return f"<details{state}><summary>{_inline(block.summary)}</summary>\n{inner}\n</details>"
     data = base64.b64encode((folder / block.file).read_bytes()).decode("ascii")
     caption = f"<figcaption>{_inline(block.caption)}</figcaption>" if block.caption else ""
     return (
-        f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(block.title)}">'
-        f"{caption}</figure>"
+        f'<figure{_id(block.anchor)}><img src="data:image/png;base64,{data}" '
+        f'alt="{html.escape(block.title)}">{caption}</figure>'
     )
+
+
+def _id(anchor: str) -> str:
+    return f' id="{html.escape(anchor)}"' if anchor else ""
 
 
 def _html_table(table: Table) -> str:

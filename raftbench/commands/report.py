@@ -12,22 +12,23 @@ report could be made (or some verdict is unknown, or a folder was unreadable).
 from __future__ import annotations
 
 import argparse
-import shlex
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from raftbench.commands.argtypes import positive_float
 from workloads.aggregate import METRIC_BY_KEY, GroupStats, RatioStats
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
+from workloads.intervals import Estimate
+from workloads.provenance import from_root, repo_command
 from workloads.report import (
     ReportError,
     find_run_folders,
-    format_estimate,
-    format_ratio,
+    format_number,
     generate_report,
 )
 
@@ -90,14 +91,16 @@ def resolve_inputs(paths: Sequence[Path], results_dir: Path) -> tuple[list[Path]
 
 
 def command_line(args: argparse.Namespace) -> str:
-    """The command that regenerates this report, with every option spelled out."""
-    words = ["raftbench", "report", *(str(p) for p in args.results)]
+    """The command that regenerates this report, with every option spelled out and paths
+    relative to the repository root (a folder looked up under --results-dir stays as given)."""
+    inputs = [from_root(str(p.resolve())) if p.exists() else str(p) for p in args.results]
+    words = ["raftbench", "report", *inputs]
     words += ["--results-dir", str(args.results_dir), "--reports-dir", str(args.reports_dir)]
     if args.name is not None:
         words += ["--name", args.name]
     if args.budget != 10.0:
         words += ["--budget", f"{args.budget:g}"]
-    return shlex.join(words)
+    return repo_command(words)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,42 +139,74 @@ def print_summary_table(
     ratios: Sequence[RatioStats] = (),
     console: Console | None = None,
 ) -> None:
-    """The report's summary (and pull/push ratios) in the terminal; failing groups in red.
-
-    Each cell shows the point estimate with its 95% bootstrap interval on the line below.
-    """
+    """A compact summary for an 80-column terminal: per scenario, one line per label and per
+    ratio, each value with its 95% interval as `±x%`; failing groups in red and listed below.
+    The full table (intervals as [low, high], method and n) is in report.md."""
     out = console or Console()
-    table = Table(title="Summary (95% bootstrap CI below each value)", show_lines=True)
-    for header in ("scenario", "label", "n", "correct", *SHORT.values(), "CI over"):
-        table.add_column(header, overflow="fold")
-    for group in groups:
-        cells = [group.scenario, group.label, str(group.trials), correctness(group)]
-        for key in SHORT:
-            metric = METRIC_BY_KEY[key]
-            cells.append(_stacked(format_estimate(group.estimates[key], metric.scale)))
-        cells.append(f"{group.trials} trials" if group.trials > 1 else "ops, 1-s\nwindows")
-        table.add_row(*cells, style=None if group.correct else "bold red")
-    out.print(table)
-    if ratios:
-        ratio_table = Table(title="pull / push (95% bootstrap CI below)", show_lines=True)
-        for header in ("scenario", "ratio", *SHORT.values()):
-            ratio_table.add_column(header, overflow="fold")
-        for ratio in ratios:
-            ratio_table.add_row(
-                ratio.scenario,
-                f"{ratio.label} / {ratio.baseline}",
-                *(_stacked(format_ratio(ratio.estimates[key])) for key in SHORT),
-            )
-        out.print(ratio_table)
+    for scenario in dict.fromkeys(g.scenario for g in groups):
+        mine = [g for g in groups if g.scenario == scenario]
+        counts = sorted({g.trials for g in mine})
+        trials = "/".join(map(str, counts))
+        table = Table(
+            title=f"{scenario} ({trials} trial{'s' if counts != [1] else ''} per label)",
+            title_justify="left",
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+        )
+        table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
+        for header in SHORT.values():
+            table.add_column(header, justify="right", no_wrap=True)
+        for group in mine:
+            cells = [compact(group.estimates[key], METRIC_BY_KEY[key].scale) for key in SHORT]
+            name = group.label if group.correct else f"{group.label} !"
+            table.add_row(name, *cells, style=None if group.correct else "bold red")
+        for ratio in (r for r in ratios if r.scenario == scenario):
+            cells = [compact_ratio(ratio.estimates[key]) for key in SHORT]
+            table.add_row(f"{ratio.label}/{ratio.baseline}", *cells, style="cyan")
+        out.print(table)
+        for group in mine:
+            if not group.correct:
+                out.print(f"[bold red]! {scenario} / {group.label}: {correctness(group)}[/]")
+    out.print(LEGEND, style="dim")
 
 
+LABEL_WIDTH = 18
 SHORT = {
     "median": "p50 ms",
     "p99": "p99 ms",
     "throughput": "ops/s",
     "failover": "failover s",
-    "bytes_per_write": "leader B/write",
+    "bytes_per_write": "leader B/w",
 }
+LEGEND = (
+    "±: 95% interval, its wider side in % of the value. With 3+ trials: over trials "
+    "(Student t; ratios: log-ratio t, delta method). 1 trial: bootstrap within it. No ±: "
+    "too few trials (2), or nothing to resample. *: the ratio's interval excludes 1.0. Full "
+    "table, methods and n: report.md."
+)
+
+
+def compact(estimate: Estimate, scale: float = 1.0) -> str:
+    """`12.3 ±4%`: the value and the wider side of its interval in % of it."""
+    if estimate.value is None:
+        return "n/a"
+    return format_number(estimate.value * scale) + _spread(estimate)
+
+
+def compact_ratio(estimate: Estimate) -> str:
+    """`1.13x ±3%*`, the star when the interval excludes 1.0."""
+    if estimate.value is None:
+        return "n/a"
+    star = "*" if estimate.excludes(1.0) else ""
+    return f"{estimate.value:.2f}x{_spread(estimate)}{star}"
+
+
+def _spread(estimate: Estimate) -> str:
+    value, low, high = estimate.value, estimate.low, estimate.high
+    if value is None or low is None or high is None or value == 0:
+        return ""
+    wider = max(abs(high - value), abs(value - low)) / abs(value)
+    return f" ±{wider:.0%}" if wider < 10 else " ±>999%"
 
 
 def correctness(group: GroupStats) -> str:
@@ -181,7 +216,7 @@ def correctness(group: GroupStats) -> str:
         problems.append("lost: cannot tell")
     elif group.lost:
         problems.append(f"{group.lost} acked writes LOST")
-    return "\n".join(problems) if problems else "ok"
+    return ", ".join(problems) if problems else "ok"
 
 
 def _counts(values: Sequence[str]) -> dict[str, int]:
@@ -189,9 +224,3 @@ def _counts(values: Sequence[str]) -> dict[str, int]:
     for value in values:
         counts[value] = counts.get(value, 0) + 1
     return counts
-
-
-def _stacked(text: str) -> str:
-    """`1.2 [1.0, 1.4]` as two short lines: `1.2` over `[1.0,1.4]`."""
-    value, _, interval = text.partition(" [")
-    return f"{value}\n[{interval.replace(', ', ',')}" if interval else value

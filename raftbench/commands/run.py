@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from rich.console import Console
@@ -11,6 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from protocols.errors import RaftbenchError
 from raftbench.commands.argtypes import positive_int
 from raftbench.commands.report import print_summary_table
+from workloads.provenance import repo_command
 from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
 from workloads.scenario import catalogue, load_scenario, parse_protocol_label
 
@@ -34,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "interleaved, and write a comparative report.",
     )
     _common(compare)
-    compare.add_argument("--trials", type=positive_int, default=3)
+    compare.add_argument(
+        "--trials",
+        type=positive_int,
+        default=5,
+        help="trials per protocol (default: 5; intervals need at least 3)",
+    )
     compare.add_argument(
         "--protocols",
         default="push,pull",
@@ -80,7 +87,7 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
     console = Console()
     scenario = load_scenario(args.scenario)  # validated before anything starts
     order = compare_order(labels, trials)
-    command = command_line()
+    command = repo_command(shlex.split(command_line()))
     results: list[TrialResult] = []
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -130,8 +137,9 @@ def handle_compare(args: argparse.Namespace) -> int:
 
     try:
         results = _run_all(args, args.protocols, args.trials)
+        command = repo_command(shlex.split(command_line()))
         report = generate_report(
-            [r.folder for r in results], args.reports_dir, args.name, command_line(), progress=True
+            [r.folder for r in results], args.reports_dir, args.name, command, progress=True
         )
     except RaftbenchError as error:
         Console(stderr=True).print(f"[red]error:[/red] {error}")
