@@ -183,8 +183,11 @@ def unavailability(scenario: str, groups: Sequence[GroupStats], folder: Path) ->
             if many:
                 _trial_points(ax, present, "fault", column, groups)
             ax.set_xlabel("fault (in order)")
-        ax.set_title(column.split(" (")[0] + (MEAN_NOTE if many else " (1 trial)"), fontsize=10)
-    fig.suptitle(f"{scenario}: time until ops run at >= 50% of the pre-fault rate, and election")
+        ax.set_title(column.split(" (")[0])
+    fig.suptitle(
+        f"{scenario}: time until ops run at >= 50% of the pre-fault rate, and election\n"
+        + (MEAN_NOTE.strip(" ()") if many else "1 trial")
+    )
     return _save(fig, folder, _file(scenario, "unavailability"))
 
 
@@ -381,7 +384,7 @@ def _trial_points(
 
 # ---- the ratio chart at the top of the report ---------------------------------------------------
 
-FOREST_ROW = 0.28  # inches per scenario row, per pair of labels beyond the first: half of it
+FOREST_ROW = 0.24  # inches per scenario row; each pair of labels beyond the first adds 40%
 FOREST_WIDTH = 11.0
 RATIO_TICKS = (0.01, 0.1, 0.25, 0.5, 0.8, 1.0, 1.25, 2.0, 4.0, 10.0, 100.0)
 
@@ -395,11 +398,11 @@ def ratio_forest(ratios: Sequence[RatioStats], folder: Path) -> str | None:
     scenarios = list(dict.fromkeys(r.scenario for r in ratios))
     pairs = list(dict.fromkeys(r.pair for r in ratios))
     colours = dict(zip(pairs, sns.color_palette("colorblind", max(len(pairs), 3)), strict=False))
-    rows = len(scenarios) * (1 + 0.5 * (len(pairs) - 1))
+    rows = len(scenarios) * (1 + 0.4 * (len(pairs) - 1))
     fig, axes = plt.subplots(
         1,
         len(measures),
-        figsize=(FOREST_WIDTH, 1.6 + FOREST_ROW * max(rows, 2)),
+        figsize=(FOREST_WIDTH, 1.5 + FOREST_ROW * max(rows, 2.5)),
         sharey=True,
         squeeze=False,
         layout="constrained",
@@ -416,7 +419,10 @@ def ratio_forest(ratios: Sequence[RatioStats], folder: Path) -> str | None:
         ax.set_xscale("log")
         _symmetric_limits(ax, ratios, metric.key)
         low, high = ax.get_xlim()
-        ax.set_xticks([t for t in RATIO_TICKS if low <= t <= high])
+        ticks = [t for t in RATIO_TICKS if low <= t <= high]
+        if 2.0 in ticks:  # a wide axis: 0.8x and 1.25x would crowd 1x
+            ticks = [t for t in ticks if t not in (0.8, 1.25)]
+        ax.set_xticks(ticks)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}x"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
         ax.tick_params(axis="x", labelsize=8)

@@ -276,7 +276,8 @@ def _verdicts(group: GroupStats) -> str:
 
 
 def _document(report: Report, drawn: dict[str, list[tuple[str, str]]], command: str) -> Document:
-    names = ", ".join(_scenarios(report.groups))
+    scenarios = _scenarios(report.groups)
+    names = ", ".join(scenarios) if len(scenarios) <= 3 else f"{len(scenarios)} scenarios"
     doc = Document(f"raftbench report: {names}")
     _correctness_headline(doc, report)
     _findings(doc, report)

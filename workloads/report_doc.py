@@ -146,7 +146,7 @@ tr.bad td { font-weight: bold; background: #fde2e2; }
          padding: 0.6em 1em; margin: 0.8em 0; }
 figure { margin: 1.2em 0; }
 figure img { max-width: 100%; }
-figure#ratios img { max-height: 70vh; }
+figure#ratios img { max-height: 60vh; }
 details > summary { cursor: pointer; font-weight: bold; margin: 0.6em 0; }
 figcaption { color: #555; font-size: 0.9em; }
 code, pre { background: #f6f6f6; }
