@@ -169,6 +169,7 @@ def test_a_non_linearizable_run_comes_first(report: Report) -> None:
     page = (report.folder / "index.html").read_text()
     assert page.index('class="alert"') < page.index("<h2>")
     assert '<tr class="bad"><td>quick-push-t0</td>' in page
+    assert "<details open><summary>Every run: 4 runs, 1 failing" in page  # not folded
 
 
 def summary_row(report: Report, scenario: str, label: str) -> list[str]:

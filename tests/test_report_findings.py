@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import ViewportSize, sync_playwright
 from report_fixtures import CPU, LATENCY, TRIALS, write_three_labels, write_two_trials
 from rich.console import Console
 
@@ -151,7 +152,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-VIEWPORT = {"width": 1280, "height": 800}
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
 
 
 def test_the_page_loads_cleanly_and_leads_with_its_findings(three: Report) -> None:
@@ -160,13 +161,11 @@ def test_the_page_loads_cleanly_and_leads_with_its_findings(three: Report) -> No
             f"{CHROMIUM} is missing: the HTML report is tested in Debian's chromium; install "
             "it with `apt-get install -y chromium` (scripts/check does so as root)"
         )
-    from playwright.sync_api import sync_playwright  # noqa: PLC0415
-
     problems: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport=VIEWPORT)  # type: ignore[arg-type]
+            page = browser.new_page(viewport=VIEWPORT)
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto((three.folder / "index.html").as_uri(), wait_until="load")
