@@ -1,17 +1,21 @@
 """A comparison report regenerated from run folders alone: `reports/<name>/`.
 
 `build_report` reads every run folder (`workloads.results.read_run`), summarizes it again
-(`workloads.summary`), groups the runs by (scenario, label) with bootstrap intervals
-(`workloads.aggregate`), draws the figures (`workloads.plots`) and writes:
+(`workloads.summary`), groups the runs by (scenario, label) with 95% intervals and ratios
+(`workloads.aggregate`, `workloads.intervals`), draws the figures (`workloads.plots`) and
+writes:
 
 - `report.md`: the report, figures embedded by relative path;
 - `index.html`: the same content in one self-contained page (figures as data URIs);
-- one PNG per figure and scenario;
+- one PNG per figure and scenario, and `ratios.png` (every ratio with its interval);
 - `summary.json`: every number of the tables, unrounded.
 
 Correctness comes first: a run whose history is not linearizable, or that lost acknowledged
-writes, is the first thing in the report. The report also says where the numbers come from:
-the exact command, the machine, its limits, versions, and links to the raw folders.
+writes, is the first thing in the report. Then what it found (`workloads.findings`): the
+verdict per pair of labels and the ratio chart, before any table. The per-run correctness
+table is folded when every run is clean. The report also says where the numbers come from:
+the commands that make it again (`workloads.provenance`), the machine, its limits, versions,
+and links to the raw folders.
 """
 
 from __future__ import annotations
