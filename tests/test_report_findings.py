@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -132,6 +133,11 @@ def test_terminal_summary_fits_in_80_columns(three: Report) -> None:
         assert row.count("±") == 5  # five measures, each with its interval, on one line
     assert [line.split()[0] for line in lines if line.split()[:1] == ["pull/push"]]
     assert "1.30x ±" in "\n".join(lines) and "*" in "\n".join(lines)
+    # a long label is cut, not wrapped
+    long = [replace(g, label="pull:a-very-long-sync-policy-name") for g in three.groups]
+    buffer = io.StringIO()
+    print_summary_table(long, three.ratios, Console(file=buffer, width=80))
+    assert max(len(line) for line in buffer.getvalue().splitlines()) <= 80
 
 
 def test_compare_runs_five_trials_by_default() -> None:
