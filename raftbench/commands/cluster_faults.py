@@ -7,7 +7,9 @@ knows it. Wherever a node is named, `leader` names the node the cluster's /statu
 
 Everything given is checked before anything is done: an unknown node, a bad partition or a
 nonsense value is a usage error (exit 2). A request that does not fit the node's state
-(`restart` of a running node, `resume` of a node that is not paused, ...) says so and exits 1.
+(`restart` of a running node, `resume` of a node that is not paused, ...) says so and exits 1;
+so does any fault on a cluster that is not running at all (stopped by `down`: start it with
+`up`), unless its nodes were all killed by `kill`.
 """
 
 from __future__ import annotations
@@ -145,7 +147,12 @@ def run(args: argparse.Namespace) -> int:
         act = _prepare(args, LocalCluster.open(args.dir))
     except UsageError as error:
         return _fail(str(error), EXIT_USAGE)
+    except StateError as error:
+        return _fail(str(error), EXIT_FAILED)
     with fault_record.session(args.dir) as nemesis:
+        cluster = nemesis.cluster
+        if not nemesis.desired.killed and not any(cluster.is_alive(n) for n in cluster.node_ids):
+            return _fail(_not_running(cluster), EXIT_FAILED)
         try:
             events = anyio.run(act, nemesis)
         except StateError as error:
@@ -221,6 +228,8 @@ class Names:
         if name != LEADER:
             return name
         if self._leader is None:
+            if not any(self.cluster.is_alive(n) for n in self.cluster.node_ids):
+                raise StateError(_not_running(self.cluster))
             self._leader = self.cluster.wait_for_leader(LEADER_WAIT)
             print(f"leader: {self._leader}")
         return self._leader
@@ -362,6 +371,15 @@ def describe_faults(cluster: LocalCluster, desired: DesiredFaults) -> list[str]:
     for node, seconds in sorted(desired.disk.items()):
         lines.append(f"slow-disk {node} {seconds:g}s")
     return lines
+
+
+def _not_running(cluster: LocalCluster) -> str:
+    """Faults are for a running cluster: one stopped by `down` (or never started) is started
+    with `up`, not by `restart` or `recover` one node at a time."""
+    return (
+        f"no node of the cluster in {cluster.directory} is running; "
+        f"start it with `raftbench cluster up --dir {cluster.directory}`"
+    )
 
 
 def _fail(message: str, code: int) -> int:
