@@ -73,11 +73,98 @@ class FaultEvent:
 
 
 @dataclass(slots=True)
-class _Desired:
+class DesiredFaults:
+    """The faults a nemesis keeps in force.
+
+    It is what a node gets again when it comes back and what `raftbench cluster status` shows.
+    It round-trips through JSON, so a later process (each `raftbench cluster` command is one)
+    carries on where an earlier one stopped.
+    """
+
     cuts: set[tuple[NodeId, NodeId]] = field(default_factory=set)  # directed: src -/-> dst
+    groups: list[list[NodeId]] = field(default_factory=list)  # the partition, as asked for
+    one_way: bool = False  # the partition cuts only links from earlier groups to later ones
     slow: dict[tuple[NodeId, NodeId], dict[str, float]] = field(default_factory=dict)
     bandwidth: dict[NodeId, float] = field(default_factory=dict)  # bytes/s, egress
     disk: dict[NodeId, float] = field(default_factory=dict)  # fsync delay seconds
+    killed: set[NodeId] = field(default_factory=set)  # killed by the nemesis, not restarted
+
+    def is_empty(self) -> bool:
+        return not (self.cuts or self.slow or self.bandwidth or self.disk or self.killed)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "cuts": sorted([a, b] for a, b in self.cuts),
+            "groups": [list(g) for g in self.groups],
+            "one_way": self.one_way,
+            "slow": [
+                {"from": a, "to": b, **fields} for (a, b), fields in sorted(self.slow.items())
+            ],
+            "bandwidth": dict(sorted(self.bandwidth.items())),
+            "disk": dict(sorted(self.disk.items())),
+            "killed": sorted(self.killed),
+        }
+
+    @classmethod
+    def from_json(cls, data: object, node_ids: Sequence[NodeId]) -> DesiredFaults:
+        """Read `to_json` output back; NemesisError names what is malformed."""
+        try:
+            if not isinstance(data, dict):
+                raise TypeError("not a JSON object")
+            known = set(node_ids)
+
+            def node(value: object) -> NodeId:
+                if not isinstance(value, str) or value not in known:
+                    raise ValueError(f"{value!r} is not a member")
+                return value
+
+            def number(value: object) -> float:
+                if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+                    raise ValueError(f"{value!r} is not a number >= 0")
+                return float(value)
+
+            slow: dict[tuple[NodeId, NodeId], dict[str, float]] = {}
+            for link in data.get("slow", []):
+                pair = (node(link["from"]), node(link["to"]))
+                slow[pair] = {k: number(link[k]) for k in ("delay_ms", "jitter_ms", "loss")}
+            return cls(
+                cuts={(node(a), node(b)) for a, b in data.get("cuts", [])},
+                groups=[[node(n) for n in group] for group in data.get("groups", [])],
+                one_way=bool(data.get("one_way", False)),
+                slow=slow,
+                bandwidth={node(n): number(v) for n, v in data.get("bandwidth", {}).items()},
+                disk={node(n): number(v) for n, v in data.get("disk", {}).items()},
+                killed={node(n) for n in data.get("killed", [])},
+            )
+        except (TypeError, ValueError, KeyError, AttributeError) as error:
+            raise NemesisError(f"malformed fault record: {error}") from None
+
+
+def partition_groups(
+    node_ids: Sequence[NodeId], groups: Sequence[Sequence[NodeId]]
+) -> list[list[NodeId]]:
+    """The groups of a partition, checked: members only, none in two groups, at least two
+    groups once the nodes named in no group are added as one more."""
+    named: list[NodeId] = []
+    out = []
+    for group in groups:
+        members = list(dict.fromkeys(group))
+        for node in members:
+            if node not in node_ids:
+                raise NemesisError(
+                    f"partition: {node!r} is not a member (members: {', '.join(node_ids)})"
+                )
+            if node in named:
+                raise NemesisError(f"partition: {node} is in two groups")
+            named.append(node)
+        if members:
+            out.append(members)
+    rest = [n for n in node_ids if n not in named]
+    if rest:
+        out.append(rest)
+    if len(out) < 2:
+        raise NemesisError("partition: at least two groups are needed")
+    return out
 
 
 class Nemesis:
@@ -91,10 +178,12 @@ class Nemesis:
         origin: float | None = None,
         partitions: str = "auto",
         rng: random.Random | None = None,
+        desired: DesiredFaults | None = None,
     ) -> None:
         """`partitions`: "auto" (nftables in namespace mode, else the shaper), "shaper" or
         "nftables". `origin`: the clock value event times count from (default: now). `rng`
-        picks "random" and "follower" targets (seed it for a repeatable run)."""
+        picks "random" and "follower" targets (seed it for a repeatable run). `desired`: the
+        faults an earlier nemesis left in force on this cluster (see `DesiredFaults`)."""
         if partitions not in ("auto", "shaper", "nftables"):
             raise NemesisError(f"partitions: 'auto', 'shaper' or 'nftables', not {partitions!r}")
         if partitions == "nftables" and cluster.layout is None:
@@ -107,9 +196,14 @@ class Nemesis:
         )
         self.rng = rng or random.Random()
         self.events: list[FaultEvent] = []
-        self._want = _Desired()
+        self._want = desired if desired is not None else DesiredFaults()
         self._stale: set[NodeId] = set()
         self._lock = anyio.Lock()
+
+    @property
+    def desired(self) -> DesiredFaults:
+        """The faults in force (what a node gets again when it comes back)."""
+        return self._want
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -118,12 +212,14 @@ class Nemesis:
             if not await self._run(self.cluster.kill, node):
                 raise NemesisError(f"kill {node}: it is not running")
             self._stale.add(node)
+            self._want.killed.add(node)
             return self._record("kill", (node,), "SIGKILL")
 
     async def restart(self, node: NodeId) -> FaultEvent:
         """Start a killed node again (kill -9 first if it runs), then re-apply its settings."""
         async with self._lock:
             await self._run(self.cluster.restart, node)
+            self._want.killed.discard(node)
             await self._push(node)
             return self._record("restart", (node,))
 
@@ -150,7 +246,7 @@ class Nemesis:
         are cut (with two groups: the first cannot reach the second, the reverse still works).
         Replaces any earlier partition.
         """
-        all_groups = self._complete(groups)
+        all_groups = partition_groups(self.cluster.node_ids, groups)
         cuts: set[tuple[NodeId, NodeId]] = set()
         for i, group in enumerate(all_groups):
             for j, other in enumerate(all_groups):
@@ -160,6 +256,8 @@ class Nemesis:
         async with self._lock:
             affected = {a for a, _ in cuts | self._want.cuts}
             self._want.cuts = cuts
+            self._want.groups = all_groups
+            self._want.one_way = one_way
             await self._apply_cuts(affected)
             shown = " | ".join(",".join(g) for g in all_groups)
             how = "nftables" if self.use_nft else "shaper"
@@ -175,6 +273,8 @@ class Nemesis:
         async with self._lock:
             affected = {a for a, _ in self._want.cuts}
             self._want.cuts = set()
+            self._want.groups = []
+            self._want.one_way = False
             await self._apply_cuts(affected)
             return self._record("heal", tuple(sorted(affected)))
 
@@ -267,6 +367,20 @@ class Nemesis:
             events.append(await self.slow_disk(node, 0.0))
         return events
 
+    async def reapply(self) -> None:
+        """Tell every node its whole desired state again (after the cluster was started anew:
+        fresh processes have empty shapers, fresh namespaces no rules or caps)."""
+        async with self._lock:
+            self._want.killed = {n for n in self._want.killed if not self.cluster.is_alive(n)}
+            layout = self.cluster.layout
+            for node in self.cluster.node_ids:
+                if self.use_nft:
+                    await self._apply_cuts([node])
+                if layout is not None and node in self._want.bandwidth:
+                    cap = self._want.bandwidth[node]
+                    await anyio.to_thread.run_sync(netns_mod.set_bandwidth, layout, node, cap)
+                await self._push(node)
+
     async def resolve(self, target: str) -> NodeId:
         """A node id for `target`: a member id, "leader", "follower" (a random non-leader) or
         "random" (any running node)."""
@@ -284,25 +398,6 @@ class Nemesis:
         raise NemesisError(f"unknown target {target!r}: a member id or one of {TARGETS}")
 
     # ---- internals ---------------------------------------------------------------------------
-
-    def _complete(self, groups: Sequence[Sequence[NodeId]]) -> list[list[NodeId]]:
-        named: list[NodeId] = []
-        out = []
-        for group in groups:
-            members = list(dict.fromkeys(group))
-            for node in members:
-                self.cluster.config.member(node)
-                if node in named:
-                    raise NemesisError(f"partition: {node} is in two groups")
-                named.append(node)
-            if members:
-                out.append(members)
-        rest = [n for n in self.cluster.node_ids if n not in named]
-        if rest:
-            out.append(rest)
-        if len(out) < 2:
-            raise NemesisError("partition: at least two groups are needed")
-        return out
 
     async def _apply_cuts(self, nodes: Iterable[NodeId]) -> None:
         layout = self.cluster.layout

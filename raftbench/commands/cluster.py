@@ -1,5 +1,7 @@
 """`raftbench cluster up|status|down`: a local cluster of node processes (cluster.launcher).
 
+The fault actions (`kill`, `partition`, `recover`, ...) live in raftbench.commands.cluster_faults.
+
 Exit status: 0 done, 1 the operation failed (a node did not start, no cluster in the folder,
 namespace mode unavailable), 2 bad usage.
 """
@@ -10,6 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
+import anyio
+
+from cluster import fault_record
 from cluster.config import CLUSTER_FILE, Topology
 from cluster.launcher import (
     DEFAULT_DIR,
@@ -24,6 +29,7 @@ from cluster.netns import NetnsError
 from cluster.storage import FsyncPolicy
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
+from raftbench.commands import cluster_faults
 from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 
 
@@ -63,14 +69,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--base-port", type=int, help="loopback: ports from here (default: free)")
     up.add_argument("--seed", type=int, help="seed of the nodes' randomness")
     up.add_argument("--start-timeout", type=_seconds, default=30.0, help="seconds per node")
-    status = actions.add_parser("status", help="one line per node: process and /status")
+    status = actions.add_parser(
+        "status", help="one line per node (process and /status), then the faults in force"
+    )
     down = actions.add_parser("down", help="stop the nodes this folder's cluster started")
     down.add_argument("--purge", action="store_true", help="also delete the folder")
     for sub in (up, status, down):
         sub.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help=f"cluster folder (default {DEFAULT_DIR})"
         )
-        sub.set_defaults(handler=run)
+    cluster_faults.register(actions)
+    parser.set_defaults(handler=run)
 
 
 def _count(text: str) -> int:
@@ -90,6 +99,8 @@ def _seconds(text: str) -> float:
 def run(args: argparse.Namespace) -> int:
     try:
         match args.cluster_command:
+            case command if command in cluster_faults.ACTIONS:
+                return cluster_faults.run(args)
             case "up":
                 return _up(args)
             case "status":
@@ -108,7 +119,8 @@ def _up(args: argparse.Namespace) -> int:
         if running:
             return _fail(
                 f"{directory}: a cluster is already running ({', '.join(running)}); "
-                "`raftbench cluster down` first",
+                "start a stopped node with `raftbench cluster restart NODE`, "
+                "or `raftbench cluster down` first",
                 EXIT_FAILED,
             )
         mismatch = _mismatch(args, cluster)
@@ -116,6 +128,7 @@ def _up(args: argparse.Namespace) -> int:
             return _fail(mismatch, EXIT_USAGE)
         cluster.start()
         print(f"restarted the cluster in {cluster.directory}")
+        _reapply_faults(directory)
     else:
         if (directory / CLUSTER_FILE).exists():
             return _fail(f"{directory}: has a {CLUSTER_FILE} but no {STATE_FILE}", EXIT_USAGE)
@@ -150,6 +163,19 @@ def _up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _reapply_faults(directory: Path) -> None:
+    """Faults recorded while every node was down are put back on the fresh processes."""
+    with fault_record.session(directory) as nemesis:
+        if not nemesis.desired.is_empty():
+            anyio.run(nemesis.reapply)
+            shown = cluster_faults.describe_faults(nemesis.cluster, nemesis.desired)
+            print("faults in force again: " + "; ".join(shown))
+
+
+def _fault_lines(cluster: LocalCluster) -> list[str]:
+    return cluster_faults.describe_faults(cluster, fault_record.load(cluster))
+
+
 def _mismatch(args: argparse.Namespace, cluster: LocalCluster) -> str | None:
     if args.nodes is not None and args.nodes != len(cluster.node_ids):
         return f"--nodes {args.nodes}: {args.dir} holds a {len(cluster.node_ids)}-node cluster"
@@ -163,6 +189,15 @@ def _status(args: argparse.Namespace) -> int:
     views = cluster.views()
     print(f"{cluster.protocol} cluster in {cluster.directory}")
     print(format_table(views))
+    print()
+    try:
+        faults = _fault_lines(cluster)
+    except LauncherError as error:
+        print(f"faults in force: unknown ({error})")
+    else:
+        print("faults in force:" + ("" if faults else " none"))
+        for line in faults:
+            print(f"  {line}")
     matrix = cluster.rtt_matrix()
     expected = cluster.expected_rtt_matrix()
     if any(v is not None for row in matrix.values() for v in row.values()):
@@ -225,6 +260,7 @@ def format_rtt(
 def _down(args: argparse.Namespace) -> int:
     cluster = LocalCluster.open(args.dir)
     report = cluster.down(purge=args.purge)
+    fault_record.clear(cluster.directory)  # the processes and namespaces that had them are gone
     if report.stopped:
         print(f"stopped: {', '.join(report.stopped)}")
     if report.killed:
