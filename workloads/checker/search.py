@@ -129,11 +129,17 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
     owed: Counter[Value] = Counter(sees[p] for p in range(2 * n) if is_call[p])
     settable: Counter[Value] = Counter(sets[p] for p in range(2 * n) if is_call[p])
 
+    # Reduction 4: an unknown-outcome register operation is placed only where it changes the
+    # state, and then the next operation placed must observe the value it left (`waiting`).
+    observes = [ops[i].f in ("read", "cas") for i in op_at]
+    waiting_bit = 1 << n  # set in the memo key while waiting: it is part of the configuration
+
     to_place = sum(op.completed_at != math.inf for op in ops)  # known-outcome ops left
     state: Value = INITIAL_STATE
     known = 0  # bitmask of linearized operations with a known outcome
     maybe = 0  # bitmask of linearized operations with unknown outcome
-    stack: list[tuple[int, Value]] = []
+    waiting = False
+    stack: list[tuple[int, Value, bool]] = []
     seen: dict[tuple[int, Value], list[int]] = {}
     finals: set[Value] = set()
     best = -1
@@ -159,25 +165,33 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
             after = step_at[entry](state)
             if after is ILLEGAL or (
                 guard
-                and after != state
-                and owed[state] > (sees[entry] == state)
-                and not settable[state]
+                and (
+                    (
+                        after != state
+                        and owed[state] > (sees[entry] == state)
+                        and not settable[state]
+                    )
+                    or (waiting and not observes[entry])
+                    or (unknown[entry] and after == state)
+                )
             ):
                 entry = nxt[entry]
                 continue
+            will_wait = guard and unknown[entry]
             if unknown[entry]:
                 grown_known, grown_maybe = known, maybe | bit[entry]
             else:
                 grown_known, grown_maybe = known | bit[entry], maybe
-            minimal = seen.get((grown_known, after))
+            memo_key = (grown_known | waiting_bit if will_wait else grown_known, after)
+            minimal = seen.get(memo_key)
             if minimal is None:
-                seen[(grown_known, after)] = [grown_maybe]
+                seen[memo_key] = [grown_maybe]
                 fresh = True
             else:
                 fresh = _admit(minimal, grown_maybe)
             if fresh:
-                stack.append((entry, state))
-                state, known, maybe = after, grown_known, grown_maybe
+                stack.append((entry, state, waiting))
+                state, known, maybe, waiting = after, grown_known, grown_maybe, will_wait
                 to_place -= not unknown[entry]
                 owed[sees[entry]] -= 1
                 settable[sets[entry]] -= 1
@@ -204,7 +218,7 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
                 if finals:
                     return SearchResult("linearizable", steps, states=frozenset(finals))
                 return SearchResult("not-linearizable", steps, reached=op_at[max(best, 0)])
-            entry, state = stack.pop()
+            entry, state, waiting = stack.pop()
             if unknown[entry]:
                 maybe &= ~bit[entry]
             else:
