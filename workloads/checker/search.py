@@ -134,6 +134,13 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
     observes = [ops[i].f in ("read", "cas") for i in op_at]
     waiting_bit = 1 << n  # set in the memo key while waiting: it is part of the configuration
 
+    # Reduction 5 (histories with append): text the next get to return must read, and the
+    # operations that can replace the text rather than extend it.
+    grows = not guard and any(op.f == "append" for op in ops)
+    resets = [ops[i].f not in ("append", "get", "read") for i in op_at]
+    puts = [_put_text(ops[i]) for i in op_at]
+    must_read = [_read_text(ops[i]) if not is_call[p] else None for p, i in enumerate(op_at)]
+
     to_place = sum(op.completed_at != math.inf for op in ops)  # known-outcome ops left
     state: Value = INITIAL_STATE
     known = 0  # bitmask of linearized operations with a known outcome
@@ -163,16 +170,24 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
             pass  # everything is linearized (only when collecting all states): backtrack
         elif is_call[entry]:
             after = step_at[entry](state)
-            if after is ILLEGAL or (
-                guard
-                and (
-                    (
-                        after != state
-                        and owed[state] > (sees[entry] == state)
-                        and not settable[state]
+            if (
+                after is ILLEGAL
+                or (
+                    guard
+                    and (
+                        (
+                            after != state
+                            and owed[state] > (sees[entry] == state)
+                            and not settable[state]
+                        )
+                        or (waiting and not observes[entry])
+                        or (unknown[entry] and after == state)
                     )
-                    or (waiting and not observes[entry])
-                    or (unknown[entry] and after == state)
+                )
+                or (
+                    grows
+                    and after != state
+                    and _outgrown(after, entry, head, nxt, is_call, resets, puts, must_read)
                 )
             ):
                 entry = nxt[entry]
@@ -238,6 +253,56 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
         entry = nxt[entry]
     budget.grant(steps - charged)
     return SearchResult("linearizable", steps)
+
+
+def _read_text(op: Operation) -> str | None:
+    """What a get that completed must have read, as text (absent reads as ""), else None."""
+    if op.f not in READS or op.completed_at == math.inf:
+        return None
+    if op.value is None:
+        return ""
+    return op.value if isinstance(op.value, str) else None
+
+
+def _put_text(op: Operation) -> str | None:
+    """The text a put leaves, None for anything else (then it may leave any text)."""
+    return op.value if op.f == "put" and isinstance(op.value, str) else None
+
+
+def _outgrown(
+    after: Value,
+    entry: int,
+    head: int,
+    nxt: list[int],
+    is_call: list[bool],
+    resets: list[bool],
+    puts: list[str | None],
+    must_read: list[str | None],
+) -> bool:
+    """Whether leaving `after` cannot lead to what the next get to return reads: appends only
+    extend the text, so if `after` is not a prefix of it and no operation that may go first
+    (every call before that return) can replace the text, the branch is dead."""
+    text = "" if after is None else after
+    if not isinstance(text, str):
+        return False
+    pos = nxt[head]
+    while pos != head + 1 and (is_call[pos] or must_read[pos] is None):
+        pos = nxt[pos]  # find the next get to return
+    if pos == head + 1:
+        return False  # the tail sentinel: no get left
+    wanted = must_read[pos]
+    assert wanted is not None
+    if wanted.startswith(text):
+        return False
+    # Could something that may go first replace the text with a start of what it reads?
+    pos = nxt[head]
+    while pos != head + 1:
+        if is_call[pos] and pos != entry and resets[pos]:
+            put = puts[pos]
+            if put is None or wanted.startswith(put):
+                return False
+        pos = nxt[pos]
+    return True
 
 
 def _admit(minimal: list[int], candidate: int) -> bool:
