@@ -12,7 +12,9 @@ Two orders that linearize the same operations and end in the same state have the
 so each (set, state) pair is expanded once; sets are int bitmasks. The list is an array-backed
 doubly linked list, so lifting and restoring an entry is O(1) ("dancing links").
 
-Three reductions keep the search small; each only skips work that cannot lead to a valid order:
+Five reductions keep the search small; each only skips work that cannot lead to a valid order.
+They matter most for failing histories, where the search must rule out every order before the
+bad operation, not find one:
 
 1. Unknown outcomes. Such an operation is never illegal (model.py) and nothing has to follow it
    in real time, so it can always be put off to the very end, where its effect does not matter.
@@ -27,9 +29,24 @@ Three reductions keep the search small; each only skips work that cannot lead to
    if some known-outcome read or cas still to be placed needs v and no operation left can set
    v again. With unique written values this cuts off a wrong order at the first step instead
    of at the return that exposes it.
+4. Unknown outcomes are placed only where they are observed (registers only). Take a valid order
+   with as few unknown-outcome operations placed as possible. In it each of them changes the
+   state (else drop it), and the operation right after it reads or cas-expects the value it
+   left: a write or delete after it would hide its effect (drop it), a read or cas of another
+   value would be illegal, an unknown-outcome cas of another value would change nothing. So an
+   unknown-outcome operation is tried only where it changes the state, and then the next
+   operation placed must observe the new value (`waiting`, part of the memo key). Without this,
+   k pending timed-out writes give 2^k configurations to rule out at every step: a failing etcd
+   history went from minutes to milliseconds.
+5. Text still to be read (histories with append). Appends only extend the text, so leaving a
+   text that is not a prefix of what the next get to return reads is a dead end unless some
+   operation that may go before that get (every call ahead of its return) can replace the text
+   with a prefix of it (a put). This cuts a wrong order of concurrent appends at once instead of
+   at the get, where the memo cannot help (every order gives a different text).
 
-Reduction 3 may stop a branch before the return that exposes it, so the furthest return the
-search reaches bounds the smallest failing prefix from below only; explain.py pins it down.
+Reductions 3, 4 and 5 may stop a branch before the return that exposes it, so the furthest
+return the search reaches bounds the smallest failing prefix from below only; explain.py pins it
+down.
 """
 
 from __future__ import annotations
@@ -124,8 +141,10 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
 
     # Reduction 3: values owed by operations still to place, and who can still set them.
     guard = is_register_history(ops)
-    sees = [must_see(ops[i]) for i in op_at]
-    sets = [may_set(ops[i]) for i in op_at]
+    seen_by_op = [must_see(op) for op in ops]
+    set_by_op = [may_set(op) for op in ops]
+    sees = [seen_by_op[i] for i in op_at]
+    sets = [set_by_op[i] for i in op_at]
     owed: Counter[Value] = Counter(sees[p] for p in range(2 * n) if is_call[p])
     settable: Counter[Value] = Counter(sets[p] for p in range(2 * n) if is_call[p])
 
@@ -137,9 +156,10 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
     # Reduction 5 (histories with append): text the next get to return must read, and the
     # operations that can replace the text rather than extend it.
     grows = not guard and any(op.f == "append" for op in ops)
-    resets = [ops[i].f not in ("append", "get", "read") for i in op_at]
-    puts = [_put_text(ops[i]) for i in op_at]
-    must_read = [_read_text(ops[i]) if not is_call[p] else None for p, i in enumerate(op_at)]
+    entries = op_at if grows else []
+    resets = [ops[i].f not in ("append", "get", "read") for i in entries]
+    puts = [_put_text(ops[i]) for i in entries]
+    must_read = [_read_text(ops[i]) if not is_call[p] else None for p, i in enumerate(entries)]
 
     to_place = sum(op.completed_at != math.inf for op in ops)  # known-outcome ops left
     state: Value = INITIAL_STATE
@@ -290,13 +310,14 @@ def _outgrown(
         pos = nxt[pos]  # find the next get to return
     if pos == head + 1:
         return False  # the tail sentinel: no get left
+    get_return = pos
     wanted = must_read[pos]
     assert wanted is not None
     if wanted.startswith(text):
         return False
     # Could something that may go first replace the text with a start of what it reads?
     pos = nxt[head]
-    while pos != head + 1:
+    while pos != get_return:
         if is_call[pos] and pos != entry and resets[pos]:
             put = puts[pos]
             if put is None or wanted.startswith(put):
