@@ -30,7 +30,7 @@ from workloads.checker import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-SYNTHETIC_CLIENTS, SYNTHETIC_KEYS, SYNTHETIC_OPS, SYNTHETIC_SEED = 50, 10, 20, 1
+SYNTHETIC_CLIENTS, SYNTHETIC_KEYS, SYNTHETIC_OPS, SYNTHETIC_SEED = 50, 5, 20, 1
 MUTANTS: dict[str, Callable[[list[Operation]], list[Operation] | None]] = {
     "unwritten-read": unwritten_read,
     "stale-read": stale_read,

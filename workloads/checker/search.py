@@ -67,6 +67,7 @@ from workloads.checker.model import (
     must_see,
     transition,
 )
+from workloads.checker.texts import DOOMED, Texts, grows
 
 CHECK_EVERY = 2048
 """Steps between two looks at the clock: often enough to stop promptly, rare enough to be free."""
@@ -153,13 +154,9 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
     observes = [ops[i].f in ("read", "cas") for i in op_at]
     waiting_bit = 1 << n  # set in the memo key while waiting: it is part of the configuration
 
-    # Reduction 5 (histories with append): text the next get to return must read, and the
-    # operations that can replace the text rather than extend it.
-    grows = not guard and any(op.f == "append" for op in ops)
-    entries = op_at if grows else []
-    resets = [ops[i].f not in ("append", "get", "read") for i in entries]
-    puts = [_put_text(ops[i]) for i in entries]
-    must_read = [_read_text(ops[i]) if not is_call[p] else None for p, i in enumerate(entries)]
+    # Reduction 5 (histories with append): see texts.py.
+    text_rules = Texts(ops, op_at, is_call) if not guard and grows(ops) else None
+    doomed_step = text_rules.doomed_step if text_rules else []
 
     to_place = sum(op.completed_at != math.inf for op in ops)  # known-outcome ops left
     state: Value = INITIAL_STATE
@@ -189,25 +186,19 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
         if entry == tail:
             pass  # everything is linearized (only when collecting all states): backtrack
         elif is_call[entry]:
-            after = step_at[entry](state)
-            if (
-                after is ILLEGAL
-                or (
-                    guard
-                    and (
-                        (
-                            after != state
-                            and owed[state] > (sees[entry] == state)
-                            and not settable[state]
-                        )
-                        or (waiting and not observes[entry])
-                        or (unknown[entry] and after == state)
+            after = doomed_step[entry] if state is DOOMED else step_at[entry](state)
+            if text_rules and after is not ILLEGAL and after is not DOOMED and after != state:
+                after = text_rules.settle(after, entry, nxt, head)
+            if after is ILLEGAL or (
+                guard
+                and (
+                    (
+                        after != state
+                        and owed[state] > (sees[entry] == state)
+                        and not settable[state]
                     )
-                )
-                or (
-                    grows
-                    and after != state
-                    and _outgrown(after, entry, head, nxt, is_call, resets, puts, must_read)
+                    or (waiting and not observes[entry])
+                    or (unknown[entry] and after == state)
                 )
             ):
                 entry = nxt[entry]
@@ -273,57 +264,6 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
         entry = nxt[entry]
     budget.grant(steps - charged)
     return SearchResult("linearizable", steps)
-
-
-def _read_text(op: Operation) -> str | None:
-    """What a get that completed must have read, as text (absent reads as ""), else None."""
-    if op.f not in READS or op.completed_at == math.inf:
-        return None
-    if op.value is None:
-        return ""
-    return op.value if isinstance(op.value, str) else None
-
-
-def _put_text(op: Operation) -> str | None:
-    """The text a put leaves, None for anything else (then it may leave any text)."""
-    return op.value if op.f == "put" and isinstance(op.value, str) else None
-
-
-def _outgrown(
-    after: Value,
-    entry: int,
-    head: int,
-    nxt: list[int],
-    is_call: list[bool],
-    resets: list[bool],
-    puts: list[str | None],
-    must_read: list[str | None],
-) -> bool:
-    """Whether leaving `after` cannot lead to what the next get to return reads: appends only
-    extend the text, so if `after` is not a prefix of it and no operation that may go first
-    (every call before that return) can replace the text, the branch is dead."""
-    text = "" if after is None else after
-    if not isinstance(text, str):
-        return False
-    pos = nxt[head]
-    while pos != head + 1 and (is_call[pos] or must_read[pos] is None):
-        pos = nxt[pos]  # find the next get to return
-    if pos == head + 1:
-        return False  # the tail sentinel: no get left
-    get_return = pos
-    wanted = must_read[pos]
-    assert wanted is not None
-    if wanted.startswith(text):
-        return False
-    # Could something that may go first replace the text with a start of what it reads?
-    pos = nxt[head]
-    while pos != get_return:
-        if is_call[pos] and pos != entry and resets[pos]:
-            put = puts[pos]
-            if put is None or wanted.startswith(put):
-                return False
-        pos = nxt[pos]
-    return True
 
 
 def _admit(minimal: list[int], candidate: int) -> bool:
