@@ -8,7 +8,7 @@ import pytest
 from linearizability_data import ETCD_LOGS, KV_FILES, expected_etcd, expected_kv
 
 from workloads.bench_checker.__main__ import main
-from workloads.bench_checker.mutants import stale_read, unwritten_read
+from workloads.bench_checker.mutants import future_read, stale_read, unwritten_read
 from workloads.bench_checker.synthetic import kv_history
 from workloads.checker import check_operations, read_history
 
@@ -26,6 +26,14 @@ def test_a_read_of_an_unwritten_value_fails_at_that_read(path: Path) -> None:
     result = check_operations(mutant, budget=None)
     assert result.verdict == "not-linearizable"
     assert [k.failed_at for k in result.keys if k.verdict == "not-linearizable"] == [changed]
+
+
+def test_reads_of_values_written_only_later_fail() -> None:
+    # Not every history has such a read (all values may be written early), most do.
+    mutants = [m for m in (future_read(read_history(p)) for p in PASSING) if m is not None]
+    assert len(mutants) > len(PASSING) // 2
+    for mutant in mutants:
+        assert check_operations(mutant, budget=None).verdict == "not-linearizable"
 
 
 def test_a_many_client_history_passes_and_its_stale_read_fails() -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from workloads.bench_checker.mutants import stale_read, unwritten_read
+from workloads.bench_checker.mutants import future_read, stale_read, unwritten_read
 from workloads.bench_checker.synthetic import kv_history
 from workloads.checker import (
     LINEARIZABLE,
@@ -34,6 +34,7 @@ SYNTHETIC_CLIENTS, SYNTHETIC_KEYS, SYNTHETIC_OPS, SYNTHETIC_SEED = 50, 5, 20, 1
 MUTANTS: dict[str, Callable[[list[Operation]], list[Operation] | None]] = {
     "unwritten-read": unwritten_read,
     "stale-read": stale_read,
+    "future-read": future_read,
 }
 
 

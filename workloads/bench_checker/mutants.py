@@ -1,7 +1,8 @@
 """Failing variants of linearizable histories, each known to fail by construction.
 
 - `unwritten_read`: the last ok read returns a value nobody wrote;
-- `stale_read`: a read returns a value that had certainly been overwritten before it began.
+- `stale_read`: a read returns a value that had certainly been overwritten before it began;
+- `future_read`: a read returns a value first written (or appended) only after it ended.
 """
 
 from __future__ import annotations
@@ -83,4 +84,40 @@ def _overwritten_text(ops: list[Operation], read: Operation) -> str | None:
         at = text.find(op.value)
         if at >= 0 and text.count(op.value) == 1:
             return text[:at]
+    return None
+
+
+def future_read(ops: list[Operation]) -> list[Operation] | None:
+    """The earliest read that can see the future does (None if none can)."""
+    for i in reversed(_ok_reads(ops)):
+        read = ops[i]
+        later = [
+            op
+            for op in ops
+            if op.key == read.key and op.f not in READS and op.invoke > read.completed_at
+        ]
+        value = _future_value(ops, read, later)
+        if value is not None:
+            mutant = list(ops)
+            mutant[i] = replace(read, value=value)
+            return mutant
+    return None
+
+
+def _future_value(ops: list[Operation], read: Operation, later: list[Operation]) -> Value | None:
+    """A value only operations invoked after `read` completed can produce: for a register,
+    a value only they set; for text, the read's text plus an append only they make."""
+    earlier = [op for op in ops if op.key == read.key and op not in later]
+    if read.f == "read":
+        possible = {None} | {may_set(op) for op in earlier if op.f not in READS}
+        fresh = [may_set(op) for op in later if op.f in ("write", "cas")]
+        return next((v for v in fresh if v not in possible), None)
+    text = "" if read.value is None else read.value
+    if not isinstance(text, str):
+        return None
+    for op in later:
+        if not (op.f == "append" and isinstance(op.value, str) and op.value):
+            continue
+        if not any(isinstance(o.value, str) and op.value in o.value for o in earlier):
+            return text + op.value
     return None
