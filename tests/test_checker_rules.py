@@ -183,6 +183,20 @@ def test_step_budget_is_shared_by_keys_and_failures_still_win() -> None:
     assert result.verdict == NOT
 
 
+def test_small_keys_are_searched_first_so_their_failure_is_found() -> None:
+    # The crowded key sorts first by name, yet the one-operation key still gets its verdict.
+    history = [
+        Operation(o.process, o.f, "a-crowd", o.value, o.invoke, o.complete, o.outcome)
+        for o in crowd(12)
+    ] + [op(100, "read", 5, 0, 1, key="b-quick-failure")]
+    result = check_operations(history, budget=None, max_steps=100)
+    assert [(k.key, k.verdict) for k in result.keys] == [
+        ("a-crowd", "unknown"),
+        ("b-quick-failure", NOT),
+    ]
+    assert result.verdict == NOT
+
+
 def test_failure_is_pinned_to_the_earliest_completion_when_the_budget_allows() -> None:
     stale = op(2, "read", None, 2, 3)
     last = op(4, "read", 2, 6, 7)
