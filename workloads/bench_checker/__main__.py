@@ -53,6 +53,7 @@ class Timing:
     case: Case
     verdict: str
     seconds: float
+    cpu_seconds: float
 
 
 def default_data_dir() -> Path:
@@ -98,9 +99,10 @@ def generated_cases(shared: Sequence[Case]) -> list[Case]:
 
 
 def time_case(case: Case, budget: float) -> Timing:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = check_operations(case.ops, budget=budget)
-    return Timing(case, result.verdict, time.perf_counter() - started)
+    cpu = time.process_time() - cpu_started
+    return Timing(case, result.verdict, time.perf_counter() - started, cpu)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -137,11 +139,15 @@ def _print_totals(timings: Sequence[Timing]) -> None:
         "generated": [t for t in timings if not t.case.shared],
         "all": list(timings),
     }
-    print("\ntotals:")
+    print("\ntotals (wall; cpu is this process's own time, steadier on a busy machine):")
     for label, group in groups.items():
         failing = sum(t.case.expected == NOT_LINEARIZABLE for t in group)
         seconds = sum(t.seconds for t in group)
-        print(f"  {label:<12} {len(group):4d} histories ({failing} failing) {seconds:8.3f} s")
+        cpu = sum(t.cpu_seconds for t in group)
+        print(
+            f"  {label:<12} {len(group):4d} histories ({failing} failing) {seconds:8.3f} s "
+            f"({cpu:.3f} s cpu)"
+        )
 
 
 if __name__ == "__main__":
