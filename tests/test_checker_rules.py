@@ -183,6 +183,20 @@ def test_step_budget_is_shared_by_keys_and_failures_still_win() -> None:
     assert result.verdict == NOT
 
 
+def test_small_keys_are_searched_first_so_their_failure_is_found() -> None:
+    # The crowded key sorts first by name, yet the one-operation key still gets its verdict.
+    history = [
+        Operation(o.process, o.f, "a-crowd", o.value, o.invoke, o.complete, o.outcome)
+        for o in crowd(12)
+    ] + [op(100, "read", 5, 0, 1, key="b-quick-failure")]
+    result = check_operations(history, budget=None, max_steps=100)
+    assert [(k.key, k.verdict) for k in result.keys] == [
+        ("a-crowd", "unknown"),
+        ("b-quick-failure", NOT),
+    ]
+    assert result.verdict == NOT
+
+
 def test_failure_is_pinned_to_the_earliest_completion_when_the_budget_allows() -> None:
     stale = op(2, "read", None, 2, 3)
     last = op(4, "read", 2, 6, 7)
@@ -198,3 +212,32 @@ def test_failure_is_pinned_to_the_earliest_completion_when_the_budget_allows() -
     assert tight.keys[0].failed_at == last
     assert tight.keys[0].states is None
     assert "budget ran out" in tight.detail
+
+
+def test_unknown_write_may_take_effect_after_a_later_write_to_be_read() -> None:
+    # The search places an unknown-outcome write only right before what observes it.
+    history = [op(1, "write", 1, 0, 1), op(2, "write", 2, 2, None, "unknown")]
+    history += [op(3, "write", 3, 3, 4), op(4, "read", 2, 5, 6)]
+    assert verdict(*history) == LIN
+    assert verdict(*history[:3], op(4, "read", 1, 5, 6)) == NOT
+
+
+def test_unknown_writes_may_chain_through_an_unknown_cas() -> None:
+    chain = [op(1, "write", 5, 0, None, "unknown"), op(2, "cas", (5, 6), 0, None, "unknown")]
+    assert verdict(*chain, op(3, "read", 6, 10, 11)) == LIN
+    assert verdict(chain[1], op(3, "read", 6, 10, 11)) == NOT
+
+
+def test_appends_a_put_will_erase_may_come_in_any_order() -> None:
+    before = op(1, "append", "a", 0, 1)
+    racing = [op(2, "put", "b", 2, 20), op(3, "append", "c", 2, 20), op(4, "append", "X", 2, 20)]
+    assert verdict(before, *racing, op(5, "get", "bX", 2, 19)) == LIN
+    # Without the put nothing can take the text back to a start of "bX".
+    assert verdict(before, *racing[1:], op(5, "get", "bX", 2, 19)) == NOT
+
+
+def test_a_get_may_read_a_text_before_a_put_replaces_it() -> None:
+    # The text "a" cannot lead to "bX" without the put, yet "ab" may be read before the put.
+    history = [op(1, "append", "a", 0, 1), op(2, "put", "b", 2, 20), op(3, "append", "b", 2, 20)]
+    history += [op(4, "append", "X", 2, 20), op(5, "get", "bX", 2, 19), op(6, "get", "ab", 2, 20)]
+    assert verdict(*history) == LIN

@@ -1,8 +1,8 @@
 """Linearizability checker for key-value histories.
 
 Read a history (`read_history`) or build `Operation`s directly, then `check_operations`. The
-search (Wing & Gong with Lowe's memoisation, split per key) lives in `search`, the per-key
-register model in `model`, the file formats in `readers`.
+search (Wing & Gong with Lowe's memoisation, split per key) lives in `search` (its rules for
+appended text in `texts`), the per-key register model in `model`, the file formats in `readers`.
 """
 
 from workloads.checker.check import (

@@ -78,10 +78,12 @@ def check_operations(
             by_key[op.key].append(op)
 
     results: list[KeyResult] = []
-    for key in sorted(by_key):
-        # Keys after one that ran out of budget are still searched: a small one may still
-        # finish (the clock is read every CHECK_EVERY steps) and a failure there is definite.
+    # Smallest keys first: a failure on a small key is then found before a large key can use
+    # up the budget. Keys after one that ran out of budget are still searched: a small one may
+    # still finish (the clock is read every CHECK_EVERY steps) and a failure there is definite.
+    for key in sorted(by_key, key=lambda k: (len(by_key[k]), k)):
         results.append(_check_key(key, by_key[key], limit))
+    results.sort(key=lambda r: r.key)
     elapsed = time.monotonic() - started
 
     failed = [r for r in results if r.verdict == NOT_LINEARIZABLE]

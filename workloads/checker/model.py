@@ -58,6 +58,8 @@ class Nothing(Enum):
 
     NOTHING = "nothing"
 
+    __hash__ = object.__hash__  # the one member is a singleton; Enum's own hash is slow Python
+
 
 NOTHING = Nothing.NOTHING
 

@@ -12,7 +12,9 @@ Two orders that linearize the same operations and end in the same state have the
 so each (set, state) pair is expanded once; sets are int bitmasks. The list is an array-backed
 doubly linked list, so lifting and restoring an entry is O(1) ("dancing links").
 
-Three reductions keep the search small; each only skips work that cannot lead to a valid order:
+Five reductions keep the search small; each only skips work that cannot lead to a valid order.
+They matter most for failing histories, where the search must rule out every order before the
+bad operation, not find one:
 
 1. Unknown outcomes. Such an operation is never illegal (model.py) and nothing has to follow it
    in real time, so it can always be put off to the very end, where its effect does not matter.
@@ -27,9 +29,24 @@ Three reductions keep the search small; each only skips work that cannot lead to
    if some known-outcome read or cas still to be placed needs v and no operation left can set
    v again. With unique written values this cuts off a wrong order at the first step instead
    of at the return that exposes it.
+4. Unknown outcomes are placed only where they are observed (registers only). Take a valid order
+   with as few unknown-outcome operations placed as possible. In it each of them changes the
+   state (else drop it), and the operation right after it reads or cas-expects the value it
+   left: a write or delete after it would hide its effect (drop it), a read or cas of another
+   value would be illegal, an unknown-outcome cas of another value would change nothing. So an
+   unknown-outcome operation is tried only where it changes the state, and then the next
+   operation placed must observe the new value (`waiting`, part of the memo key). Without this,
+   k pending timed-out writes give 2^k configurations to rule out at every step: a failing etcd
+   history went from minutes to milliseconds.
+5. Text still to be read (histories with append). Appends only extend the text, so leaving a
+   text that is not a prefix of what the next get to return reads is a dead end unless some
+   operation that may go before that get (every call ahead of its return) can replace the text
+   with a prefix of it (a put). This cuts a wrong order of concurrent appends at once instead of
+   at the get, where the memo cannot help (every order gives a different text).
 
-Reduction 3 may stop a branch before the return that exposes it, so the furthest return the
-search reaches bounds the smallest failing prefix from below only; explain.py pins it down.
+Reductions 3, 4 and 5 may stop a branch before the return that exposes it, so the furthest
+return the search reaches bounds the smallest failing prefix from below only; explain.py pins it
+down.
 """
 
 from __future__ import annotations
@@ -50,6 +67,7 @@ from workloads.checker.model import (
     must_see,
     transition,
 )
+from workloads.checker.texts import DOOMED, Texts, grows
 
 CHECK_EVERY = 2048
 """Steps between two looks at the clock: often enough to stop promptly, rare enough to be free."""
@@ -124,16 +142,28 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
 
     # Reduction 3: values owed by operations still to place, and who can still set them.
     guard = is_register_history(ops)
-    sees = [must_see(ops[i]) for i in op_at]
-    sets = [may_set(ops[i]) for i in op_at]
+    seen_by_op = [must_see(op) for op in ops]
+    set_by_op = [may_set(op) for op in ops]
+    sees = [seen_by_op[i] for i in op_at]
+    sets = [set_by_op[i] for i in op_at]
     owed: Counter[Value] = Counter(sees[p] for p in range(2 * n) if is_call[p])
     settable: Counter[Value] = Counter(sets[p] for p in range(2 * n) if is_call[p])
+
+    # Reduction 4: an unknown-outcome register operation is placed only where it changes the
+    # state, and then the next operation placed must observe the value it left (`waiting`).
+    observes = [ops[i].f in ("read", "cas") for i in op_at]
+    waiting_bit = 1 << n  # set in the memo key while waiting: it is part of the configuration
+
+    # Reduction 5 (histories with append): see texts.py.
+    text_rules = Texts(ops, op_at, is_call) if not guard and grows(ops) else None
+    doomed_step = text_rules.doomed_step if text_rules else []
 
     to_place = sum(op.completed_at != math.inf for op in ops)  # known-outcome ops left
     state: Value = INITIAL_STATE
     known = 0  # bitmask of linearized operations with a known outcome
     maybe = 0  # bitmask of linearized operations with unknown outcome
-    stack: list[tuple[int, Value]] = []
+    waiting = False
+    stack: list[tuple[int, Value, bool]] = []
     seen: dict[tuple[int, Value], list[int]] = {}
     finals: set[Value] = set()
     best = -1
@@ -156,28 +186,38 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
         if entry == tail:
             pass  # everything is linearized (only when collecting all states): backtrack
         elif is_call[entry]:
-            after = step_at[entry](state)
+            after = doomed_step[entry] if state is DOOMED else step_at[entry](state)
+            if text_rules and after is not ILLEGAL and after is not DOOMED and after != state:
+                after = text_rules.settle(after, entry, nxt, head)
             if after is ILLEGAL or (
                 guard
-                and after != state
-                and owed[state] > (sees[entry] == state)
-                and not settable[state]
+                and (
+                    (
+                        after != state
+                        and owed[state] > (sees[entry] == state)
+                        and not settable[state]
+                    )
+                    or (waiting and not observes[entry])
+                    or (unknown[entry] and after == state)
+                )
             ):
                 entry = nxt[entry]
                 continue
+            will_wait = guard and unknown[entry]
             if unknown[entry]:
                 grown_known, grown_maybe = known, maybe | bit[entry]
             else:
                 grown_known, grown_maybe = known | bit[entry], maybe
-            minimal = seen.get((grown_known, after))
+            memo_key = (grown_known | waiting_bit if will_wait else grown_known, after)
+            minimal = seen.get(memo_key)
             if minimal is None:
-                seen[(grown_known, after)] = [grown_maybe]
+                seen[memo_key] = [grown_maybe]
                 fresh = True
             else:
                 fresh = _admit(minimal, grown_maybe)
             if fresh:
-                stack.append((entry, state))
-                state, known, maybe = after, grown_known, grown_maybe
+                stack.append((entry, state, waiting))
+                state, known, maybe, waiting = after, grown_known, grown_maybe, will_wait
                 to_place -= not unknown[entry]
                 owed[sees[entry]] -= 1
                 settable[sets[entry]] -= 1
@@ -204,7 +244,7 @@ def search(ops: Sequence[Operation], budget: Budget, all_states: bool = False) -
                 if finals:
                     return SearchResult("linearizable", steps, states=frozenset(finals))
                 return SearchResult("not-linearizable", steps, reached=op_at[max(best, 0)])
-            entry, state = stack.pop()
+            entry, state, waiting = stack.pop()
             if unknown[entry]:
                 maybe &= ~bit[entry]
             else:
