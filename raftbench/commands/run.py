@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _common(run)
     run.add_argument(
-        "--protocol", required=True, help="push, pull or pull:<sync policy>", type=_label
+        "--protocol", required=True, help="push, pull, pull:<sync policy> or etcd", type=_label
     )
     run.set_defaults(handler=handle_run)
     compare = subparsers.add_parser(
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--protocols",
         default="push,pull",
         type=_labels,
-        help="comma-separated: push, pull, pull:<sync policy> (default: push,pull)",
+        help="comma-separated: push, pull, pull:<sync policy>, etcd (default: push,pull)",
     )
     compare.add_argument("--name", help="report folder name (default: derived)")
     compare.set_defaults(handler=handle_compare)
@@ -57,6 +57,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="gzip the large result files (and leave out history.jsonl, derived from ops)",
     )
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--etcd-binary",
+        type=Path,
+        help="label etcd: the etcd to run (default: the [etcd] extra's, else etcd on PATH)",
+    )
 
 
 def _label(text: str) -> str:
@@ -104,6 +109,7 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
                 netns=args.netns,
                 compress=args.compress,
                 progress=lambda text: progress.update(task, description=text),
+                etcd_binary=args.etcd_binary,
             )
             results.append(result)
             s = result.summary
