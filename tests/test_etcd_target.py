@@ -13,13 +13,15 @@ from pathlib import Path
 import anyio
 import pytest
 
+from cluster import netns
 from cluster.client import OutcomeUnknown, Put, Unavailable, WriteResult
 from cluster.etcd import EtcdCluster, EtcdError, EtcdSpec, find_binary, free_ports
 from cluster.etcd_client import EtcdClient
 from workloads.checker import LINEARIZABLE, check_operations
 from workloads.lost_writes import acked_writes_lost
-from workloads.real_driver import run_real
+from workloads.real_driver import member_divergence, run_real
 from workloads.scenario import Scenario, parse_scenario
+from workloads.summary import summarize
 
 CRASH_AT, CRASH_FOR = 1.0, 1.5
 
@@ -150,6 +152,63 @@ def test_etcd_runs_the_scenario_with_its_leader_killed_and_restarted(tmp_path: P
     assert meta["real"]["final_state_unread"] == []
     assert set(meta["final_state"]) == {scenario.workload.key(i) for i in range(8)}
 
-    # CPU was sampled from the members' pids; per-peer traffic is not available.
+    # CPU was sampled from the members' pids; per-peer traffic is n/a, not zero.
     assert sum(node["cpu_seconds"] for node in record.nodes.values()) > 0
-    assert all(link["bytes"] == 0 for link in record.links)
+    assert record.links == []
+    assert all(node["bytes_sent"] is None for node in record.nodes.values())
+    summary = summarize(record)
+    assert summary.member_divergence == 0 and summary.leader_egress_per_write is None
+
+
+def test_a_member_whose_own_state_differs_is_named_with_the_key() -> None:
+    final: dict[str, str | None] = {"a": "1", "b": None}
+    members: dict[str, dict[str, str | None]] = {
+        "n1": {"a": "1", "b": None},
+        "n2": {"a": "0", "b": None},
+        "n3": {"a": "1", "b": "x"},
+    }
+    found = member_divergence(final, members)
+    assert found == {
+        "keys": {"a": {"final": "1", "n2": "0"}, "b": {"final": None, "n3": "x"}},
+        "members_read": ["n1", "n2", "n3"],
+    }
+    assert member_divergence(final, None) is None
+
+
+def test_in_namespaces_the_etcd_leader_is_cut_off_by_nftables_and_the_rest_elect(
+    tmp_path: Path,
+) -> None:
+    netns.check_prerequisites()  # fails with what to install, rather than skipping
+    before = set(netns.list_namespaces())
+    scenario = parse_scenario(
+        {
+            "name": "etcd-netns-test",
+            "cluster": {"nodes": 3, "election_timeout": 0.5, "heartbeat_interval": 0.05},
+            "workload": {
+                "mix": {"read": 0.3, "write": 0.7},
+                "key_count": 8,
+                "value_size": 16,
+                "clients": 4,
+            },
+            "run": {"warmup": 0.5, "duration": 4.0, "cooldown": 1.0},
+            "load": {"processes": 1, "batch": 2},
+            "faults": [{"at": 1.0, "action": "partition", "node": "leader", "duration": 1.5}],
+        }
+    )
+    record = run_real(
+        scenario, "etcd", None, 3, 0, "etcd", "test", netns=True, work_dir=tmp_path / "run"
+    )
+    meta = record.metadata
+    assert meta["target"]["addresses"] == "network namespaces"
+    assert "partition" not in meta["target"]["not_applied"]
+    verdict = check_operations(record.history())
+    assert verdict.verdict == LINEARIZABLE, verdict.detail
+
+    (cut,) = [f for f in record.faults if f.kind == "partition"]
+    (heal,) = [f for f in record.faults if f.kind == "heal"]
+    assert "nftables" in cut.detail and heal.t > cut.t
+    changes = meta["real"]["leader_changes"]
+    isolated = cut.detail.split(" | ")[0]  # the leader when the fault fired
+    assert any(c["event"].split()[0] != isolated and c["t"] > cut.t for c in changes), changes
+    assert meta["real"]["member_divergence"]["keys"] == {}
+    assert set(netns.list_namespaces()) <= before  # the members' namespaces are gone

@@ -106,13 +106,14 @@ def start_target(
     etcd_binary: Path | None = None,
 ) -> Target:
     """The cluster under test, started: etcd members for protocol "etcd", else raftbench
-    nodes. etcd runs on loopback even with `netns` (its partitions are recorded not applied)."""
+    nodes (`netns`: one network namespace per member or node)."""
     if protocol == ETCD:
         spec = EtcdSpec(
             scenario.nodes,
             scenario.election_timeout,
             scenario.heartbeat_interval,
             find_binary(etcd_binary),
+            netns,
         )
         return EtcdCluster.up(directory, spec)
     cluster = LocalCluster.up(directory, cluster_spec(scenario, protocol, policy, seed, netns))
@@ -479,8 +480,8 @@ def _record(
     node_ids = run.cluster.node_ids
     regions = {node: scenario.region_of(node) for node in node_ids}
     rows = sorted(run.sampler.rows, key=lambda r: (float(r["t"]), str(r["node"])))
-    links = []
-    for src in node_ids:
+    links = []  # none when the target has no per-peer counters: n/a, not zero
+    for src in node_ids if run.cluster.has_traffic else ():
         for dst in node_ids:
             if src != dst:
                 links.append(
@@ -495,10 +496,8 @@ def _record(
         node: {
             "region": regions[node],
             "cpu_seconds": round(after.nodes[node].cpu - before.nodes[node].cpu, 3),
-            "bytes_sent": int(after.nodes[node].sum("sent") - before.nodes[node].sum("sent")),
-            "bytes_received": int(
-                after.nodes[node].sum("received") - before.nodes[node].sum("received")
-            ),
+            "bytes_sent": _bytes(before, after, node, "sent", run.cluster.has_traffic),
+            "bytes_received": _bytes(before, after, node, "received", run.cluster.has_traffic),
             "leader_time": round(leader_time(rows, node, *window), 3),
         }
         for node in node_ids
@@ -558,7 +557,7 @@ def _record(
             if scenario.workload.key_count <= ALL_KEYS_LIMIT
             else "written",
             "final_state_unread": run.unread,
-            "member_divergence": _divergence(run.final_state, run.members),
+            "member_divergence": member_divergence(run.final_state, run.members),
             "work_dir": str(kept) if kept is not None else None,
         },
     }
@@ -573,7 +572,7 @@ def _record(
     )
 
 
-def _divergence(
+def member_divergence(
     final: dict[str, str | None], members: dict[NodeId, dict[str, str | None]] | None
 ) -> dict[str, Any] | None:
     """Keys on which a member's own state differs from the linearizable final state, and the
@@ -586,6 +585,12 @@ def _divergence(
             if key in final and value != final[key]:
                 keys.setdefault(key, {"final": final[key]})[node] = value
     return {"keys": keys, "members_read": sorted(members)}
+
+
+def _bytes(before: _Edge, after: _Edge, node: NodeId, direction: str, known: bool) -> int | None:
+    if not known:
+        return None
+    return int(after.nodes[node].sum(direction) - before.nodes[node].sum(direction))
 
 
 def _delta(before: _Edge, after: _Edge, src: NodeId, dst: NodeId, kind: str) -> int:
@@ -614,4 +619,4 @@ def _ceiling(path: Path, processes: int, workers: int, batch: int) -> dict[str, 
     }
 
 
-__all__ = ["client_timeouts", "cluster_spec", "run_real", "start_target"]
+__all__ = ["client_timeouts", "cluster_spec", "member_divergence", "run_real", "start_target"]

@@ -13,6 +13,7 @@ from raftbench.commands.argtypes import positive_int
 from raftbench.commands.report import print_summary_table
 from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
 from workloads.scenario import catalogue, load_scenario, parse_protocol_label
+from workloads.summary import RunSummary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -113,9 +114,11 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
             )
             results.append(result)
             s = result.summary
+            diverged = f", members diverge on {s.member_divergence} keys" if _diverged(s) else ""
             progress.console.print(
                 f"  {label} t{trial}: {s.throughput:,.0f} ops/s, "
-                f"history {s.verdict}, acked writes lost {s.acked_lost}  -> {result.folder}"
+                f"history {s.verdict}, acked writes lost {s.acked_lost}{diverged}"
+                f"  -> {result.folder}"
             )
             progress.advance(task)
     return results
@@ -128,7 +131,7 @@ def handle_run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]error:[/red] {error}")
         return 2
     summary = results[0].summary
-    return 0 if summary.verdict == "linearizable" and not summary.acked_lost else 1
+    return 0 if _clean(summary) else 1
 
 
 def handle_compare(args: argparse.Namespace) -> int:
@@ -144,5 +147,13 @@ def handle_compare(args: argparse.Namespace) -> int:
         return 2
     print_summary_table(report.groups, report.ratios)
     Console().print(f"report: {report.folder / 'index.html'} (and report.md)")
-    clean = all(r.summary.verdict == "linearizable" and not r.summary.acked_lost for r in results)
-    return 0 if clean else 1
+    return 0 if all(_clean(r.summary) for r in results) else 1
+
+
+def _diverged(summary: RunSummary) -> bool:
+    return bool(summary.member_divergence)
+
+
+def _clean(summary: RunSummary) -> bool:
+    """Linearizable, nothing acknowledged lost, no member whose own state differs."""
+    return summary.verdict == "linearizable" and not summary.acked_lost and not _diverged(summary)
