@@ -19,8 +19,8 @@ from cluster.etcd import EtcdCluster, EtcdError, EtcdSpec, find_binary, free_por
 from cluster.etcd_client import EtcdClient
 from workloads.checker import LINEARIZABLE, check_operations
 from workloads.lost_writes import acked_writes_lost
-from workloads.real_driver import member_divergence, run_real
-from workloads.scenario import Scenario, parse_scenario
+from workloads.real_driver import member_divergence, run_real, settings_not_applied
+from workloads.scenario import Scenario, load_scenario, parse_scenario
 from workloads.summary import summarize
 
 CRASH_AT, CRASH_FOR = 1.0, 1.5
@@ -212,3 +212,12 @@ def test_in_namespaces_the_etcd_leader_is_cut_off_by_nftables_and_the_rest_elect
     assert any(c["event"].split()[0] != isolated and c["t"] > cut.t for c in changes), changes
     assert meta["real"]["member_divergence"]["keys"] == {}
     assert set(netns.list_namespaces()) <= before  # the members' namespaces are gone
+
+
+def test_geo_delays_and_priorities_are_named_as_not_applied_to_etcd() -> None:
+    geo = load_scenario("geo")
+    gaps = settings_not_applied(geo, "etcd")
+    assert set(gaps) == {"topology", "priorities"}
+    assert gaps["topology"] == "n/a: no latency emulation for external targets"
+    assert settings_not_applied(geo, "raftbench") == {}
+    assert settings_not_applied(load_scenario("steady-write"), "etcd") == {}

@@ -45,7 +45,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from cluster.etcd import EtcdCluster, EtcdSpec, find_binary
+from cluster.etcd import NO_NETEM, EtcdCluster, EtcdSpec, find_binary
 from cluster.launcher import ClusterSpec, LocalCluster
 from cluster.nemesis import NemesisError
 from cluster.storage import FsyncPolicy
@@ -120,6 +120,19 @@ def start_target(
     return RaftbenchTarget(cluster)
 
 
+def settings_not_applied(scenario: Scenario, kind: str) -> dict[str, str]:
+    """Scenario settings a target of `kind` does not take (what -> why): etcd's."""
+    if kind != ETCD:
+        return {}
+    out = {}
+    topology = scenario.topology
+    if topology.links or topology.default_delay_ms or topology.jitter_ms or topology.loss:
+        out["topology"] = NO_NETEM
+    if scenario.priorities:
+        out["priorities"] = "n/a: etcd members have no election priorities"
+    return out
+
+
 def client_timeouts(scenario: Scenario) -> tuple[float, float]:
     """(attempt, operation) timeouts of the load's clients, as the simulator's clients have."""
     election = scenario.election_timeout
@@ -168,6 +181,8 @@ def run_real(
         say(f"{scenario.name}: starting {len(pool.plans)} load generators")
         pool.start()
         run = _Run(scenario, cluster, pool, say, op_timeout)
+        for what, why in settings_not_applied(scenario, cluster.kind).items():
+            run.faults.append(FaultRecord(0.0, "skipped", (), f"skipped ({why}): {what}"))
         try:
             anyio.run(run.drive)
         except BaseExceptionGroup as group:  # a task's error, or Ctrl-C, as itself
@@ -545,7 +560,8 @@ def _record(
     if run.cluster.kind == ETCD:
         driver["batching"] = ETCD_BATCHING
     metadata |= {
-        "target": run.cluster.describe(),
+        "target": run.cluster.describe()
+        | {"settings_not_applied": settings_not_applied(scenario, run.cluster.kind)},
         "driver": driver,
         "final_state": run.final_state,
         "real": {
@@ -619,4 +635,11 @@ def _ceiling(path: Path, processes: int, workers: int, batch: int) -> dict[str, 
     }
 
 
-__all__ = ["client_timeouts", "cluster_spec", "member_divergence", "run_real", "start_target"]
+__all__ = [
+    "client_timeouts",
+    "cluster_spec",
+    "member_divergence",
+    "run_real",
+    "settings_not_applied",
+    "start_target",
+]
