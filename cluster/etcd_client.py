@@ -22,10 +22,10 @@ register allows). The error rules, which keep the linearizability check honest:
 * a malformed request (gRPC InvalidArgument) is `BadRequest` (nothing applied);
 * reads take no effect, so every failed read is retried until the deadline (``fail``).
 
-`batch()` does not use one txn: a txn makes its operations one atomic step, which the history
-would have to show as one operation. Each operation of a batch goes as its own request, all at
-once, one connection per position (lane), so the lanes stay independent Jepsen processes as
-they are with raftbench's `/batch`.
+`batch()` sends each operation as its own request, all at once, one connection per position
+(lane). `txn()` puts several writes, deletes and linearizable reads on distinct keys in one
+unconditional txn: one request and one raft entry, each operation answered as if it ran alone
+at the txn's point (the load generator uses it for a round's batch: `workloads.loadgen`).
 """
 
 from __future__ import annotations
@@ -158,7 +158,40 @@ class EtcdClient:
     async def run(self, op: BatchOp, lane: int = 0) -> OpResult | ClientError:
         """One operation on `lane`, with the retry rules of the module docstring."""
         path, body = _request(op)
-        is_write = not isinstance(op, Get)
+        answer = await self._post(path, body, not isinstance(op, Get), lane)
+        return answer if isinstance(answer, ClientError) else _result(op, answer)
+
+    async def txn(
+        self, ops: Sequence[Put | Get | Delete], lane: int = 0
+    ) -> list[OpResult | ClientError]:
+        """Several operations on distinct keys in one unconditional txn (one request, one
+        raft entry), each answered as if it ran alone at the txn's point. Reads in a txn are
+        linearizable; a local read or a cas cannot be part of one."""
+        keys = [op.key for op in ops]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a txn's operations need distinct keys")
+        if any(isinstance(op, Get) and op.consistency == "local" for op in ops):
+            raise ValueError("a txn cannot hold a local (serializable) read")
+        body = {"success": [_txn_op(op) for op in ops]}
+        is_write = not all(isinstance(op, Get) for op in ops)
+        answer = await self._post("/v3/kv/txn", body, is_write, lane)
+        if isinstance(answer, ClientError):
+            return [answer] * len(ops)
+        responses = answer.get("responses")
+        if not isinstance(responses, list) or len(responses) != len(ops):
+            error = OutcomeUnknown("/v3/kv/txn: the answer does not match the request")
+            return [error] * len(ops)
+        header = {"header": answer.get("header")}
+        out: list[OpResult | ClientError] = []
+        for op, response in zip(ops, responses, strict=True):
+            inner: object = next(iter(response.values()), {}) if isinstance(response, dict) else {}
+            out.append(_result(op, {**(inner if isinstance(inner, dict) else {}), **header}))
+        return out
+
+    async def _post(
+        self, path: str, body: dict[str, Any], is_write: bool, lane: int
+    ) -> dict[str, Any] | ClientError:
+        """POST with the retry rules of the module docstring: the answer, or the error."""
         deadline = time.monotonic() + self.timeout
         pause = self.backoff
         detail = "no attempt finished"
@@ -180,7 +213,7 @@ class EtcdClient:
                     return OutcomeUnknown(f"{path}: {detail} (after {attempts} attempts)")
             else:
                 if response.status_code == 200 and isinstance(answer, dict):
-                    return _result(op, answer)
+                    return answer
                 message = answer.get("message", "") if isinstance(answer, dict) else ""
                 code = answer.get("code") if isinstance(answer, dict) else None
                 detail = f"{target}: {response.status_code} {message}".strip()
@@ -229,6 +262,17 @@ def _request(op: BatchOp) -> tuple[str, dict[str, Any]]:
                 "success": [{"request_put": {"key": key, "value": b64(op.new)}}],
                 "failure": [{"request_range": {"key": key}}],
             }
+
+
+def _txn_op(op: Put | Get | Delete) -> dict[str, Any]:
+    key = b64(op.key)
+    match op:
+        case Put():
+            return {"request_put": {"key": key, "value": b64(op.value), "prev_kv": True}}
+        case Get():
+            return {"request_range": {"key": key}}
+        case Delete():
+            return {"request_delete_range": {"key": key, "prev_kv": True}}
 
 
 def _revision(answer: dict[str, Any]) -> int:

@@ -14,10 +14,11 @@ import anyio
 import pytest
 
 from cluster import netns
-from cluster.client import OutcomeUnknown, Put, Unavailable, WriteResult
+from cluster.client import Delete, Get, OutcomeUnknown, Put, ReadResult, Unavailable, WriteResult
 from cluster.etcd import EtcdCluster, EtcdError, EtcdSpec, find_binary, free_ports
 from cluster.etcd_client import EtcdClient
 from workloads.checker import LINEARIZABLE, check_operations
+from workloads.loadgen import _Op, txn_lanes
 from workloads.lost_writes import acked_writes_lost
 from workloads.real_driver import member_divergence, run_real, settings_not_applied
 from workloads.scenario import Scenario, load_scenario, parse_scenario
@@ -65,6 +66,14 @@ def test_the_client_maps_kv_operations_onto_etcd(etcd: EtcdCluster) -> None:
             assert (await client.get("k", "local")).value in ("", "c")  # serializable
             answers = await client.batch([Put("x", "1"), Put("y", "2")])
             assert all(isinstance(a, WriteResult) and a.ok for a in answers)
+            # One txn: each operation answered as if alone at the txn's point.
+            moved, read, gone = await client.txn([Put("x", "3"), Get("y"), Delete("z")])
+            assert isinstance(moved, WriteResult) and moved.ok and moved.prev == "1"
+            assert isinstance(read, ReadResult) and read.value == "2"
+            assert isinstance(gone, WriteResult) and gone.prev is None
+            assert moved.index == read.index == gone.index
+            with pytest.raises(ValueError, match="distinct keys"):
+                await client.txn([Put("x", "4"), Get("x")])
             deleted = await client.delete("k")
             assert deleted.ok and deleted.prev == "c"
             assert (await client.get("k")).value is None
@@ -126,7 +135,7 @@ def test_etcd_runs_the_scenario_with_its_leader_killed_and_restarted(tmp_path: P
     record = run_real(scenario, "etcd", None, 3, 0, "etcd", "test", work_dir=tmp_path / "run")
     meta = record.metadata
     assert meta["target"]["kind"] == "etcd" and meta["label"] == "etcd"
-    assert meta["driver"]["batching"].startswith("one request per lane")
+    assert meta["driver"]["batching"].startswith("one txn per round")
 
     verdict = check_operations(record.history())
     assert verdict.verdict == LINEARIZABLE, verdict.detail
@@ -221,3 +230,15 @@ def test_geo_delays_and_priorities_are_named_as_not_applied_to_etcd() -> None:
     assert gaps["topology"] == "n/a: no latency emulation for external targets"
     assert settings_not_applied(geo, "raftbench") == {}
     assert settings_not_applied(load_scenario("steady-write"), "etcd") == {}
+
+
+def test_a_round_shares_a_txn_only_where_each_operation_would_mean_the_same_alone() -> None:
+    ops = [
+        _Op("write", "a", "1"),
+        _Op("read", "b", consistency="linearizable"),
+        _Op("cas", "c", "2", "1"),  # its own compare: alone
+        _Op("read", "d", consistency="local"),  # serializable: alone
+        _Op("delete", "e"),
+        _Op("write", "a", "3"),  # a second operation on "a": alone
+    ]
+    assert txn_lanes(ops) == [0, 1, 4]

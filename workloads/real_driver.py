@@ -74,7 +74,10 @@ LEADER_WAIT = 30.0  # for the first leader, and after recovery
 FINAL_READ_TIMEOUT = 30.0
 ALL_KEYS_LIMIT = 65_536  # larger key spaces: the final state covers the keys written
 ETCD = "etcd"  # the label (and protocol) of an etcd target
-ETCD_BATCHING = "one request per lane, all sent together (not one txn)"
+ETCD_BATCHING = (
+    "one txn per round for writes, deletes and linearizable reads on distinct keys; "
+    "cas, local reads and repeated keys as their own requests, sent at the same time"
+)
 
 
 def cluster_spec(
