@@ -156,7 +156,7 @@ def test_etcd_runs_the_scenario_with_its_leader_killed_and_restarted(tmp_path: P
 
     # Every member's own state equals the linearizable final state.
     divergence = meta["real"]["member_divergence"]
-    assert divergence["members_read"] == ["n1", "n2", "n3"]
+    assert divergence["members_read"] == ["n1", "n2", "n3"] and not divergence["members_unread"]
     assert divergence["keys"] == {}
     assert meta["real"]["final_state_unread"] == []
     assert set(meta["final_state"]) == {scenario.workload.key(i) for i in range(8)}
@@ -176,10 +176,11 @@ def test_a_member_whose_own_state_differs_is_named_with_the_key() -> None:
         "n2": {"a": "0", "b": None},
         "n3": {"a": "1", "b": "x"},
     }
-    found = member_divergence(final, members)
+    found = member_divergence(final, members, ["n1", "n2", "n3", "n4"])
     assert found == {
         "keys": {"a": {"final": "1", "n2": "0"}, "b": {"final": None, "n3": "x"}},
         "members_read": ["n1", "n2", "n3"],
+        "members_unread": ["n4"],
     }
     assert member_divergence(final, None) is None
 

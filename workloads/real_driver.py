@@ -37,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -576,7 +576,7 @@ def _record(
             if scenario.workload.key_count <= ALL_KEYS_LIMIT
             else "written",
             "final_state_unread": run.unread,
-            "member_divergence": member_divergence(run.final_state, run.members),
+            "member_divergence": member_divergence(run.final_state, run.members, node_ids),
             "work_dir": str(kept) if kept is not None else None,
         },
     }
@@ -592,10 +592,13 @@ def _record(
 
 
 def member_divergence(
-    final: dict[str, str | None], members: dict[NodeId, dict[str, str | None]] | None
+    final: dict[str, str | None],
+    members: dict[NodeId, dict[str, str | None]] | None,
+    node_ids: Sequence[NodeId] = (),
 ) -> dict[str, Any] | None:
-    """Keys on which a member's own state differs from the linearizable final state, and the
-    members that could not be read (None: the target does not read members one by one)."""
+    """Keys on which a member's own state differs from the linearizable final state, the
+    members read and those that could not be (None: the target does not read members one by
+    one)."""
     if members is None:
         return None
     keys: dict[str, dict[str, str | None]] = {}
@@ -603,7 +606,8 @@ def member_divergence(
         for key, value in values.items():
             if key in final and value != final[key]:
                 keys.setdefault(key, {"final": final[key]})[node] = value
-    return {"keys": keys, "members_read": sorted(members)}
+    unread = sorted(set(node_ids) - set(members))
+    return {"keys": keys, "members_read": sorted(members), "members_unread": unread}
 
 
 def _bytes(before: _Edge, after: _Edge, node: NodeId, direction: str, known: bool) -> int | None:
