@@ -21,7 +21,8 @@ from workloads.checker import LINEARIZABLE, check_operations
 from workloads.loadgen import _Op, txn_lanes
 from workloads.lost_writes import acked_writes_lost
 from workloads.real_driver import member_divergence, run_real, settings_not_applied
-from workloads.scenario import Scenario, load_scenario, parse_scenario
+from workloads.runner import run_trial
+from workloads.scenario import Scenario, ScenarioError, load_scenario, parse_scenario
 from workloads.summary import summarize
 
 CRASH_AT, CRASH_FOR = 1.0, 1.5
@@ -243,3 +244,9 @@ def test_a_round_shares_a_txn_only_where_each_operation_would_mean_the_same_alon
         _Op("write", "a", "3"),  # a second operation on "a": alone
     ]
     assert txn_lanes(ops) == [0, 1, 4]
+
+
+def test_etcd_on_the_simulator_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError, match="real engine only"):
+        run_trial(load_scenario("quick"), "etcd", "sim", 1, 0, tmp_path, "test")
+    assert not any(tmp_path.iterdir())
