@@ -12,12 +12,14 @@ and at the window's edges (`snapshot`). Both are kept as totals that survive res
 that is killed and started again begins from zero, so a new pid (or a counter that went down)
 starts a new segment added to what was counted before. What a node did between its last
 reading and a kill -9 is lost with it.
+
+The node's status and traffic come through its `cluster.target.Target` (raftbench's /status and
+/metrics, or etcd's maintenance status with no per-peer traffic), so any target is sampled alike.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +28,12 @@ from typing import Any
 import anyio
 import httpx
 
-from cluster.launcher import LocalCluster
+from cluster.target import Target, parse_traffic
 from protocols.types import NodeId
 from workloads.loadgen import CLK_TCK
 from workloads.results import SAMPLE_INTERVAL
 
-_LABELS = re.compile(r'(\w+)="([^"]*)"')
-_TRAFFIC = {"raftbench_peer_bytes_total": "bytes", "raftbench_peer_messages_total": "messages"}
+__all__ = ["NodeSampler", "NodeTotals", "leader_changes", "leader_time", "parse_traffic"]
 
 
 @dataclass(slots=True)
@@ -87,31 +88,12 @@ def read_proc(pid: int, start_ticks: int | None) -> tuple[str, float] | None:
     return rest[0], (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
-def parse_traffic(text: str) -> dict[str, float]:
-    """Per-peer traffic counters from a node's /metrics text."""
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        name, brace, rest = line.partition("{")
-        kind = _TRAFFIC.get(name)
-        if kind is None or not brace:
-            continue
-        labels_text, _, value = rest.rpartition("} ")
-        labels = dict(_LABELS.findall(labels_text))
-        try:
-            number = float(value)
-        except ValueError:
-            continue
-        if "peer" in labels and "direction" in labels:
-            out[f"{labels['peer']}/{labels['direction']}/{kind}"] = number
-    return out
-
-
 class NodeSampler:
-    """Polls every node of `cluster`; `rows` is the run's time series (see module docstring)."""
+    """Polls every node of `target`; `rows` is the run's time series (see module docstring)."""
 
     def __init__(
         self,
-        cluster: LocalCluster,
+        cluster: Target,
         clock: Callable[[], float],
         *,
         interval: float = SAMPLE_INTERVAL,
@@ -188,10 +170,10 @@ class NodeSampler:
 
     def _process(self, node: NodeId) -> tuple[int, str] | None:
         """(pid, state letter) of the node's process, reading its CPU on the way."""
-        record = self.cluster.records[node]
-        pid, ticks = record.pid, record.start_ticks
-        if pid is None:
+        known = self.cluster.process(node)
+        if known is None:
             return None
+        pid, ticks = known
         found = read_proc(pid, ticks)
         if found is None:
             return None
@@ -207,12 +189,9 @@ class NodeSampler:
     async def _read_metrics(self, node: NodeId, pid: int) -> None:
         client = self._http[node]
         async with self._locks[node]:  # answers applied in the order they were asked for
-            try:
-                response = await client.get(self.cluster.url(node) + "/metrics")
-            except httpx.HTTPError:
-                return
-            if response.status_code == 200:
-                self._traffic[node].update(pid, parse_traffic(response.text))
+            traffic = await self.cluster.traffic(client, node)
+            if traffic is not None:
+                self._traffic[node].update(pid, traffic)
 
     async def _sample(self, node: NodeId, with_metrics: bool) -> None:
         t = self.clock()
@@ -221,16 +200,7 @@ class NodeSampler:
         if process is not None and process[1] not in ("T", "t", "Z"):
             status = await self._status(node)
             if status is not None:
-                row.update(
-                    up=True,
-                    role=status.get("role"),
-                    term=status.get("term"),
-                    commit=status.get("commit_index"),
-                    applied=status.get("applied_index"),
-                    last=status.get("last_index"),
-                    sync_source=status.get("sync_source"),
-                    leader=status.get("leader"),
-                )
+                row.update(up=True, **status)
                 if with_metrics:
                     await self._read_metrics(node, process[0])
         totals = self._traffic[node]
@@ -242,13 +212,7 @@ class NodeSampler:
         self.rows.append(row)
 
     async def _status(self, node: NodeId) -> dict[str, Any] | None:
-        client = self._http[node]
-        try:
-            response = await client.get(self.cluster.url(node) + "/status")
-            body = response.json()
-        except (httpx.HTTPError, ValueError):
-            return None
-        return body if response.status_code == 200 and isinstance(body, dict) else None
+        return await self.cluster.status(self._http[node], node)
 
 
 def leader_time(

@@ -15,6 +15,12 @@ Timeline, in run seconds (0: the moment the load generators are released)::
     then              every fault undone (the nemesis recovers everything), a leader awaited,
                       every key read linearizably: metadata["final_state"]
 
+The system under test is a `cluster.target.Target`: raftbench nodes (label push/pull), or an
+etcd cluster (label `etcd`, `cluster.etcd`) driven by the same scenarios, load, faults and
+checks. A fault the target cannot take is recorded as `skipped` with the target's reason; for
+etcd the final state is also read from every member at one revision and compared
+(metadata["real"]["member_divergence"]).
+
 A fault's `node = "leader"` is resolved when it fires by asking every node's /status (the
 highest-term node that says it leads); its undo targets the same node. A fault that finds no
 leader within a few election timeouts is recorded as `skipped`, as the simulator does.
@@ -31,7 +37,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,10 +45,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from cluster.client import ClientError, Get, RaftbenchClient, ReadResult
+from cluster.etcd import NO_NETEM, EtcdCluster, EtcdSpec, find_binary
 from cluster.launcher import ClusterSpec, LocalCluster
-from cluster.nemesis import Nemesis, NemesisError
+from cluster.nemesis import NemesisError
 from cluster.storage import FsyncPolicy
+from cluster.target import FaultInjector, RaftbenchTarget, Target
 from protocols.types import NodeId
 from workloads.calibrate import (
     DEFAULT_CALIBRATION,
@@ -66,7 +73,11 @@ START_MARGIN = 0.05  # seconds between releasing the generators and run time 0
 LEADER_WAIT = 30.0  # for the first leader, and after recovery
 FINAL_READ_TIMEOUT = 30.0
 ALL_KEYS_LIMIT = 65_536  # larger key spaces: the final state covers the keys written
-MAX_BATCH = 1024  # the API's limit of operations per /batch
+ETCD = "etcd"  # the label (and protocol) of an etcd target
+ETCD_BATCHING = (
+    "one txn per round for writes, deletes and linearizable reads on distinct keys; "
+    "cas, local reads and repeated keys as their own requests, sent at the same time"
+)
 
 
 def cluster_spec(
@@ -88,6 +99,43 @@ def cluster_spec(
     )
 
 
+def start_target(
+    scenario: Scenario,
+    protocol: str,
+    policy: str | None,
+    seed: int,
+    netns: bool,
+    directory: Path,
+    etcd_binary: Path | None = None,
+) -> Target:
+    """The cluster under test, started: etcd members for protocol "etcd", else raftbench
+    nodes (`netns`: one network namespace per member or node)."""
+    if protocol == ETCD:
+        spec = EtcdSpec(
+            scenario.nodes,
+            scenario.election_timeout,
+            scenario.heartbeat_interval,
+            find_binary(etcd_binary),
+            netns,
+        )
+        return EtcdCluster.up(directory, spec)
+    cluster = LocalCluster.up(directory, cluster_spec(scenario, protocol, policy, seed, netns))
+    return RaftbenchTarget(cluster)
+
+
+def settings_not_applied(scenario: Scenario, kind: str) -> dict[str, str]:
+    """Scenario settings a target of `kind` does not take (what -> why): etcd's."""
+    if kind != ETCD:
+        return {}
+    out = {}
+    topology = scenario.topology
+    if topology.links or topology.default_delay_ms or topology.jitter_ms or topology.loss:
+        out["topology"] = NO_NETEM
+    if scenario.priorities:
+        out["priorities"] = "n/a: etcd members have no election priorities"
+    return out
+
+
 def client_timeouts(scenario: Scenario) -> tuple[float, float]:
     """(attempt, operation) timeouts of the load's clients, as the simulator's clients have."""
     election = scenario.election_timeout
@@ -107,6 +155,7 @@ def run_real(
     work_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     calibration: Path = DEFAULT_CALIBRATION,
+    etcd_binary: Path | None = None,
 ) -> RunRecord:
     """Run one trial on real processes and return its record (not yet written).
 
@@ -120,12 +169,12 @@ def run_real(
     own_dir = work_dir is None
     base = Path(tempfile.mkdtemp(prefix="raftbench-run-")) if work_dir is None else work_dir
     base.mkdir(parents=True, exist_ok=True)
-    cluster: LocalCluster | None = None
+    cluster: Target | None = None
     pool: GeneratorPool | None = None
     try:
         say(f"{scenario.name}: starting {scenario.nodes} {protocol} nodes")
-        cluster = LocalCluster.up(
-            base / "cluster", cluster_spec(scenario, protocol, policy, seed, netns)
+        cluster = start_target(
+            scenario, protocol, policy, seed, netns, base / "cluster", etcd_binary
         )
         first_leader = cluster.wait_for_leader(LEADER_WAIT)
         attempt, op_timeout = client_timeouts(scenario)
@@ -135,6 +184,8 @@ def run_real(
         say(f"{scenario.name}: starting {len(pool.plans)} load generators")
         pool.start()
         run = _Run(scenario, cluster, pool, say, op_timeout)
+        for what, why in settings_not_applied(scenario, cluster.kind).items():
+            run.faults.append(FaultRecord(0.0, "skipped", (), f"skipped ({why}): {what}"))
         try:
             anyio.run(run.drive)
         except BaseExceptionGroup as group:  # a task's error, or Ctrl-C, as itself
@@ -159,7 +210,7 @@ def _first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
 
 def _plans(
     scenario: Scenario,
-    cluster: LocalCluster,
+    cluster: Target,
     seed: int,
     base: Path,
     attempt: float,
@@ -179,6 +230,7 @@ def _plans(
             op_timeout=op_timeout,
             attempt_timeout=attempt,
             drain=timing.cooldown,
+            target=cluster.kind,
         )
         for index, ids in enumerate(split_workers(workload.clients, scenario.load.processes))
     ]
@@ -198,7 +250,7 @@ class _Run:
     """One run's moving parts and what they recorded."""
 
     scenario: Scenario
-    cluster: LocalCluster
+    cluster: Target
     pool: GeneratorPool
     say: Callable[[str], None]
     op_timeout: float
@@ -209,6 +261,7 @@ class _Run:
     results: list[GeneratorResult] = field(default_factory=list)
     final_state: dict[str, str | None] = field(default_factory=dict)
     unread: list[str] = field(default_factory=list)
+    members: dict[NodeId, dict[str, str | None]] | None = None  # each member's own final state
 
     def clock(self) -> float:
         return monotonic() - self.origin
@@ -224,7 +277,7 @@ class _Run:
         self.origin = monotonic() + START_MARGIN
         self.sampler = NodeSampler(self.cluster, self.clock)
         self.pool.go(self.origin)
-        nemesis = Nemesis(self.cluster, clock=monotonic, origin=self.origin)
+        nemesis = self.cluster.injector(monotonic, self.origin)
         schedule = _FaultSchedule(self, nemesis, window[0])
         async with anyio.create_task_group() as background:
             background.start_soon(self.sampler.run)
@@ -264,25 +317,8 @@ class _Run:
         else:
             ops = merge_ops(self.results)
             keys = sorted({op.key for op in ops if op.f != "read" and op.outcome != "fail"})
-        deadline = time.monotonic() + FINAL_READ_TIMEOUT
-        pending = keys
-        async with RaftbenchClient(self.cluster.endpoints, client_id="final-state") as client:
-            while pending and time.monotonic() < deadline:
-                still: list[str] = []
-                for start in range(0, len(pending), MAX_BATCH):
-                    chunk = pending[start : start + MAX_BATCH]
-                    try:
-                        answers = await client.batch([Get(key) for key in chunk])
-                    except ClientError:
-                        still.extend(chunk)
-                        continue
-                    for key, answer in zip(chunk, answers, strict=True):
-                        if isinstance(answer, ReadResult):
-                            self.final_state[key] = answer.value
-                        else:
-                            still.append(key)
-                pending = still
-        self.unread = pending
+        self.final_state, self.unread = await self.cluster.read_final(keys, FINAL_READ_TIMEOUT)
+        self.members = await self.cluster.read_members(keys, FINAL_READ_TIMEOUT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,7 +333,7 @@ class _Slow:
 class _FaultSchedule:
     """The scenario's faults on the nemesis, at window start + `at`, undone after `duration`."""
 
-    def __init__(self, run: _Run, nemesis: Nemesis, window_start: float) -> None:
+    def __init__(self, run: _Run, nemesis: FaultInjector, window_start: float) -> None:
         self.run_ = run
         self.nemesis = nemesis
         self.window_start = window_start
@@ -323,6 +359,13 @@ class _FaultSchedule:
         if spec.node is not None and node is None:
             run.faults.append(
                 FaultRecord(round(t, 4), "skipped", (), f"skipped (no leader): {spec.describe()}")
+            )
+            return
+        reason = run.cluster.unsupported().get(spec.action.value)
+        if reason is not None:
+            who = (node,) if node else ()
+            run.faults.append(
+                FaultRecord(round(t, 4), "skipped", who, f"skipped ({reason}): {spec.describe()}")
             )
             return
         await self._act(index, spec, node, undo=False)
@@ -412,7 +455,7 @@ class _FaultSchedule:
         links = []
         for peer in peers:
             for src, dst in ((node, peer), (peer, node)):
-                base = cluster.config.link_specs(src).get(dst)
+                base = cluster.link_spec(src, dst)
                 slow = _Slow(
                     (base.delay * 1000 if base else 0.0) + spec.delay_ms,
                     (base.jitter * 1000 if base else 0.0) + spec.jitter_ms,
@@ -455,8 +498,8 @@ def _record(
     node_ids = run.cluster.node_ids
     regions = {node: scenario.region_of(node) for node in node_ids}
     rows = sorted(run.sampler.rows, key=lambda r: (float(r["t"]), str(r["node"])))
-    links = []
-    for src in node_ids:
+    links = []  # none when the target has no per-peer counters: n/a, not zero
+    for src in node_ids if run.cluster.has_traffic else ():
         for dst in node_ids:
             if src != dst:
                 links.append(
@@ -471,10 +514,8 @@ def _record(
         node: {
             "region": regions[node],
             "cpu_seconds": round(after.nodes[node].cpu - before.nodes[node].cpu, 3),
-            "bytes_sent": int(after.nodes[node].sum("sent") - before.nodes[node].sum("sent")),
-            "bytes_received": int(
-                after.nodes[node].sum("received") - before.nodes[node].sum("received")
-            ),
+            "bytes_sent": _bytes(before, after, node, "sent", run.cluster.has_traffic),
+            "bytes_received": _bytes(before, after, node, "received", run.cluster.has_traffic),
             "leader_time": round(leader_time(rows, node, *window), 3),
         }
         for node in node_ids
@@ -519,7 +560,11 @@ def _record(
         wall_seconds=time.perf_counter() - wall,
         window=window,
     )
+    if run.cluster.kind == ETCD:
+        driver["batching"] = ETCD_BATCHING
     metadata |= {
+        "target": run.cluster.describe()
+        | {"settings_not_applied": settings_not_applied(scenario, run.cluster.kind)},
         "driver": driver,
         "final_state": run.final_state,
         "real": {
@@ -531,6 +576,7 @@ def _record(
             if scenario.workload.key_count <= ALL_KEYS_LIMIT
             else "written",
             "final_state_unread": run.unread,
+            "member_divergence": member_divergence(run.final_state, run.members, node_ids),
             "work_dir": str(kept) if kept is not None else None,
         },
     }
@@ -543,6 +589,31 @@ def _record(
         nodes=nodes,
         faults=faults,
     )
+
+
+def member_divergence(
+    final: dict[str, str | None],
+    members: dict[NodeId, dict[str, str | None]] | None,
+    node_ids: Sequence[NodeId] = (),
+) -> dict[str, Any] | None:
+    """Keys on which a member's own state differs from the linearizable final state, the
+    members read and those that could not be (None: the target does not read members one by
+    one)."""
+    if members is None:
+        return None
+    keys: dict[str, dict[str, str | None]] = {}
+    for node, values in members.items():
+        for key, value in values.items():
+            if key in final and value != final[key]:
+                keys.setdefault(key, {"final": final[key]})[node] = value
+    unread = sorted(set(node_ids) - set(members))
+    return {"keys": keys, "members_read": sorted(members), "members_unread": unread}
+
+
+def _bytes(before: _Edge, after: _Edge, node: NodeId, direction: str, known: bool) -> int | None:
+    if not known:
+        return None
+    return int(after.nodes[node].sum(direction) - before.nodes[node].sum(direction))
 
 
 def _delta(before: _Edge, after: _Edge, src: NodeId, dst: NodeId, kind: str) -> int:
@@ -571,4 +642,11 @@ def _ceiling(path: Path, processes: int, workers: int, batch: int) -> dict[str, 
     }
 
 
-__all__ = ["client_timeouts", "cluster_spec", "run_real"]
+__all__ = [
+    "client_timeouts",
+    "cluster_spec",
+    "member_divergence",
+    "run_real",
+    "settings_not_applied",
+    "start_target",
+]

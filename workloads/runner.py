@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from workloads.results import RunRecord, run_name, write_run
-from workloads.scenario import Scenario, parse_protocol_label
+from workloads.scenario import Scenario, ScenarioError, parse_protocol_label
 from workloads.summary import RunSummary, save_summary, summarize
 
 ENGINES = ("real", "sim")
@@ -48,10 +48,14 @@ def run_trial(
     netns: bool = False,
     compress: bool = False,
     progress: Callable[[str], None] | None = None,
+    etcd_binary: Path | None = None,
 ) -> TrialResult:
-    """Run one trial of `scenario` under `label` (push, pull, pull:<policy>) and save it."""
+    """Run one trial of `scenario` under `label` (push, pull, pull:<policy>, etcd) and save
+    it. `etcd_binary`: the etcd to run for label etcd (default: the extra's, else PATH)."""
     protocol, policy = parse_protocol_label(label)
     record: RunRecord
+    if engine == "sim" and protocol == "etcd":
+        raise ScenarioError("--protocols", "etcd runs on the real engine only (--engine real)")
     if engine == "sim":
         from workloads.sim_driver import run_sim  # noqa: PLC0415
 
@@ -70,6 +74,7 @@ def run_trial(
             netns=netns,
             progress=progress,
             calibration=results_dir / "calibration.json",
+            etcd_binary=etcd_binary,
         )
     else:
         raise ValueError(f"--engine: unknown engine {engine!r} ({', '.join(ENGINES)})")

@@ -64,7 +64,7 @@ from protocols.types import NodeId
 from workloads.generators import Workload, WorkloadError
 
 LEADER = "leader"  # a fault's `node` resolved to whoever leads when the fault fires
-_PROTOCOL_LABELS = ("push", "pull")
+_PROTOCOL_LABELS = ("push", "pull", "etcd")  # etcd: an external target (cluster.etcd)
 
 
 class ScenarioError(RaftbenchError, ValueError):
@@ -459,10 +459,10 @@ def _fault(
 
 
 def parse_protocol_label(label: str) -> tuple[str, str | None]:
-    """`push`, `pull` or `pull:<sync policy>` to (protocol, policy or None)."""
+    """`push`, `pull`, `pull:<sync policy>` or `etcd` to (protocol, policy or None)."""
     protocol, _, policy = label.partition(":")
     if protocol not in _PROTOCOL_LABELS:
-        raise ScenarioError("--protocols", f"unknown protocol {protocol!r} (push, pull)")
+        raise ScenarioError("--protocols", f"unknown protocol {protocol!r} (push, pull, etcd)")
     if policy:
         if protocol != "pull":
             raise ScenarioError("--protocols", f"{label!r}: only pull takes a sync policy")

@@ -135,6 +135,9 @@ class RunSummary:
     commit_lag: list[FollowerLag] = field(default_factory=list)
     driver_cpu_share: float | None = None  # of the whole machine, 0..1
     driver_ceiling: float | None = None  # ops/s the load generator can drive, if calibrated
+    # keys on which some member's own final state differs from the linearizable one (None: the
+    # members were not read one by one; etcd's are)
+    member_divergence: int | None = None
 
     @property
     def failover(self) -> float | None:
@@ -199,6 +202,10 @@ def summarize(record: RunRecord, budget: float = 10.0, run: str = "") -> RunSumm
         commit_lag=follower_lag(record, (start, end)),
     )
     _add_costs(summary, record, length)
+    real = meta.get("real")
+    divergence = real.get("member_divergence") if isinstance(real, dict) else None
+    if isinstance(divergence, dict) and isinstance(divergence.get("keys"), dict):
+        summary.member_divergence = len(divergence["keys"])
     driver = meta.get("driver")
     if isinstance(driver, dict):
         summary.driver_cpu_share = _float(driver.get("cpu_share"))

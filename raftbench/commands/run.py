@@ -15,6 +15,7 @@ from raftbench.commands.report import print_summary_table
 from workloads.provenance import repo_command
 from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
 from workloads.scenario import catalogue, load_scenario, parse_protocol_label
+from workloads.summary import RunSummary
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     _common(run)
     run.add_argument(
-        "--protocol", required=True, help="push, pull or pull:<sync policy>", type=_label
+        "--protocol", required=True, help="push, pull, pull:<sync policy> or etcd", type=_label
     )
     run.set_defaults(handler=handle_run)
     compare = subparsers.add_parser(
@@ -46,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--protocols",
         default="push,pull",
         type=_labels,
-        help="comma-separated: push, pull, pull:<sync policy> (default: push,pull)",
+        help="comma-separated: push, pull, pull:<sync policy>, etcd (default: push,pull)",
     )
     compare.add_argument("--name", help="report folder name (default: derived)")
     compare.set_defaults(handler=handle_compare)
@@ -64,6 +65,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="gzip the large result files (and leave out history.jsonl, derived from ops)",
     )
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--etcd-binary",
+        type=Path,
+        help="label etcd: the etcd to run (default: the [etcd] extra's, else etcd on PATH)",
+    )
 
 
 def _label(text: str) -> str:
@@ -111,12 +117,15 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
                 netns=args.netns,
                 compress=args.compress,
                 progress=lambda text: progress.update(task, description=text),
+                etcd_binary=args.etcd_binary,
             )
             results.append(result)
             s = result.summary
+            diverged = f", members diverge on {s.member_divergence} keys" if _diverged(s) else ""
             progress.console.print(
                 f"  {label} t{trial}: {s.throughput:,.0f} ops/s, "
-                f"history {s.verdict}, acked writes lost {s.acked_lost}  -> {result.folder}"
+                f"history {s.verdict}, acked writes lost {s.acked_lost}{diverged}"
+                f"  -> {result.folder}"
             )
             progress.advance(task)
     return results
@@ -129,7 +138,7 @@ def handle_run(args: argparse.Namespace) -> int:
         Console(stderr=True).print(f"[red]error:[/red] {error}")
         return 2
     summary = results[0].summary
-    return 0 if summary.verdict == "linearizable" and not summary.acked_lost else 1
+    return 0 if _clean(summary) else 1
 
 
 def handle_compare(args: argparse.Namespace) -> int:
@@ -146,5 +155,13 @@ def handle_compare(args: argparse.Namespace) -> int:
         return 2
     print_summary_table(report.groups, report.ratios)
     Console().print(f"report: {report.folder / 'index.html'} (and report.md)")
-    clean = all(r.summary.verdict == "linearizable" and not r.summary.acked_lost for r in results)
-    return 0 if clean else 1
+    return 0 if all(_clean(r.summary) for r in results) else 1
+
+
+def _diverged(summary: RunSummary) -> bool:
+    return bool(summary.member_divergence)
+
+
+def _clean(summary: RunSummary) -> bool:
+    """Linearizable, nothing acknowledged lost, no member whose own state differs."""
+    return summary.verdict == "linearizable" and not summary.acked_lost and not _diverged(summary)
