@@ -132,6 +132,34 @@ async def test_keys_that_are_not_utf8_are_refused_and_write_nothing(
         assert r.json()["results"][0]["value"] == "slash"
 
 
+async def test_a_read_answers_with_an_index_no_lower_than_the_write_it_reflects(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes if n != leader)
+    async with cluster.http() as http:
+        written = (await http.put(f"{url_of(leader)}/kv/idx", json={"value": "one"})).json()
+        with anyio.fail_after(DEADLINE):
+            while cluster.nodes[follower].loop.status().applied < written["index"]:
+                await cluster.any_change()
+        for node, level in [(leader, "linearizable"), (leader, "leader"), (follower, "local")]:
+            r = await http.get(f"{url_of(node)}/kv/idx", params={"consistency": level})
+            assert r.status_code == 200, (level, r.text)
+            assert r.json()["value"] == "one", level
+            assert r.json()["index"] >= written["index"], level
+
+        # A read proposed together with a write starts its leadership round before the write
+        # commits; served after the write applied, it must not carry the older read index.
+        ops = [{"op": "put", "key": "idx", "value": "two"}, {"op": "get", "key": "idx"}]
+        put, get = (await http.post(f"{url_of(leader)}/batch", json={"ops": ops})).json()["results"]
+        assert put["status"] == get["status"] == 200
+        assert get["value"] in ("one", "two")
+        if get["value"] == "two":
+            assert get["index"] >= put["index"]
+        else:
+            assert get["index"] < put["index"]
+
+
 async def test_a_retried_write_applies_once(cluster: InProcessCluster) -> None:
     http, _ = await leader_http(cluster)
     async with http:
