@@ -11,7 +11,9 @@ Routes::
     GET    /metrics      Prometheus text format
     POST   /admin/shaper, GET /admin/shaper, POST /admin/disk   (see cluster.admin)
 
-Keys travel percent-encoded in the path and may contain any character (also "/").
+Keys travel percent-encoded in the path and may contain any character (also "/"). The key is
+read from the raw path (percent-decoded to bytes, then strict UTF-8): bytes that are not UTF-8
+are refused with 400, where a lenient decoding would have merged them into one key.
 `client_id` and `seq` are optional but go together: a write that carries them applies at most
 once however often it is retried with the same pair.
 
@@ -32,6 +34,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -142,7 +145,7 @@ class _Api:
 
     async def kv(self, request: Request) -> Response:
         try:
-            key = self._key(request.path_params["key"], "key")
+            key = self._key(_path_key(request, b"/kv/"), "key")
             if request.method == "GET":
                 operation: Operation = ReadOp(key, self._consistency(request))
             elif request.method == "PUT":
@@ -162,7 +165,7 @@ class _Api:
 
     async def cas(self, request: Request) -> Response:
         try:
-            key = self._key(request.path_params["key"], "key")
+            key = self._key(_path_key(request, b"/cas/"), "key")
             body = await self._json_object(request)
             operation = self._cas(key, body, "")
         except BadInput as bad:
@@ -432,6 +435,28 @@ class _Api:
             raise BadInput(
                 f"{where}consistency: unknown level {value!r} (one of {choices})"
             ) from None
+
+
+def _path_key(request: Request, prefix: bytes) -> str:
+    """The key after `prefix` in the request's path, decoded strictly.
+
+    Starlette's `path_params` come from a path percent-decoded with replacement, so the bytes
+    FF, FE and EF BF BD would all name the key "\ufffd"; the raw path keeps them apart.
+    """
+    raw_path = request.scope.get("raw_path")
+    if raw_path is None:  # ASGI makes raw_path optional; uvicorn and httpx always send it
+        return str(request.path_params["key"])
+    root = str(request.scope.get("root_path", "")).encode()
+    path = unquote_to_bytes(bytes(raw_path))
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    if not path.startswith(prefix):
+        raise BadInput(f"key: the path does not start with {prefix.decode()}")
+    try:
+        return path[len(prefix) :].decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = path[len(prefix) :][error.start : error.end].hex(" ").upper()
+        raise BadInput(f"key: not valid UTF-8 (bytes {bad} at {error.start})") from None
 
 
 def _decode_json(body: bytes) -> Any:

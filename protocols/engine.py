@@ -64,7 +64,7 @@ class ClientReply:
     status: ReplyStatus
     result: Result | None = None
     leader: NodeId | None = None
-    index: int = 0  # log index of a write, or the read index of a linearizable read
+    index: int = 0  # a write's log index; the applied index a read was served at
 
 
 @dataclass(slots=True)

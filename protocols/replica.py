@@ -195,7 +195,7 @@ class ReplicaBase:
         """Serve a read at the requested consistency; the reply arrives in a later Ready."""
         self._now = now
         if request.consistency is Consistency.LOCAL:
-            self._reply_read(request, self.kv.applied_index)
+            self._reply_read(request)
             return
         if self._role is not Role.LEADER:
             self._replies.append(
@@ -203,12 +203,14 @@ class ReplicaBase:
             )
             return
         if request.consistency is Consistency.LEADER:
-            self._reply_read(request, self.kv.applied_index)
+            self._reply_read(request)
             return
         self._reads.enqueue(request)
 
-    def _reply_read(self, request: ReadRequest, index: int) -> None:
+    def _reply_read(self, request: ReadRequest) -> None:
+        """Answer from the applied state, with the applied index the value was read at."""
         value = self.kv.get(request.key)
+        index = self.kv.applied_index
         self._replies.append(
             ClientReply(
                 request.request_id, ReplyStatus.OK, Result(True, value), self._leader, index
@@ -252,8 +254,10 @@ class ReplicaBase:
         self._handed_hard_state = hard
         truncate_after, entries = self.log.take_unstable()
         committed = self._apply_committed()
-        for read_index, request in self._reads.take_servable(self.kv.applied_index):
-            self._reply_read(request, read_index)
+        # Answered with the applied index, not the read index: the state may have moved past
+        # the read index, and the answer must not look older than the value it carries.
+        for _, request in self._reads.take_servable(self.kv.applied_index):
+            self._reply_read(request)
         ready = Ready(
             hard_state=changed_hard,
             truncate_after=truncate_after,

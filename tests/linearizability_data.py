@@ -1,18 +1,15 @@
-"""Where the shared Jepsen histories live and what verdict each one should get.
+"""Where the Jepsen histories live and what verdict each one should get.
 
-The data sits beside the repository (../shared/data); RAFTBENCH_SHARED_DATA points elsewhere.
+The histories are porcupine's test data (MIT), copied into tests/data/linearizability so that
+a clone of the repository runs its tests alone (see the README there).
 """
 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
-SHARED_DATA = Path(
-    os.environ.get("RAFTBENCH_SHARED_DATA", Path(__file__).parents[1].parent / "shared" / "data")
-)
-DATA = SHARED_DATA / "linearizability"
+DATA = Path(__file__).parent / "data" / "linearizability"
 ETCD_LOGS = sorted((DATA / "etcd").glob("etcd_*.log"))
 KV_FILES = sorted((DATA / "kv").glob("*.txt"))
 

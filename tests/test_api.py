@@ -92,6 +92,74 @@ async def test_keys_may_hold_any_character_including_slashes(cluster: InProcessC
             assert r.json()["value"] == key
 
 
+NOT_UTF8_KEYS = ["%FF", "%FE", "%C3", "ok%C3", "%ED%A0%80", "%C0%AF"]  # last: overlong "/"
+
+
+async def test_keys_that_are_not_utf8_are_refused_and_write_nothing(
+    single: InProcessCluster,
+) -> None:
+    http, _ = await leader_http(single)
+    async with http:
+        before = (await http.get("/status")).json()["last_index"]
+        for raw in NOT_UTF8_KEYS:
+            requests: list[tuple[str, str, dict[str, Any] | None]] = [
+                ("PUT", f"/kv/{raw}", {"value": "x"}),
+                ("GET", f"/kv/{raw}", None),
+                ("DELETE", f"/kv/{raw}", None),
+                ("POST", f"/cas/{raw}", {"expected": None, "new": "x"}),
+            ]
+            for method, path, body in requests:
+                r = await http.request(method, path, json=body)
+                assert r.status_code == 400, (method, path, r.text)
+                assert r.json()["error"] == "bad-request"
+                assert "key: not valid UTF-8" in r.json()["detail"]
+        # JSON accepts a lone surrogate escape; it is no key either, and the batch is refused.
+        lone = b'{"ops": [{"op": "put", "key": "ok", "value": "x"}, '
+        lone += b'{"op": "put", "key": "\\ud800", "value": "x"}]}'
+        r = await http.post("/batch", content=lone)
+        assert r.status_code == 400 and "ops[1].key: not valid Unicode" in r.json()["detail"]
+        assert (await http.get("/status")).json()["last_index"] == before
+
+        # None of them landed on the key that lenient decoding would have made of them.
+        r = await http.get("/kv/%EF%BF%BD")
+        assert r.status_code == 200 and r.json()["found"] is False
+        r = await http.put("/kv/%C3%A9", json={"value": "e-acute"})
+        assert r.status_code == 200
+        r = await http.post("/batch", json={"ops": [{"op": "get", "key": "é"}]})
+        assert r.json()["results"][0]["value"] == "e-acute"
+        assert (await http.put("/kv/a%2Fb", json={"value": "slash"})).status_code == 200
+        r = await http.post("/batch", json={"ops": [{"op": "get", "key": "a/b"}]})
+        assert r.json()["results"][0]["value"] == "slash"
+
+
+async def test_a_read_answers_with_an_index_no_lower_than_the_write_it_reflects(
+    cluster: InProcessCluster,
+) -> None:
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes if n != leader)
+    async with cluster.http() as http:
+        written = (await http.put(f"{url_of(leader)}/kv/idx", json={"value": "one"})).json()
+        with anyio.fail_after(DEADLINE):
+            while cluster.nodes[follower].loop.status().applied < written["index"]:
+                await cluster.any_change()
+        for node, level in [(leader, "linearizable"), (leader, "leader"), (follower, "local")]:
+            r = await http.get(f"{url_of(node)}/kv/idx", params={"consistency": level})
+            assert r.status_code == 200, (level, r.text)
+            assert r.json()["value"] == "one", level
+            assert r.json()["index"] >= written["index"], level
+
+        # A read proposed together with a write starts its leadership round before the write
+        # commits; served after the write applied, it must not carry the older read index.
+        ops = [{"op": "put", "key": "idx", "value": "two"}, {"op": "get", "key": "idx"}]
+        put, get = (await http.post(f"{url_of(leader)}/batch", json={"ops": ops})).json()["results"]
+        assert put["status"] == get["status"] == 200
+        assert get["value"] in ("one", "two")
+        if get["value"] == "two":
+            assert get["index"] >= put["index"]
+        else:
+            assert get["index"] < put["index"]
+
+
 async def test_a_retried_write_applies_once(cluster: InProcessCluster) -> None:
     http, _ = await leader_http(cluster)
     async with http:

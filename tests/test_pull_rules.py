@@ -395,6 +395,19 @@ def test_linearizable_read_refused_by_a_deposed_primary_local_read_served_anywhe
     assert local is not None and local.status is ReplyStatus.OK
 
 
+def test_a_read_barrier_answers_with_the_index_it_was_served_at() -> None:
+    """A read whose barrier began before a write committed, served after the write applied,
+    answers with the applied index: never lower than the write whose value it returns."""
+    h = pull_cluster(nodes=3)
+    write = h.put("n1", "k", "v")
+    read = h.read("n1", "k")  # its barrier starts now, at the commit point before the write
+    h.settle(0.5)
+    written, served = h.reply(write), h.reply(read)
+    assert written is not None and served is not None
+    assert served.result is not None and served.result.value == "v"
+    assert served.index >= written.index
+
+
 def test_positions_order_by_term_then_index() -> None:
     """Raft §5.4.1's "more up to date" order, which positions use everywhere."""
     assert Position(2, 1) > Position(1, 99)

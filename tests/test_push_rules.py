@@ -275,6 +275,21 @@ def test_read_index_waits_for_a_committed_entry_of_the_term() -> None:
     assert reply is not None and reply.status is ReplyStatus.OK
 
 
+def test_a_read_index_round_answers_with_the_index_it_was_served_at() -> None:
+    """A read whose round began before a write committed, served after the write applied,
+    answers with the applied index: never lower than the write whose value it returns."""
+    h = Harness.create(nodes=3)
+    h.elect("n1")
+    h.deliver()
+    write = h.put("n1", "k", "v")
+    read = h.read("n1", "k")  # its round starts now, at the commit index before the write
+    h.deliver()
+    written, served = h.reply(write), h.reply(read)
+    assert written is not None and served is not None
+    assert served.result is not None and served.result.value == "v"
+    assert served.index >= written.index == h["n1"].kv.applied_index
+
+
 def test_leader_and_local_reads_are_served_without_a_round() -> None:
     """The weaker consistency levels answer from the applied state at once."""
     h = Harness.create(nodes=3)
