@@ -1,17 +1,16 @@
 """Time the checker on every shared history, a 50-client key-value pair and failing mutants.
 
 Run: ``.venv/bin/python -m workloads.bench_checker [DATA_DIR] [--budget SECONDS]``. DATA_DIR is
-the folder holding etcd/ and kv/ (default: tests/data/linearizability if present, else
-$RAFTBENCH_SHARED_DATA/linearizability or ../shared/data/linearizability). Prints one line per
-history (verdict, expected verdict, seconds), the ten slowest, totals and the number of
-`unknown` verdicts. Exit status 1 if any verdict is unknown or differs from the expected one.
+the folder holding etcd/ and kv/ (default: the repository's tests/data/linearizability).
+Prints one line per history (verdict, expected verdict, seconds), the ten slowest, totals and
+the number of `unknown` verdicts. Exit status 1 if any verdict is unknown or differs from the
+expected one.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -57,16 +56,8 @@ class Timing:
 
 
 def default_data_dir() -> Path:
-    """The repository's copy of the data if there is one, else the shared folder."""
-    in_repo = REPO / "tests" / "data" / "linearizability"
-    if in_repo.is_dir():
-        return in_repo
-    shared = os.environ.get("RAFTBENCH_SHARED_DATA")
-    return (
-        Path(shared) / "linearizability"
-        if shared
-        else REPO.parent / "shared" / "data" / "linearizability"
-    )
+    """The repository's own copy of the Jepsen histories: nothing outside the clone is read."""
+    return REPO / "tests" / "data" / "linearizability"
 
 
 def shared_cases(data: Path) -> list[Case]:
