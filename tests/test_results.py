@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import gzip
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from run_builder import Spec, crash_timeseries, make_record
 
+from raftbench.cli import build_parser
 from workloads.checker import check_operations, read_history
 from workloads.columnar import ColumnarError
 from workloads.report import ReportError, generate_report, load_run
@@ -192,4 +192,13 @@ def test_a_plain_copy_converts_like_a_fresh_compact_write(tmp_path: Path) -> Non
     converted = write_run(original, tmp_path / "converted", "run", compress=False)
     compact_run(converted)
     assert read_run(fresh) == read_run(converted) == original
-    shutil.rmtree(tmp_path / "converted")
+
+
+@pytest.mark.parametrize(
+    ("flags", "compact"), [([], True), (["--compress"], True), (["--plain"], False)]
+)
+def test_runs_are_stored_compact_unless_plain_is_asked(flags: list[str], compact: bool) -> None:
+    for command in ("run", "compare"):
+        extra = ["--protocol", "push"] if command == "run" else []
+        args = build_parser(command).parse_args([command, "--scenario", "quick", *extra, *flags])
+        assert args.compress is compact
