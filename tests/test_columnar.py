@@ -78,7 +78,7 @@ def test_times_finer_than_a_microsecond_are_kept_as_floats() -> None:
 
 
 def test_read_values_are_coded_by_their_keys_last_writes() -> None:
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"f": "write", "key": "k1", "value": "c1-1...."},
         {"f": "write", "key": "k2", "value": "c1-2...."},
         {"f": "read", "key": "k1", "value": "c1-1...."},
