@@ -100,13 +100,13 @@ def test_numbers_inside_strings_come_back_as_written() -> None:
 
 def test_saved_arrays_load_back(tmp_path: Path) -> None:
     rows = [{"t": 0.25, "node": "n1", "up": True}, {"t": 0.5, "node": "n2"}]
-    path = tmp_path / "run.npz"
+    path = tmp_path / "run.npz.xz"
     save_arrays(path, encode_rows("ts", rows))
     assert decode_rows("ts", load_arrays(path)) == rows
 
 
 def test_a_file_that_is_not_a_zip_is_named(tmp_path: Path) -> None:
-    path = tmp_path / "run.npz"
+    path = tmp_path / "run.npz.xz"
     path.write_bytes(b"not a zip at all")
-    with pytest.raises(ColumnarError, match=r"run\.npz"):
+    with pytest.raises(ColumnarError, match=r"run\.npz\.xz"):
         load_arrays(path)

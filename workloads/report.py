@@ -76,7 +76,7 @@ class Report:
 
 
 def is_run_folder(path: Path) -> bool:
-    names = ("run.npz", "ops.jsonl", "ops.jsonl.gz")  # compact, plain, old gzipped
+    names = ("run.npz.xz", "ops.jsonl", "ops.jsonl.gz")  # compact, plain, old gzipped
     ops = any((path / name).is_file() for name in names)
     return (path / "metadata.json").is_file() and ops
 

@@ -14,9 +14,10 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
 
 - Compact (format 2, what runs write unless asked for plain files): the operations, the time
   series and the final state (`metadata["final_state"]`, taken out of metadata.json) are the
-  tables `ops`, `timeseries` and `final_state` of one LZMA-compressed `run.npz`, stored column
-  by column (`workloads.columnar`). Lossless: the rows read back equal the rows written, every
-  time to the bit, so the report and the checker see exactly what the driver recorded.
+  tables `ops`, `timeseries` and `final_state` of one xz-compressed `run.npz.xz`, stored
+  column by column (`workloads.columnar`). Lossless: the rows read back equal the rows
+  written, every time to the bit, so the report and the checker see exactly what the driver
+  recorded.
   `history.jsonl` is left out: it is derived from the ops (the report re-checks the history
   from them). About 4x smaller than gzipped JSON lines.
 - Plain (format 1): the JSON-lines files below, readable with any tool, plus history.jsonl.
@@ -72,7 +73,7 @@ from workloads.columnar import ColumnarError, decode_rows, encode_rows, load_arr
 
 SAMPLE_INTERVAL = 0.1  # seconds between time-series samples
 PLAIN_FORMAT, COMPACT_FORMAT = 1, 2  # metadata["results_format"]
-COMPACT_FILE = "run.npz"
+COMPACT_FILE = "run.npz.xz"
 
 
 @dataclass(slots=True)
@@ -237,11 +238,12 @@ def _write_compact(record: RunRecord, folder: Path) -> None:
         arrays |= encode_rows("final_state", rows)
         del metadata["final_state"]
     metadata["results_format"] = COMPACT_FORMAT
-    partial = folder / f"{COMPACT_FILE}.partial"
+    partial = folder / f"{COMPACT_FILE}.{os.getpid()}.partial"  # two converters never clash
     save_arrays(partial, arrays)
     partial.replace(folder / COMPACT_FILE)
-    _dump(folder / "metadata.json.partial", metadata)
-    (folder / "metadata.json.partial").replace(folder / "metadata.json")
+    partial = folder / f"metadata.json.{os.getpid()}.partial"
+    _dump(partial, metadata)
+    partial.replace(folder / "metadata.json")
 
 
 def _read_compact(

@@ -55,7 +55,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--compress",
         action="store_true",
         default=True,
-        help="store ops, time series and final state in one compact run.npz (the default)",
+        help="store ops, time series and final state in one compact run.npz.xz (the default)",
     )
     parser.add_argument(
         "--plain",
