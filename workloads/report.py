@@ -90,7 +90,8 @@ class Report:
 
 
 def is_run_folder(path: Path) -> bool:
-    ops = (path / "ops.jsonl").is_file() or (path / "ops.jsonl.gz").is_file()
+    names = ("run.npz.xz", "ops.jsonl", "ops.jsonl.gz")  # compact, plain, old gzipped
+    ops = any((path / name).is_file() for name in names)
     return (path / "metadata.json").is_file() and ops
 
 

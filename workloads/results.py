@@ -9,9 +9,21 @@ One run = one folder `results/<UTC timestamp>-<scenario>-<label>[-t<trial>]/` ho
     memory, CPU model, kernel), fsync policy, start time, wall seconds, the measured window
     (`window`: [start, end] in run seconds), and `driver` (load-generator processes, batch
     size, CPU seconds and share of the machine, the calibrated ceiling if known).
-Large files may be stored gzip-compressed (`ops.jsonl.gz`, `timeseries.jsonl.gz`); a
-compressed run leaves `history.jsonl` out, since it is derived from `ops.jsonl` (the report
-re-checks the history from the ops). Readers accept either form.
+
+Two storage forms; `metadata["results_format"]` says which (absent: 1).
+
+- Compact (format 2, what runs write unless asked for plain files): the operations, the time
+  series and the final state (`metadata["final_state"]`, taken out of metadata.json) are the
+  tables `ops`, `timeseries` and `final_state` of one xz-compressed `run.npz.xz`, stored
+  column by column (`workloads.columnar`). Lossless: the rows read back equal the rows
+  written, every time to the bit, so the report and the checker see exactly what the driver
+  recorded.
+  `history.jsonl` is left out: it is derived from the ops (the report re-checks the history
+  from them). About 4x smaller than gzipped JSON lines.
+- Plain (format 1): the JSON-lines files below, readable with any tool, plus history.jsonl.
+  Older run folders hold them gzip-compressed (`ops.jsonl.gz`, `timeseries.jsonl.gz`, no
+  history); they are still read. `python -m workloads.results_compact DIR...` converts run
+  folders to the compact form in place.
 
 ``ops.jsonl``
     one line per client operation: `process`, `f` (read|write|delete|cas), `key`, `value`
@@ -57,8 +69,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from workloads.checker import Operation
+from workloads.columnar import ColumnarError, decode_rows, encode_rows, load_arrays, save_arrays
 
 SAMPLE_INTERVAL = 0.1  # seconds between time-series samples
+PLAIN_FORMAT, COMPACT_FORMAT = 1, 2  # metadata["results_format"]
+COMPACT_FILE = "run.npz.xz"
 
 
 @dataclass(slots=True)
@@ -135,16 +150,17 @@ def history_events(ops: Iterable[OpRecord]) -> list[dict[str, Any]]:
     return [event for _, _, event in events]
 
 
-def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: bool = False) -> Path:
-    """Write one run's folder; returns it. `compress`: gzip the large files, no history."""
+def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: bool = True) -> Path:
+    """Write one run's folder; returns it. `compress`: the compact form, else plain files."""
     folder = results_dir / run_name
     folder.mkdir(parents=True, exist_ok=False)
-    suffix = ".jsonl.gz" if compress else ".jsonl"
-    _dump(folder / "metadata.json", record.metadata)
-    _lines(folder / f"ops{suffix}", (asdict(op) for op in record.ops))
-    if not compress:
+    if compress:
+        _write_compact(record, folder)
+    else:
+        _dump(folder / "metadata.json", record.metadata)
+        _lines(folder / "ops.jsonl", (asdict(op) for op in record.ops))
         _lines(folder / "history.jsonl", history_events(record.ops))
-    _lines(folder / f"timeseries{suffix}", record.timeseries)
+        _lines(folder / "timeseries.jsonl", record.timeseries)
     _dump(folder / "links.json", {"links": record.links, "regions": record.regions})
     _dump(folder / "nodes.json", record.nodes)
     _lines(folder / "faults.jsonl", (asdict(f) for f in record.faults))
@@ -152,9 +168,17 @@ def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: boo
 
 
 def read_run(folder: Path) -> RunRecord:
-    """Load a run folder back (the report's only input)."""
+    """Load a run folder back (the report's only input), whichever form it is stored in."""
     metadata = json.loads((folder / "metadata.json").read_text())
-    ops = [OpRecord(**row) for row in _read_lines(_either(folder, "ops"))]
+    stored = metadata.get("results_format", PLAIN_FORMAT)
+    if stored == COMPACT_FORMAT:
+        metadata, op_rows, timeseries = _read_compact(folder, metadata)
+    elif stored == PLAIN_FORMAT:
+        op_rows = list(_read_lines(_either(folder, "ops")))
+        timeseries = list(_read_lines(_either(folder, "timeseries")))
+    else:
+        raise ValueError(f"{folder / 'metadata.json'}: unknown results_format {stored!r}")
+    ops = [OpRecord(**row) for row in op_rows]
     for op in ops:
         if op.f == "cas" and isinstance(op.value, list):
             op.value = tuple(op.value)
@@ -166,12 +190,78 @@ def read_run(folder: Path) -> RunRecord:
     return RunRecord(
         metadata=metadata,
         ops=ops,
-        timeseries=list(_read_lines(_either(folder, "timeseries"))),
+        timeseries=timeseries,
         links=links["links"],
         regions=links["regions"],
         nodes=json.loads((folder / "nodes.json").read_text()),
         faults=faults,
     )
+
+
+def is_compact(folder: Path) -> bool:
+    metadata = json.loads((folder / "metadata.json").read_text())
+    return bool(metadata.get("results_format") == COMPACT_FORMAT)
+
+
+def compact_run(folder: Path) -> bool:
+    """Rewrite a plain run folder in the compact form; False when it already is compact.
+
+    The old files go only once the new ones read back the same data; an interrupted
+    conversion leaves a folder that reads as before (metadata.json is replaced last).
+    """
+    if is_compact(folder):
+        return False
+    record = read_run(folder)
+    _write_compact(record, folder)
+    if read_run(folder) != record:  # never lose data to a bug: put the plain form back
+        _dump(folder / "metadata.json", record.metadata)
+        (folder / COMPACT_FILE).unlink()
+        raise ValueError(f"{folder}: the compact form did not read back the same data")
+    for stem in ("ops", "timeseries", "history"):
+        for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
+            (folder / name).unlink(missing_ok=True)
+    return True
+
+
+def _write_compact(record: RunRecord, folder: Path) -> None:
+    metadata = dict(record.metadata)
+    arrays = encode_rows(
+        "ops",
+        [asdict(op) for op in record.ops],
+        relative_to={"complete": "invoke", "intended": "invoke"},
+        keyed_by={"value": "key"},
+    )
+    arrays |= encode_rows("timeseries", record.timeseries)
+    final_state = metadata.get("final_state")
+    if isinstance(final_state, dict):
+        rows = [{"key": key, "value": value} for key, value in final_state.items()]
+        arrays |= encode_rows("final_state", rows)
+        del metadata["final_state"]
+    metadata["results_format"] = COMPACT_FORMAT
+    partial = folder / f"{COMPACT_FILE}.{os.getpid()}.partial"  # two converters never clash
+    save_arrays(partial, arrays)
+    partial.replace(folder / COMPACT_FILE)
+    partial = folder / f"metadata.json.{os.getpid()}.partial"
+    _dump(partial, metadata)
+    partial.replace(folder / "metadata.json")
+
+
+def _read_compact(
+    folder: Path, metadata: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]], list[dict[str, Any]]]:
+    """(metadata with its final state back, op rows, time-series rows) of a compact run."""
+    path = folder / COMPACT_FILE
+    arrays = load_arrays(path)
+    try:
+        op_rows = decode_rows("ops", arrays)
+        timeseries = decode_rows("timeseries", arrays)
+        if "final_state.schema" in arrays:
+            rows = decode_rows("final_state", arrays)
+            metadata = {**metadata, "final_state": {row["key"]: row["value"] for row in rows}}
+    except (KeyError, IndexError, ValueError, TypeError, StopIteration) as error:
+        raise ColumnarError(f"{path}: malformed columnar data: {error!r}") from None
+    metadata.pop("results_format", None)
+    return metadata, op_rows, timeseries
 
 
 def run_metadata(

@@ -46,7 +46,7 @@ def run_trial(
     command: str,
     *,
     netns: bool = False,
-    compress: bool = False,
+    compress: bool = True,
     progress: Callable[[str], None] | None = None,
     etcd_binary: Path | None = None,
 ) -> TrialResult:

@@ -62,7 +62,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compress",
         action="store_true",
-        help="gzip the large result files (and leave out history.jsonl, derived from ops)",
+        default=True,
+        help="store ops, time series and final state in one compact run.npz.xz (the default)",
+    )
+    parser.add_argument(
+        "--plain",
+        dest="compress",
+        action="store_false",
+        help="store plain JSON-lines files (ops, time series, history.jsonl) instead",
     )
     parser.add_argument("--reports-dir", type=Path, default=Path("reports"))
     parser.add_argument(
