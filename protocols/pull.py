@@ -34,6 +34,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
+from protocols.events import EventKind
 from protocols.messages import (
     Heartbeat,
     HeartbeatResponse,
@@ -539,6 +540,7 @@ class PullEngine(ReplicaBase):
         self._established = False
         self._recheck_held()
         self.stats.history.append((now, source, why))
+        self._event(EventKind.SOURCE_CHANGED, f"{source} ({why})")
         self._probe_point = None
         self._source_rollback_id = None
         self._reported = None  # tell the new source where we are at once
@@ -578,6 +580,7 @@ class PullEngine(ReplicaBase):
         if self._catchup is not None and self._catchup.source == source:
             self._catchup.source = None
         self.stats.history.append((now, None, f"dropped {source}: {reason}"))
+        self._event(EventKind.SOURCE_CHANGED, f"None (dropped {source}: {reason})")
         self._probe_point = None
         self._source_rollback_id = None
         self._pull_retry_at = now
@@ -778,6 +781,7 @@ class PullEngine(ReplicaBase):
         self._next_liveness_check = now + self.config.election_timeout
         self._catchup = _CatchUp(deadline=now + self.config.catchup_bound)
         self._catchup.responses[self.node_id] = self.log.last_position
+        self._event(EventKind.CATCHUP_START)
         self._continue_catchup(now)
 
     def _catchup_heard(self, node: NodeId, position: Position, now: float) -> None:
@@ -793,17 +797,27 @@ class PullEngine(ReplicaBase):
         if catchup.target is None and len(catchup.responses) >= len(self.members) // 2 + 1:
             position, node = max((p, n) for n, p in catchup.responses.items())
             catchup.target = position
-            if position > self.log.last_position:
+            ahead = position > self.log.last_position
+            if ahead:
                 catchup.source = node
                 self.stats.catchups += 1
+            self._event(
+                EventKind.CATCHUP_TARGET,
+                f"{position.term}/{position.index} at {node if ahead else 'us'}"
+                f" ({len(catchup.responses)} answers)",
+            )
         target = catchup.target
-        if now >= catchup.deadline or (target is not None and self.log.last_position >= target):
-            self._finish_catchup(now)
+        if target is not None and self.log.last_position >= target:
+            self._finish_catchup(now, "reached")
+            return
+        if now >= catchup.deadline:
+            self._finish_catchup(now, "deadline")
             return
         if catchup.source is not None and self._pull is None:
             self._send_pull(catchup.source, now)
 
-    def _finish_catchup(self, now: float) -> None:
+    def _finish_catchup(self, now: float, why: str) -> None:
+        self._event(EventKind.CATCHUP_END, why)
         self._catchup = None
         self._cancel_pull()
         self._probe_point = None

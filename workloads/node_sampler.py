@@ -12,6 +12,12 @@ and at the window's edges (`snapshot`). Both are kept as totals that survive res
 that is killed and started again begins from zero, so a new pid (or a counter that went down)
 starts a new segment added to what was counted before. What a node did between its last
 reading and a kill -9 is lost with it.
+
+Protocol events (elections, catch-up; see protocols/events.py) come from ``/events``, read
+with the metrics and at `snapshot`: the node keeps its recent ones, so only what a node did
+just before a kill -9 can be missed. Each answer carries the node's clock, which places the
+events on the run's clock (to within half the request's round trip) without assuming the two
+clocks agree. They collect in `events`.
 """
 
 from __future__ import annotations
@@ -127,6 +133,8 @@ class NodeSampler:
         self._cpu = {n: _Segmented() for n in cluster.node_ids}
         self._traffic = {n: _Segmented() for n in cluster.node_ids}
         self._locks = {n: anyio.Lock() for n in cluster.node_ids}
+        self.events: list[dict[str, Any]] = []
+        self._events_read: dict[NodeId, tuple[int, int]] = {}  # node -> (pid, last seq read)
         # Built up front (an httpx client costs milliseconds to make), one per node.
         self._http = {
             n: httpx.AsyncClient(trust_env=False, timeout=timeout) for n in cluster.node_ids
@@ -203,6 +211,35 @@ class NodeSampler:
         process = self._process(node)
         if process is not None and process[1] not in ("T", "t", "Z"):
             await self._read_metrics(node, process[0])
+            await self._read_events(node, process[0])
+
+    async def _read_events(self, node: NodeId, pid: int) -> None:
+        """Fetch the node's protocol events not read yet, placed on the run's clock."""
+        client = self._http[node]
+        async with self._locks[node]:
+            seen_pid, seq = self._events_read.get(node, (pid, 0))
+            if seen_pid != pid:
+                seq = 0  # a new process numbers its events from 1 again
+            asked = self.clock()
+            try:
+                response = await client.get(f"{self.cluster.url(node)}/events?after={seq}")
+                body = response.json()
+            except (httpx.HTTPError, ValueError):
+                return
+            answered = self.clock()
+            if response.status_code != 200 or not isinstance(body, dict):
+                return
+            offset = (asked + answered) / 2 - float(body.get("now", 0.0))
+            for raw in body.get("events", []):
+                if not isinstance(raw, dict) or not isinstance(raw.get("seq"), int):
+                    continue
+                seq = max(seq, raw["seq"])
+                contact = raw.get("last_contact")
+                row = {k: v for k, v in raw.items() if k != "seq"}
+                row |= {"node": node, "t": round(float(raw["t"]) + offset, 5)}
+                row["last_contact"] = None if contact is None else round(contact + offset, 5)
+                self.events.append(row)
+            self._events_read[node] = (pid, seq)
 
     async def _read_metrics(self, node: NodeId, pid: int) -> None:
         client = self._http[node]
@@ -233,6 +270,7 @@ class NodeSampler:
                 )
                 if with_metrics:
                     await self._read_metrics(node, process[0])
+                    await self._read_events(node, process[0])
         totals = self._traffic[node]
         row["cpu"] = round(self._cpu[node].total("cpu"), 3)
         row["sent"] = int(sum(totals.total(k) for k in totals.names() if "/sent/bytes" in k))
