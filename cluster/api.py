@@ -8,7 +8,7 @@ Routes::
     POST   /cas/{key}    {"expected": str|null, "new": str, "client_id", "seq"}
     POST   /batch        {"ops": [{"op": "put"|"get"|"delete"|"cas", ...}, ...]}
     GET    /status       role, term, leader, commit, last index, sync source, peers
-    GET    /events?after=N   the engine's recent protocol events numbered above N, with `now`
+    GET    /events?after=N   the engine's protocol events numbered above N, with its clock
     GET    /metrics      Prometheus text format
     POST   /admin/shaper, GET /admin/shaper, POST /admin/disk   (see cluster.admin)
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -313,8 +314,9 @@ class _Api:
     async def events(self, request: Request) -> Response:
         """Recent protocol events (elections, catch-up, ...) for failover timelines.
 
-        `now` is the engine's clock at this answer, so a reader can place the events on its
-        own clock without assuming the two are the same.
+        `now` is the engine's clock and `monotonic` the machine's CLOCK_MONOTONIC, read at the
+        same instant: a reader on this machine places the events on its own clock exactly,
+        whatever clock the engine runs on.
         """
         raw = request.query_params.get("after", "0")
         try:
@@ -325,6 +327,7 @@ class _Api:
         return JSONResponse(
             {
                 "now": anyio.current_time(),
+                "monotonic": time.clock_gettime(time.CLOCK_MONOTONIC),
                 "last": last,
                 "events": [{"seq": n, **event.as_dict()} for n, event in events],
             }

@@ -15,9 +15,9 @@ reading and a kill -9 is lost with it.
 
 Protocol events (elections, catch-up; see protocols/events.py) come from ``/events``, read
 with the metrics and at `snapshot`: the node keeps its recent ones, so only what a node did
-just before a kill -9 can be missed. Each answer carries the node's clock, which places the
-events on the run's clock (to within half the request's round trip) without assuming the two
-clocks agree. They collect in `events`.
+just before a kill -9 can be missed. Each answer carries the engine's clock and the machine's
+CLOCK_MONOTONIC read together, which places the events exactly on the run's clock (itself
+CLOCK_MONOTONIC minus the run's origin). They collect in `events`.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import httpx
 
 from cluster.launcher import LocalCluster
 from protocols.types import NodeId
-from workloads.loadgen import CLK_TCK
+from workloads.loadgen import CLK_TCK, monotonic
 from workloads.results import SAMPLE_INTERVAL
 
 _LABELS = re.compile(r'(\w+)="([^"]*)"')
@@ -220,16 +220,18 @@ class NodeSampler:
             seen_pid, seq = self._events_read.get(node, (pid, 0))
             if seen_pid != pid:
                 seq = 0  # a new process numbers its events from 1 again
-            asked = self.clock()
             try:
                 response = await client.get(f"{self.cluster.url(node)}/events?after={seq}")
                 body = response.json()
             except (httpx.HTTPError, ValueError):
                 return
-            answered = self.clock()
             if response.status_code != 200 or not isinstance(body, dict):
                 return
-            offset = (asked + answered) / 2 - float(body.get("now", 0.0))
+            origin = monotonic() - self.clock()  # CLOCK_MONOTONIC at run time 0
+            try:
+                offset = float(body["monotonic"]) - float(body["now"]) - origin
+            except (KeyError, TypeError, ValueError):
+                return
             for raw in body.get("events", []):
                 if not isinstance(raw, dict) or not isinstance(raw.get("seq"), int):
                     continue
