@@ -545,6 +545,10 @@ class PullEngine(ReplicaBase):
         self._source_rollback_id = None
         self._reported = None  # tell the new source where we are at once
         self._positions_dirty = source is not None
+        if source is not None:
+            # Pull at once: the retry timer only paces the search while no source is usable,
+            # and waiting it out would delay a new primary's first commit by up to a heartbeat.
+            self._pull_retry_at = now
 
     def _cancel_pull(self) -> None:
         """Forget the open request, and close it at the source if it streams."""
@@ -777,11 +781,14 @@ class PullEngine(ReplicaBase):
         self._cancel_pull()
         self._positions = {}
         self._heard = {}
-        self._next_heartbeat = now
         self._next_liveness_check = now + self.config.election_timeout
         self._catchup = _CatchUp(deadline=now + self.config.catchup_bound)
         self._catchup.responses[self.node_id] = self.log.last_position
         self._event(EventKind.CATCHUP_START)
+        # Ask every member for its position now, in this very Ready (MongoDB's catch-up asks
+        # at once too): the answers, from a majority, fix the catch-up target.
+        self._next_heartbeat = now + self.config.heartbeat_interval
+        self._broadcast_heartbeat(0)
         self._continue_catchup(now)
 
     def _catchup_heard(self, node: NodeId, position: Position, now: float) -> None:
@@ -837,6 +844,11 @@ class PullEngine(ReplicaBase):
         self._commit_moved = False
         self._pull = None
         self._pull_retry_at = self._now
+
+    def _on_leader_learned(self, leader: NodeId, now: float) -> None:
+        # A new primary: re-judge the sync source now rather than at the next periodic check
+        # (the old one may be the deposed primary, or a member that stopped syncing).
+        self._next_source_check = now
 
     def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
         if not self._syncing:

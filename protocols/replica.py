@@ -357,6 +357,7 @@ class ReplicaBase:
         if self._leader_learned_term != self._term:
             self._leader_learned_term = self._term
             self._event(EventKind.LEADER_LEARNED, src)
+            self._on_leader_learned(src, now)
 
     def _reset_election_timer(self, now: float) -> None:
         # Members of priority above 1 time out sooner, so the first leader is usually the
@@ -552,6 +553,9 @@ class ReplicaBase:
 
     def _tick_leader(self, now: float) -> None:
         raise NotImplementedError
+
+    def _on_leader_learned(self, leader: NodeId, now: float) -> None:
+        """Hook: the first message from the leader of the current term arrived."""
 
     def _tick_follower(self, now: float) -> None:
         """Followers' timers besides the election (pull adds pulling and probing)."""
