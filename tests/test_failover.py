@@ -71,6 +71,7 @@ def test_stages_partition_the_time_to_the_last_milestone() -> None:
     (line,) = timelines(pull_record())
     stages = line.stages()
     assert list(stages) == [stage for _, stage in STAGES]
+    assert stages["fault lands"] == 0.0  # last contact before the fault: it landed at once
     assert stages["election timer"] == pytest.approx(1.000)
     assert stages["vote"] == pytest.approx(0.102)
     assert stages["catch-up"] == pytest.approx(0.002)
@@ -80,6 +81,17 @@ def test_stages_partition_the_time_to_the_last_milestone() -> None:
     # and the stages still add up to the last milestone.
     assert stages["rate to 50%"] == pytest.approx(-0.006)
     assert sum(v for v in stages.values() if v is not None) == pytest.approx(1.5)
+
+
+def test_a_fault_that_lands_late_shows_as_its_own_stage() -> None:
+    record = pull_record()
+    for e in record.events:
+        if e.get("last_contact") is not None:
+            e["last_contact"] = CRASH_AT + 0.3  # the kill took 0.3 s to take effect
+    (line,) = timelines(record)
+    assert line.landed == pytest.approx(0.3)
+    assert line.stages()["fault lands"] == pytest.approx(0.3)
+    assert line.stages()["election timer"] == pytest.approx(0.7)
 
 
 def test_push_has_no_catch_up_stage() -> None:

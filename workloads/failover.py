@@ -14,12 +14,14 @@ fault record, as seconds after the fault:
 ``first ack``      the first write acknowledged after that commit;
 ``rate back``      the unavailability window of `workloads.summary` (rate >= 50% again).
 
-The stages are the gaps between consecutive known milestones (`STAGES`): the election timer,
-the vote, catch-up, the first commit, clients reaching the new leader, and the rate filling
-up. In the simulator every time is exact virtual time, so the protocol's own delays can be
-told apart from the runtime's. Runs made before events were recorded get only the client-side
-milestones. `failover_section` renders the per-label means as Markdown for the report;
-`workloads.failover_plot.draw_failover_timeline` draws them.
+The stages are the gaps between consecutive known milestones (`STAGES`): the fault landing
+(up to the last contact, when that comes after the fault was recorded: a kill or a partition
+that takes the runtime a while to apply), the election timer, the vote, catch-up, the first
+commit, clients reaching the new leader, and the rate filling up. In the simulator every time
+is exact virtual time, so the protocol's own delays can be told apart from the runtime's. Runs
+made before events were recorded keep only the rate milestone. `failover_section` renders the
+per-label means as Markdown for the report; `workloads.failover_plot.draw_failover_timeline`
+draws them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ WRITES = ("write", "cas", "delete")
 
 # (milestone attribute, stage name ending there), in timeline order.
 STAGES: tuple[tuple[str, str], ...] = (
+    ("landed", "fault lands"),
     ("candidate", "election timer"),
     ("elected", "vote"),
     ("catchup_end", "catch-up"),
@@ -92,6 +95,11 @@ class Timeline:
             out[stage] = value - previous
             previous = max(previous, value)
         return out
+
+    @property
+    def landed(self) -> float | None:
+        """When the fault took effect as the first candidate saw it (never before the fault)."""
+        return None if self.last_contact is None else max(0.0, self.last_contact)
 
     @property
     def catchup(self) -> float | None:

@@ -22,7 +22,7 @@ import matplotlib.pyplot as plt
 from workloads.failover import STAGES, Timeline, mean_milestones
 
 DPI = 100
-COLOURS = ("#9ecae1", "#3182bd", "#fd8d3c", "#e6550d", "#a1d99b", "#31a354")
+COLOURS = ("#bdbdbd", "#9ecae1", "#3182bd", "#fd8d3c", "#e6550d", "#a1d99b", "#31a354")
 
 
 def draw_failover_timeline(
