@@ -8,6 +8,7 @@ Routes::
     POST   /cas/{key}    {"expected": str|null, "new": str, "client_id", "seq"}
     POST   /batch        {"ops": [{"op": "put"|"get"|"delete"|"cas", ...}, ...]}
     GET    /status       role, term, leader, commit, last index, sync source, peers
+    GET    /events?after=N   the engine's protocol events numbered above N, with its clock
     GET    /metrics      Prometheus text format
     POST   /admin/shaper, GET /admin/shaper, POST /admin/disk   (see cluster.admin)
 
@@ -31,11 +32,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote_to_bytes
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -104,6 +107,7 @@ def create_app(services: NodeServices) -> Starlette:
         Route("/cas/{key:path}", api.cas, methods=["POST"]),
         Route("/batch", api.batch, methods=["POST"]),
         Route("/status", api.status, methods=["GET"]),
+        Route("/events", api.events, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/admin/shaper", api.admin_shaper, methods=["GET", "POST"]),
         Route("/admin/disk", api.admin_disk, methods=["POST"]),
@@ -309,6 +313,28 @@ class _Api:
         if self.s.peers_view is not None:
             body["peers"] = self.s.peers_view()
         return JSONResponse(body)
+
+    async def events(self, request: Request) -> Response:
+        """Recent protocol events (elections, catch-up, ...) for failover timelines.
+
+        `now` is the engine's clock and `monotonic` the machine's CLOCK_MONOTONIC, read at the
+        same instant: a reader on this machine places the events on its own clock exactly,
+        whatever clock the engine runs on.
+        """
+        raw = request.query_params.get("after", "0")
+        try:
+            after = int(raw)
+        except ValueError:
+            return _error(400, "bad-request", f"after: must be an integer, got {raw!r}")
+        last, events = self.s.loop.events_after(after)
+        return JSONResponse(
+            {
+                "now": anyio.current_time(),
+                "monotonic": time.clock_gettime(time.CLOCK_MONOTONIC),
+                "last": last,
+                "events": [{"seq": n, **event.as_dict()} for n, event in events],
+            }
+        )
 
     async def metrics(self, request: Request) -> Response:
         return Response(self.s.loop.registry.render(), media_type=CONTENT_TYPE)

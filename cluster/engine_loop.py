@@ -51,6 +51,7 @@ from protocols.engine import (
     Status,
 )
 from protocols.errors import InvariantViolation, PeerError
+from protocols.events import ProtocolEvent
 from protocols.messages import Envelope
 from protocols.storage import LogStore
 from protocols.types import Command, Role
@@ -59,6 +60,7 @@ logger = logging.getLogger(__name__)
 
 PERSIST_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+EVENT_HISTORY = 512  # protocol events kept for `/events` (readers poll well before it wraps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +169,8 @@ class EngineLoop:
         self._changed: anyio.Event | None = None
         self._closed = False
         self._role = engine.role
+        self._events: deque[tuple[int, ProtocolEvent]] = deque(maxlen=EVENT_HISTORY)
+        self._event_seq = 0
 
     # ---- what other tasks call -----------------------------------------------------------------
 
@@ -216,6 +220,14 @@ class EngineLoop:
     def status(self) -> Status:
         """The engine's status now (the engine only changes inside the loop's steps)."""
         return self.engine.status()
+
+    def events_after(self, seq: int) -> tuple[int, list[tuple[int, ProtocolEvent]]]:
+        """The kept protocol events numbered above `seq`, and the last number given out.
+
+        Numbers start at 1 with each process, so a reader that sees the last number go down
+        knows the node restarted. Times are the engine's clock (`anyio.current_time()`).
+        """
+        return self._event_seq, [(n, event) for n, event in self._events if n > seq]
 
     async def next_change(self) -> None:
         """Wait for the end of the next turn of the loop that did something."""
@@ -327,6 +339,9 @@ class EngineLoop:
         """Persist, send, count, reply, advance; True if it waited for the disk."""
         engine = self.engine
         ready = engine.ready()
+        for event in ready.events:
+            self._event_seq += 1
+            self._events.append((self._event_seq, event))
         persisted = ready.needs_persist()
         if persisted:
             await self._persist(ready)

@@ -247,6 +247,11 @@ class EtcdCluster:
     async def traffic(self, http: httpx.AsyncClient, node: NodeId) -> dict[str, float] | None:
         return None
 
+    async def events(
+        self, http: httpx.AsyncClient, node: NodeId, after: int
+    ) -> dict[str, Any] | None:
+        return None  # etcd exposes no election events: its failover timeline has fewer stages
+
     async def read_final(
         self, keys: Sequence[str], timeout: float
     ) -> tuple[dict[str, str | None], list[str]]:

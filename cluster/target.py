@@ -114,6 +114,13 @@ class Target(Protocol):
         """Per-peer counters "<peer>/<sent|received>/<bytes|messages>" (None: not available)."""
         ...
 
+    async def events(
+        self, http: httpx.AsyncClient, node: NodeId, after: int
+    ) -> dict[str, Any] | None:
+        """The member's protocol events numbered above `after`, with the engine's clock and
+        CLOCK_MONOTONIC read together (raftbench's GET /events); None: not available."""
+        ...
+
     async def read_final(
         self, keys: Sequence[str], timeout: float
     ) -> tuple[dict[str, str | None], list[str]]:
@@ -191,6 +198,18 @@ class RaftbenchTarget:
         except httpx.HTTPError:
             return None
         return parse_traffic(response.text) if response.status_code == 200 else None
+
+    async def events(
+        self, http: httpx.AsyncClient, node: NodeId, after: int
+    ) -> dict[str, Any] | None:
+        try:
+            response = await http.get(f"{self.cluster.url(node)}/events?after={after}")
+            body = response.json()
+        except (httpx.HTTPError, ValueError):
+            return None
+        if response.status_code != 200 or not isinstance(body, dict):
+            return None
+        return body
 
     async def read_final(
         self, keys: Sequence[str], timeout: float

@@ -9,6 +9,9 @@ one `Ready`. The caller processes a Ready in this order, then calls `advance(rea
    record them (the simulator checks state-machine safety with them);
 4. deliver `replies` to clients.
 
+`events` (protocol milestones with the engine's `now`, see protocols/events.py) may be recorded
+at any point; they change nothing.
+
 Inputs may be given between `ready()` and `advance()` (e.g. while a disk write is in flight);
 `ready()` must not be called again before `advance()`.
 """
@@ -21,6 +24,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from protocols.config import Config
+from protocols.events import ProtocolEvent
 from protocols.kv import Result
 from protocols.log import RaftLog
 from protocols.messages import Envelope
@@ -77,12 +81,15 @@ class Ready:
     messages: list[Envelope] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     replies: list[ClientReply] = field(default_factory=list)
+    events: list[ProtocolEvent] = field(default_factory=list)
 
     def needs_persist(self) -> bool:
         return self.hard_state is not None or self.truncate_after is not None or bool(self.entries)
 
     def is_empty(self) -> bool:
-        return not (self.needs_persist() or self.messages or self.committed or self.replies)
+        return not (
+            self.needs_persist() or self.messages or self.committed or self.replies or self.events
+        )
 
 
 @dataclass(frozen=True, slots=True)

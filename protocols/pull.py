@@ -34,6 +34,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
+from protocols.events import EventKind
 from protocols.messages import (
     Heartbeat,
     HeartbeatResponse,
@@ -539,10 +540,15 @@ class PullEngine(ReplicaBase):
         self._established = False
         self._recheck_held()
         self.stats.history.append((now, source, why))
+        self._event(EventKind.SOURCE_CHANGED, f"{source} ({why})")
         self._probe_point = None
         self._source_rollback_id = None
         self._reported = None  # tell the new source where we are at once
         self._positions_dirty = source is not None
+        if source is not None:
+            # Pull at once: the retry timer only paces the search while no source is usable,
+            # and waiting it out would delay a new primary's first commit by up to a heartbeat.
+            self._pull_retry_at = now
 
     def _cancel_pull(self) -> None:
         """Forget the open request, and close it at the source if it streams."""
@@ -578,6 +584,7 @@ class PullEngine(ReplicaBase):
         if self._catchup is not None and self._catchup.source == source:
             self._catchup.source = None
         self.stats.history.append((now, None, f"dropped {source}: {reason}"))
+        self._event(EventKind.SOURCE_CHANGED, f"None (dropped {source}: {reason})")
         self._probe_point = None
         self._source_rollback_id = None
         self._pull_retry_at = now
@@ -774,10 +781,14 @@ class PullEngine(ReplicaBase):
         self._cancel_pull()
         self._positions = {}
         self._heard = {}
-        self._next_heartbeat = now
         self._next_liveness_check = now + self.config.election_timeout
         self._catchup = _CatchUp(deadline=now + self.config.catchup_bound)
         self._catchup.responses[self.node_id] = self.log.last_position
+        self._event(EventKind.CATCHUP_START)
+        # Ask every member for its position now, in this very Ready (MongoDB's catch-up asks
+        # at once too): the answers, from a majority, fix the catch-up target.
+        self._next_heartbeat = now + self.config.heartbeat_interval
+        self._broadcast_heartbeat(0)
         self._continue_catchup(now)
 
     def _catchup_heard(self, node: NodeId, position: Position, now: float) -> None:
@@ -793,17 +804,27 @@ class PullEngine(ReplicaBase):
         if catchup.target is None and len(catchup.responses) >= len(self.members) // 2 + 1:
             position, node = max((p, n) for n, p in catchup.responses.items())
             catchup.target = position
-            if position > self.log.last_position:
+            ahead = position > self.log.last_position
+            if ahead:
                 catchup.source = node
                 self.stats.catchups += 1
+            self._event(
+                EventKind.CATCHUP_TARGET,
+                f"{position.term}/{position.index} at {node if ahead else 'us'}"
+                f" ({len(catchup.responses)} answers)",
+            )
         target = catchup.target
-        if now >= catchup.deadline or (target is not None and self.log.last_position >= target):
-            self._finish_catchup(now)
+        if target is not None and self.log.last_position >= target:
+            self._finish_catchup(now, "reached")
+            return
+        if now >= catchup.deadline:
+            self._finish_catchup(now, "deadline")
             return
         if catchup.source is not None and self._pull is None:
             self._send_pull(catchup.source, now)
 
-    def _finish_catchup(self, now: float) -> None:
+    def _finish_catchup(self, now: float, why: str) -> None:
+        self._event(EventKind.CATCHUP_END, why)
         self._catchup = None
         self._cancel_pull()
         self._probe_point = None
@@ -823,6 +844,11 @@ class PullEngine(ReplicaBase):
         self._commit_moved = False
         self._pull = None
         self._pull_retry_at = self._now
+
+    def _on_leader_learned(self, leader: NodeId, now: float) -> None:
+        # A new primary: re-judge the sync source now rather than at the next periodic check
+        # (the old one may be the deposed primary, or a member that stopped syncing).
+        self._next_source_check = now
 
     def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
         if not self._syncing:

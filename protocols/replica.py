@@ -26,6 +26,7 @@ from protocols.engine import (
     Status,
 )
 from protocols.errors import CallerError, InvariantViolation, PeerError
+from protocols.events import EventKind, EventLog, ProtocolEvent
 from protocols.kv import KVStateMachine, Result
 from protocols.log import RaftLog
 from protocols.messages import (
@@ -87,6 +88,9 @@ class ReplicaBase:
         self._pending_writes: dict[int, tuple[int, int]] = {}  # index -> (request_id, term)
         self._reads = ReadBarrier()
         self._ready_outstanding = False
+        self._events = EventLog()
+        self._leader_learned_term = -1  # the term whose leader a LEADER_LEARNED event named
+        self._term_committed = -1  # the term whose first commit a TERM_COMMITTED event named
 
     # ---- what callers read -----------------------------------------------------------------
 
@@ -236,6 +240,7 @@ class ReplicaBase:
             or self._has_pending_flush()
             or self._reads.has_servable(self.kv.applied_index)
             or self._can_start_read_round()
+            or bool(self._events)
         )
 
     def _can_start_read_round(self) -> bool:
@@ -265,6 +270,7 @@ class ReplicaBase:
             messages=self._outbox,
             committed=committed,
             replies=self._replies,
+            events=self._events.drain(),
         )
         self._outbox, self._replies = [], []
         self._ready_outstanding = True
@@ -352,6 +358,10 @@ class ReplicaBase:
         self._leader = src
         self._last_leader_contact = now
         self._reset_election_timer(now)
+        if self._leader_learned_term != self._term:
+            self._leader_learned_term = self._term
+            self._event(EventKind.LEADER_LEARNED, src)
+            self._on_leader_learned(src, now)
 
     def _reset_election_timer(self, now: float) -> None:
         # Members of priority above 1 time out sooner, so the first leader is usually the
@@ -398,11 +408,14 @@ class ReplicaBase:
     def _campaign(self, now: float, pre_vote: bool, force: bool = False) -> None:
         self._forced_campaign = force
         self._takeover_at = None  # whatever was armed, an election is under way now
+        last_contact = self._last_leader_contact
         if pre_vote:
             self._become_pre_candidate(now)
         else:
             self._become_candidate(now)
         term = self._term + 1 if pre_vote else self._term
+        kind = EventKind.PRE_VOTE if pre_vote else EventKind.CANDIDATE
+        self._event(kind, "forced" if force else "", term=term, last_contact=last_contact)
         request = VoteRequest(term, self.log.last_term, self.log.last_index, pre_vote, force)
         for peer in self.peers:
             self._send(peer, request)
@@ -445,6 +458,8 @@ class ReplicaBase:
 
     def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
         was_leader = self._role is Role.LEADER
+        if was_leader:
+            self._event(EventKind.STEPPED_DOWN, f"to term {term}" if term != self._term else "")
         if term != self._term:
             if term < self._term:
                 raise InvariantViolation(f"term going back from {self._term} to {term}")
@@ -475,6 +490,7 @@ class ReplicaBase:
     def _become_leader(self, now: float) -> None:
         self._role = Role.LEADER
         self._leader = self.node_id
+        self._event(EventKind.ELECTED)
         self._on_become_leader(now)
 
     def _step_down(self) -> None:
@@ -500,6 +516,28 @@ class ReplicaBase:
             if index > self.log.last_index:
                 raise InvariantViolation(f"commit {index} beyond last index {self.log.last_index}")
             self._commit = index
+            if (
+                self._role is Role.LEADER
+                and self._term_committed != self._term
+                and self.log.term_at(index) == self._term
+            ):
+                self._term_committed = self._term
+                self._event(EventKind.TERM_COMMITTED, f"index {index}")
+
+    def _event(
+        self,
+        kind: EventKind,
+        detail: str = "",
+        *,
+        term: int | None = None,
+        last_contact: float | None = None,
+    ) -> None:
+        """Record a protocol milestone at the time of the input being handled."""
+        self._events.record(
+            ProtocolEvent(
+                self._now, kind, self._term if term is None else term, detail, last_contact
+            )
+        )
 
     def _truncate_after(self, index: int) -> None:
         """Remove entries after `index`; committed entries are never removed."""
@@ -519,6 +557,9 @@ class ReplicaBase:
 
     def _tick_leader(self, now: float) -> None:
         raise NotImplementedError
+
+    def _on_leader_learned(self, leader: NodeId, now: float) -> None:
+        """Hook: the first message from the leader of the current term arrived."""
 
     def _tick_follower(self, now: float) -> None:
         """Followers' timers besides the election (pull adds pulling and probing)."""

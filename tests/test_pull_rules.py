@@ -16,6 +16,7 @@ from protocols.engine import Consistency, ReplyStatus
 from protocols.messages import (
     Envelope,
     Heartbeat,
+    HeartbeatResponse,
     MemberPosition,
     PullRequest,
     PullResponse,
@@ -153,6 +154,7 @@ def test_old_primary_rolls_back_unreplicated_entries_and_acked_writes_survive() 
         h.put("n1", f"lost{i}", "x")  # never leave n1
     h.deliver()
     h.elapse_election_timeout("n2")
+    h.deliver()  # n2's votes before n3's own timer can fire in the next step (no split vote)
     h.settle(1.0)
     assert h.role("n2") is Role.LEADER
     acked = h.put("n2", "kept", "y")
@@ -341,6 +343,47 @@ def test_new_primary_catches_up_from_a_fresher_member_before_writing() -> None:
     assert not engine(h, "n2").catching_up
     assert n2.stats.catchups == 1
     assert n2.kv.get("fresh") == "only-on-n5"  # the fresher entry was kept, then committed
+
+
+def test_new_primary_asks_for_positions_as_it_wins_and_writes_after_a_majority_answered() -> None:
+    """MongoDB's catch-up starts at once: the winning step itself sends the position requests
+    (no wait for a tick or a heartbeat period); the no-op still waits for a majority's
+    answers, since only they fix the catch-up target."""
+    h = pull_cluster()
+    h.isolate("n1")
+    h.elapse_election_timeout("n2")
+    h.deliver(lambda m: "Vote" in type(m.message).__name__)
+    n2 = engine(h, "n2")
+    assert h.role("n2") is Role.LEADER and engine(h, "n2").catching_up
+    # Nothing was ticked since the vote that won: the heartbeats left with that step.
+    asked = {sent.dst for sent in h.messages(Heartbeat, src="n2") if sent.message.term == n2.term}
+    assert asked == {"n1", "n3"}
+    assert n2.log.last_term < n2.term  # no no-op before the answers
+    h.deliver(lambda m: isinstance(m.message, Heartbeat) and m.dst == "n3")
+    assert engine(h, "n2").catching_up  # its own position and no answer yet: not a majority
+    h.deliver(lambda m: isinstance(m.message, HeartbeatResponse) and m.src == "n3")
+    assert not engine(h, "n2").catching_up
+    assert n2.log.last_term == n2.term  # the no-op, right after the majority's answer
+
+
+def test_a_secondary_turns_to_a_new_primary_the_moment_it_hears_from_it() -> None:
+    """A secondary that lost its source (the deposed primary) turns to the new primary when
+    its first message arrives, and its first pull leaves in that same step: no wait for the
+    periodic source check or the no-source retry timer (up to a heartbeat interval), so the
+    new primary's no-op can commit a round trip later."""
+    h = pull_cluster()
+    h.settle(0.3)
+    assert engine(h, "n3").selector.source == "n1"
+    h.isolate("n1")
+    h.elapse_election_timeout("n2")
+    h.deliver(lambda m: "Vote" in type(m.message).__name__)
+    n3 = engine(h, "n3")
+    assert h.role("n2") is Role.LEADER
+    assert n3.selector.source != "n2"
+    assert not h.messages(PullRequest, src="n3")
+    h.deliver(lambda m: isinstance(m.message, Heartbeat) and m.dst == "n3")
+    assert n3.selector.source == "n2"
+    assert [sent.dst for sent in h.messages(PullRequest, src="n3")] == ["n2"]
 
 
 def test_primary_steps_down_without_a_reachable_majority() -> None:

@@ -15,6 +15,13 @@ reading and a kill -9 is lost with it.
 
 The node's status and traffic come through its `cluster.target.Target` (raftbench's /status and
 /metrics, or etcd's maintenance status with no per-peer traffic), so any target is sampled alike.
+
+Protocol events (elections, catch-up; see protocols/events.py) come from the target's `events`
+(raftbench's ``/events``; etcd has none), read with the metrics and at `snapshot`: the node keeps
+its recent ones, so only what a node did just before a kill -9 can be missed. Each answer carries
+the engine's clock and the machine's CLOCK_MONOTONIC read together, which places the events
+exactly on the run's clock (itself CLOCK_MONOTONIC minus the run's origin). They collect in
+`events`.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ import httpx
 
 from cluster.target import Target, parse_traffic
 from protocols.types import NodeId
-from workloads.loadgen import CLK_TCK
+from workloads.loadgen import CLK_TCK, monotonic
 from workloads.results import SAMPLE_INTERVAL
 
 __all__ = ["NodeSampler", "NodeTotals", "leader_changes", "leader_time", "parse_traffic"]
@@ -109,6 +116,8 @@ class NodeSampler:
         self._cpu = {n: _Segmented() for n in cluster.node_ids}
         self._traffic = {n: _Segmented() for n in cluster.node_ids}
         self._locks = {n: anyio.Lock() for n in cluster.node_ids}
+        self.events: list[dict[str, Any]] = []
+        self._events_read: dict[NodeId, tuple[int, int]] = {}  # node -> (pid, last seq read)
         # Built up front (an httpx client costs milliseconds to make), one per node.
         self._http = {
             n: httpx.AsyncClient(trust_env=False, timeout=timeout) for n in cluster.node_ids
@@ -185,6 +194,33 @@ class NodeSampler:
         process = self._process(node)
         if process is not None and process[1] not in ("T", "t", "Z"):
             await self._read_metrics(node, process[0])
+            await self._read_events(node, process[0])
+
+    async def _read_events(self, node: NodeId, pid: int) -> None:
+        """Fetch the node's protocol events not read yet, placed on the run's clock."""
+        client = self._http[node]
+        async with self._locks[node]:
+            seen_pid, seq = self._events_read.get(node, (pid, 0))
+            if seen_pid != pid:
+                seq = 0  # a new process numbers its events from 1 again
+            body = await self.cluster.events(client, node, seq)
+            if body is None:
+                return
+            origin = monotonic() - self.clock()  # CLOCK_MONOTONIC at run time 0
+            try:
+                offset = float(body["monotonic"]) - float(body["now"]) - origin
+            except (KeyError, TypeError, ValueError):
+                return
+            for raw in body.get("events", []):
+                if not isinstance(raw, dict) or not isinstance(raw.get("seq"), int):
+                    continue
+                seq = max(seq, raw["seq"])
+                contact = raw.get("last_contact")
+                row = {k: v for k, v in raw.items() if k != "seq"}
+                row |= {"node": node, "t": round(float(raw["t"]) + offset, 5)}
+                row["last_contact"] = None if contact is None else round(contact + offset, 5)
+                self.events.append(row)
+            self._events_read[node] = (pid, seq)
 
     async def _read_metrics(self, node: NodeId, pid: int) -> None:
         client = self._http[node]
@@ -203,6 +239,7 @@ class NodeSampler:
                 row.update(up=True, **status)
                 if with_metrics:
                     await self._read_metrics(node, process[0])
+                    await self._read_events(node, process[0])
         totals = self._traffic[node]
         row["cpu"] = round(self._cpu[node].total("cpu"), 3)
         row["sent"] = int(sum(totals.total(k) for k in totals.names() if "/sent/bytes" in k))

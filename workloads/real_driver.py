@@ -588,6 +588,7 @@ def _record(
         regions=regions,
         nodes=nodes,
         faults=faults,
+        events=sorted(run.sampler.events, key=lambda event: float(event["t"])),
     )
 
 

@@ -46,6 +46,10 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
     `bytes_received` (window), `leader_time` (seconds it led in the window).
 ``faults.jsonl``
     `t`, `kind`, `nodes`, `detail` for every fault injected (and undone).
+``events.jsonl``
+    the engines' protocol events (protocols/events.py), time order: `t` (run seconds), `node`,
+    `kind`, `term`, `detail`, `last_contact` (election starts: when that node last heard a
+    leader). Absent in runs made before it existed (read as none).
 ``summary.json``
     what `workloads.summary` computes from the files above (the report re-computes it).
 
@@ -125,6 +129,7 @@ class RunRecord:
     regions: dict[str, str]
     nodes: dict[str, dict[str, Any]]
     faults: list[FaultRecord] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
 
     def history(self) -> list[Operation]:
         return [op.as_operation() for op in self.ops if op.is_linearizable_op()]
@@ -164,6 +169,7 @@ def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: boo
     _dump(folder / "links.json", {"links": record.links, "regions": record.regions})
     _dump(folder / "nodes.json", record.nodes)
     _lines(folder / "faults.jsonl", (asdict(f) for f in record.faults))
+    _lines(folder / "events.jsonl", record.events)
     return folder
 
 
@@ -187,6 +193,8 @@ def read_run(folder: Path) -> RunRecord:
         FaultRecord(row["t"], row["kind"], tuple(row["nodes"]), row.get("detail", ""))
         for row in _read_lines(folder / "faults.jsonl")
     ]
+    events_file = folder / "events.jsonl"
+    events = list(_read_lines(events_file)) if events_file.exists() else []
     return RunRecord(
         metadata=metadata,
         ops=ops,
@@ -195,6 +203,7 @@ def read_run(folder: Path) -> RunRecord:
         regions=links["regions"],
         nodes=json.loads((folder / "nodes.json").read_text()),
         faults=faults,
+        events=events,
     )
 
 

@@ -210,6 +210,10 @@ def run_sim(
         regions=regions,
         nodes=nodes,
         faults=faults,
+        events=[
+            {"node": node, **event.as_dict()}
+            for node, event in sorted(sim.protocol_events, key=lambda item: item[1].t)
+        ],
     )
 
 

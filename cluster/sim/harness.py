@@ -16,6 +16,7 @@ from typing import Any, Generic, TypeVar
 from protocols.config import Config
 from protocols.engine import ClientReply, ClientRequest, Consistency, EngineFactory, ReadRequest
 from protocols.engines import engine_factory
+from protocols.events import ProtocolEvent
 from protocols.messages import Envelope
 from protocols.replica import ReplicaBase
 from protocols.storage import MemoryLogStore
@@ -47,6 +48,7 @@ class Harness:
     replies: list[ClientReply] = field(default_factory=list)
     applied: dict[NodeId, list[Entry]] = field(default_factory=dict)
     cut: set[tuple[NodeId, NodeId]] = field(default_factory=set)
+    events: list[tuple[NodeId, ProtocolEvent]] = field(default_factory=list)
     _next_request: int = 1
 
     @classmethod
@@ -96,6 +98,7 @@ class Harness:
             self.inflight.extend(ready.messages)
             self.applied[node].extend(ready.committed)
             self.replies.extend(ready.replies)
+            self.events.extend((node, event) for event in ready.events)
             engine.advance(ready)
 
     def do(self, node: NodeId, action: Callable[[ReplicaBase], object]) -> None:

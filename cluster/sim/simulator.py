@@ -26,6 +26,7 @@ from protocols.config import Config
 from protocols.engine import ClientReply, ClientRequest, Engine, EngineFactory, ReadRequest, Ready
 from protocols.engines import engine_factory
 from protocols.errors import InvariantViolation, PeerError
+from protocols.events import ProtocolEvent
 from protocols.messages import Envelope, VoteResponse
 from protocols.storage import MemoryLogStore
 from protocols.types import NodeId, Role
@@ -175,6 +176,7 @@ class Simulator:
             else schedule(nemesis_rng, self.node_ids, config.faults, config.duration)
         )
         self.fault_log: list[tuple[float, str]] = []
+        self.protocol_events: list[tuple[NodeId, ProtocolEvent]] = []  # engines' milestones
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
@@ -364,6 +366,8 @@ class Simulator:
                 self._engine_violation(node, error)
                 return
             self.invariants.on_ready(self.now, engine, ready)
+            if ready.events:
+                self.protocol_events.extend((node.node_id, event) for event in ready.events)
             if ready.needs_persist():
                 node.inflight = ready
                 base = self.config.disk_latency_of.get(node.node_id, self.config.disk_latency)
