@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cluster.sim.runner import replay_command, run_seed
 from cluster.sim.simulator import SimConfig
 from protocols.messages import VoteRequest
 from protocols.push import PushEngine
 from protocols.types import NodeId, Role
 from raftbench.cli import main
 from raftbench.commands.sim import sync_settings
+from workloads.sim_runner import replay_command, run_seed
 
 PROTOCOLS = ["push", "pull"]
 CI_SEEDS = 200
@@ -69,7 +69,7 @@ def test_a_seed_replays_exactly(protocol: str) -> None:
 def test_a_seed_replays_exactly_across_processes_with_different_hash_seeds() -> None:
     """String hashing is randomised per process: nothing may depend on set/dict hash order."""
     code = (
-        "from cluster.sim.runner import run_seed; from cluster.sim.simulator import SimConfig;"
+        "from workloads.sim_runner import run_seed; from cluster.sim.simulator import SimConfig;"
         "r = run_seed(SimConfig(seed=3, faults='all', duration=3.0), keep_history=True);"
         "print(r.events, r.messages, len(r.history),"
         " [(o.process, o.f, o.key, o.value, o.outcome) for o in r.history])"

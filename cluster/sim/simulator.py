@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.sim.clients import ClientSettings, SimClient, correctness_workload
+from cluster.sim.clients import ClientLoad, ClientSettings, SimClient
 from cluster.sim.invariants import Invariants, Violation
 from cluster.sim.nemesis import LEADER, Action, Fault, schedule
 from cluster.sim.network import Link, SimNetwork
@@ -29,7 +29,6 @@ from protocols.errors import InvariantViolation, PeerError
 from protocols.messages import Envelope, VoteResponse
 from protocols.storage import MemoryLogStore
 from protocols.types import NodeId, Role
-from workloads.generators import LoopMode, OperationStream, Workload
 
 # Event kinds, in the order they are handled when due at the same instant.
 (
@@ -79,14 +78,17 @@ class SimConfig:
     region_delay: dict[tuple[str, str], float] = field(default_factory=dict)  # one-way, symmetric
     disk_latency_of: dict[NodeId, float] = field(default_factory=dict)  # slow disks
     faults_scripted: tuple[Fault, ...] | None = None  # replaces the random nemesis
-    workload: Workload | None = None  # default: correctness_workload(clients)
+    workload: ClientLoad | None = None  # required by Simulator (workloads.sim_runner fills
+    # in the default correctness workload)
     sample_interval: float = 0.0  # > 0: record every node's state this often (time series)
     settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
     count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
     fifo_links: bool = False  # links keep order (TCP-like); False lets jitter reorder them
 
-    def the_workload(self) -> Workload:
-        return self.workload if self.workload is not None else correctness_workload(self.clients)
+    def the_workload(self) -> ClientLoad:
+        if self.workload is None:
+            raise ValueError("SimConfig.workload is not set (workloads.sim_runner sets a default)")
+        return self.workload
 
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
@@ -193,11 +195,11 @@ class Simulator:
                 random.Random(self._client_rng.getrandbits(64)),
                 config.client_settings,
                 self.node_ids,
-                OperationStream(self.workload, stream_seed, i),
+                self.workload.stream(stream_seed, i),
             )
             for i in range(self.workload.clients)
         ]
-        self._open_loop = self.workload.loop is LoopMode.OPEN
+        self._open_loop = self.workload.open_loop
         self._stream_seed = stream_seed
         self.samples: list[dict[str, Any]] = []
         self.leader_time: dict[NodeId, float] = {}

@@ -6,11 +6,11 @@ import argparse
 import sys
 
 from cluster.sim.nemesis import FAULT_MODES
-from cluster.sim.runner import replay_command, run_seed, seed_configs
 from cluster.sim.simulator import SimConfig
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
 from raftbench.commands.argtypes import positive_float, positive_int
+from workloads.sim_runner import replay_command, run_seed, seed_configs
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

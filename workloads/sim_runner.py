@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from cluster.sim.simulator import SimConfig, Simulator
 from workloads.checker import CheckResult, Operation, check_operations
+from workloads.sim_load import correctness_workload, op_record
 
 
 @dataclass(slots=True)
@@ -50,13 +51,14 @@ def _policy_flag(config: SimConfig) -> str:
 
 def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False) -> SeedResult:
     """Simulate one seed, check every invariant and the history's linearizability."""
+    if config.workload is None:
+        config = dataclasses.replace(config, workload=correctness_workload(config.clients))
     started = time.perf_counter()
     simulator = Simulator(config)
     simulator.run()
     wall = time.perf_counter() - started
-    history = [
-        op.as_operation() for c in simulator.clients for op in c.ops if op.is_linearizable_op()
-    ]
+    records = (op_record(op) for c in simulator.clients for op in c.ops)
+    history = [op.as_operation() for op in records if op.is_linearizable_op()]
     check: CheckResult = check_operations(history, budget=budget)
     stats = simulator.stats
     return SeedResult(
