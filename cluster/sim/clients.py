@@ -96,6 +96,7 @@ class Outstanding:
     seq: int
     then_cas: str | None = None  # rmw: after this read, cas(read value -> then_cas)
     attempt: int = 0  # request id of the attempt in flight
+    attempt_deadline: float = 0.0  # when the attempt in flight times out
     target: NodeId = ""
 
 
@@ -116,6 +117,7 @@ class SimClient:
     leader_guess: NodeId | None = None
     seq: int = 0
     backlog: deque[float] = field(default_factory=deque)  # open loop: intended starts waiting
+    timer_at: float | None = None  # the client's one pending attempt timer (None: none)
 
     def next_op(self, now: float, intended: float | None = None) -> Outstanding:
         """Start the next planned operation at `now` (the caller sends the first attempt)."""
