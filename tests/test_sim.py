@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cluster.sim.runner import replay_command, run_seed
 from cluster.sim.simulator import SimConfig
 from protocols.messages import VoteRequest
 from protocols.push import PushEngine
 from protocols.types import NodeId, Role
 from raftbench.cli import main
 from raftbench.commands.sim import sync_settings
+from workloads.sim_runner import replay_command, run_seed
 
 PROTOCOLS = ["push", "pull"]
 CI_SEEDS = 200
@@ -69,7 +69,7 @@ def test_a_seed_replays_exactly(protocol: str) -> None:
 def test_a_seed_replays_exactly_across_processes_with_different_hash_seeds() -> None:
     """String hashing is randomised per process: nothing may depend on set/dict hash order."""
     code = (
-        "from cluster.sim.runner import run_seed; from cluster.sim.simulator import SimConfig;"
+        "from workloads.sim_runner import run_seed; from cluster.sim.simulator import SimConfig;"
         "r = run_seed(SimConfig(seed=3, faults='all', duration=3.0), keep_history=True);"
         "print(r.events, r.messages, len(r.history),"
         " [(o.process, o.f, o.key, o.value, o.outcome) for o in r.history])"
@@ -146,3 +146,25 @@ def test_unknown_protocol_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -
         main(["sim", "--protocol", "paxos", "--seeds", "1"])
     assert exit_info.value.code == 2
     assert "invalid choice: 'paxos'" in capsys.readouterr().err
+
+
+def test_parallel_jobs_give_the_same_per_seed_results(capsys: pytest.CaptureFixture[str]) -> None:
+    """--jobs N only spreads seeds over processes: every seed's line (digest included) and
+    every replay command is what --jobs 1 prints."""
+    outputs = []
+    for jobs in ("1", "2"):
+        args = ["sim", "--protocol", "pull", "--seeds", "3", "--duration", "2", "--faults"]
+        main([*args, "all", "--jobs", jobs, "-v"])
+        out = capsys.readouterr().out
+        outputs.append([line for line in out.splitlines() if not line.startswith("#")])
+    assert outputs[0] == outputs[1]
+    assert len([line for line in outputs[0] if line.startswith("seed=")]) == 3
+    assert all("digest=" in line for line in outputs[0] if line.startswith("seed="))
+
+
+def test_the_digest_tells_different_runs_apart() -> None:
+    first = run_seed(SimConfig(seed=1, faults="all", duration=2.0))
+    again = run_seed(SimConfig(seed=1, faults="all", duration=2.0))
+    other = run_seed(SimConfig(seed=2, faults="all", duration=2.0))
+    assert first.digest == again.digest
+    assert first.digest != other.digest

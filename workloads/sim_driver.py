@@ -19,6 +19,7 @@ from cluster.sim.simulator import SimConfig, Simulator
 from protocols.config import SyncSettings
 from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
 from workloads.scenario import UNDO, FaultAction, FaultSpec, Scenario
+from workloads.sim_load import WorkloadLoad, op_record
 
 LAN_ONE_WAY = 0.0001  # 100 µs: the simulator's stand-in for a same-datacentre link
 LAN_JITTER = 0.00002
@@ -114,7 +115,7 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
         config_overrides=overrides,
         regions=scenario.regions,
         faults_scripted=tuple(scenario_faults(scenario)),
-        workload=scenario.workload,
+        workload=WorkloadLoad(scenario.workload),
         sample_interval=0.1,
         settle=timing.cooldown,
         fifo_links=True,  # the real transport runs over TCP: links never reorder
@@ -163,7 +164,7 @@ def run_sim(
         sent[src] += total_bytes - bytes0
         received[dst] += total_bytes - bytes0
     regions = {node: scenario.region_of(node) for node in sim.node_ids}
-    ops: list[OpRecord] = [op for client in sim.clients for op in client.ops]
+    ops: list[OpRecord] = [op_record(op) for client in sim.clients for op in client.ops]
     ops.sort(key=lambda op: op.invoke)
     nodes = {
         node: {

@@ -4,21 +4,22 @@ Each client follows the rules a real client of this project follows: a write car
 session stamp (client id, sequence number) and keeps it on every retry, so an attempt whose
 outcome is unknown can be retried safely; an operation that cannot finish before its deadline
 is recorded with an unknown outcome and the client continues as a new process (Jepsen's rule:
-at most one outstanding operation per process). What to do next comes from the workload's
-`OperationStream` (values are unique per write, so the history checker can tell writes apart).
-A read-modify-write is a read then a compare-and-set from the value read: two operations.
+at most one outstanding operation per process). What to do next comes from an `OpSource` (the
+workload layer plugs its operation stream in: this runtime layer never imports it; values are
+unique per write, so the history checker can tell writes apart). A read-modify-write is a read
+then a compare-and-set from the value read: two operations.
 """
 
 from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from protocols.engine import ClientReply, Consistency, ReplyStatus
 from protocols.types import Command, NodeId, Op
-from workloads.generators import OperationStream, OpKind, OpMix, Workload
-from workloads.results import OpRecord
 
 
 @dataclass(slots=True)
@@ -29,17 +30,56 @@ class ClientSettings:
     retry_backoff: float = 0.05  # pause before retrying after "no leader" / "retry"
 
 
-def correctness_workload(clients: int = 5) -> Workload:
-    """The default simulator workload: few keys, reads, writes and compare-and-set."""
-    return Workload(
-        mix=OpMix(read=0.4, write=0.4, cas=0.2),
-        key_count=3,
-        value_size=16,
-        clients=clients,
-    )
+class PlannedOp(Protocol):
+    """One operation a workload wants run next (`kind`: read, write, cas, delete or rmw)."""
+
+    @property
+    def kind(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def value(self) -> str | None: ...
+    @property
+    def expected(self) -> str | None: ...
+    @property
+    def consistency(self) -> Consistency | None: ...
 
 
-_F = {OpKind.READ: "read", OpKind.WRITE: "write", OpKind.CAS: "cas", OpKind.DELETE: "delete"}
+class OpSource(Protocol):
+    """A client's seeded stream of operations; it sees what reads returned (rmw, cas)."""
+
+    def next_op(self) -> PlannedOp: ...
+    def observe(self, key: str, value: str | None) -> None: ...
+
+
+class ClientLoad(Protocol):
+    """What the simulator needs from a workload: client count, loop kind, arrivals, streams."""
+
+    @property
+    def clients(self) -> int: ...
+    @property
+    def open_loop(self) -> bool: ...
+    def arrivals(self, duration: float, seed: int, client: int) -> Sequence[float]: ...
+    def stream(self, seed: int, client: int) -> OpSource: ...
+
+
+@dataclass(slots=True)
+class ClientOp:
+    """One client operation as the simulated client saw it (the driver's record, field by
+    field: the workload layer turns it into its own record type)."""
+
+    process: int
+    f: str
+    key: str
+    value: Any
+    invoke: float
+    complete: float | None
+    outcome: str  # ok | fail | unknown
+    consistency: str | None = None
+    intended: float | None = None
+
+
+_F = {"read": "read", "write": "write", "cas": "cas", "delete": "delete"}
 
 
 @dataclass(slots=True)
@@ -56,6 +96,7 @@ class Outstanding:
     seq: int
     then_cas: str | None = None  # rmw: after this read, cas(read value -> then_cas)
     attempt: int = 0  # request id of the attempt in flight
+    attempt_deadline: float = 0.0  # when the attempt in flight times out
     target: NodeId = ""
 
 
@@ -69,20 +110,21 @@ class SimClient:
     rng: random.Random
     settings: ClientSettings
     nodes: tuple[NodeId, ...]
-    stream: OperationStream
-    ops: list[OpRecord] = field(default_factory=list)
+    stream: OpSource
+    ops: list[ClientOp] = field(default_factory=list)
     acked_writes: list[tuple[str, int, int]] = field(default_factory=list)  # (client, seq, index)
     current: Outstanding | None = None
     leader_guess: NodeId | None = None
     seq: int = 0
     backlog: deque[float] = field(default_factory=deque)  # open loop: intended starts waiting
+    timer_at: float | None = None  # the client's one pending attempt timer (None: none)
 
     def next_op(self, now: float, intended: float | None = None) -> Outstanding:
         """Start the next planned operation at `now` (the caller sends the first attempt)."""
         planned = self.stream.next_op()
         start = now if intended is None else intended
-        if planned.kind in (OpKind.READ, OpKind.RMW):
-            then = planned.value if planned.kind is OpKind.RMW else None
+        if planned.kind in ("read", "rmw"):
+            then = planned.value if planned.kind == "rmw" else None
             op = Outstanding(
                 "read", planned.key, None, None, planned.consistency, now, start, 0, then
             )
@@ -153,7 +195,7 @@ class SimClient:
     ) -> None:
         intended = op.intended if op.intended != op.invoke else None
         self.ops.append(
-            OpRecord(self.process, op.f, op.key, value, op.invoke, now, outcome, level, intended)
+            ClientOp(self.process, op.f, op.key, value, op.invoke, now, outcome, level, intended)
         )
 
     def give_up(self, new_process: int) -> None:

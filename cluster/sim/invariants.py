@@ -44,6 +44,10 @@ class Invariants:
     committed_upto_by_term: dict[int, int] = field(default_factory=dict)
     _before: dict[int, int] = field(default_factory=dict)  # cache of _committed_before
     commit_seen: dict[NodeId, int] = field(default_factory=dict)
+    # Incremental checks: a leader is checked again only when its term, the committed map
+    # (its version) or its log (a truncation) changed since its last check.
+    _commits_version: int = 0
+    _leader_checked: dict[NodeId, tuple[int, int]] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
 
     def _fail(self, now: float, node: NodeId, rule: str, detail: str) -> None:
@@ -51,33 +55,47 @@ class Invariants:
 
     def node_restarted(self, node: NodeId, durable_commit: int) -> None:
         self.commit_seen[node] = durable_commit
+        self._leader_checked.pop(node, None)
 
     def after_step(self, now: float, engine: Engine) -> None:
         """Role and commit checks, run after every input given to `engine`."""
         node = engine.node_id
         commit = engine.commit_index
-        if commit < self.commit_seen.get(node, 0):
-            self._fail(now, node, "commit-monotonic", f"{self.commit_seen[node]} -> {commit}")
-        if commit > engine.log.last_index:
-            self._fail(now, node, "commit-within-log", f"{commit} > last {engine.log.last_index}")
-        self.commit_seen[node] = commit
+        seen = self.commit_seen.get(node, 0)
+        if commit != seen:  # (a log that shrinks under its commit: see on_ready)
+            if commit < seen:
+                self._fail(now, node, "commit-monotonic", f"{seen} -> {commit}")
+            self._check_commit_within_log(now, engine)
+            self.commit_seen[node] = commit
         if engine.role is Role.LEADER:
             term = engine.term
-            known = self.leaders.setdefault(term, node)
-            if known != node:
-                self._fail(now, node, "election-safety", f"{known} also leads term {term}")
-            else:
-                index = self._committed_before(term)
-                if index:
-                    entry = self.committed[index]
-                    if engine.log.term_at(index) != entry.term:
-                        self._fail(
-                            now,
-                            node,
-                            "leader-completeness",
-                            f"leader of term {term} lacks entry {index}/{entry.term} "
-                            "committed in an earlier term",
-                        )
+            if self._leader_checked.get(node) != (term, self._commits_version):
+                self._leader_checked[node] = (term, self._commits_version)
+                self._check_leader(now, engine)
+
+    def _check_commit_within_log(self, now: float, engine: Engine) -> None:
+        commit, last = engine.commit_index, engine.log.last_index
+        if commit > last:
+            self._fail(now, engine.node_id, "commit-within-log", f"{commit} > last {last}")
+
+    def _check_leader(self, now: float, engine: Engine) -> None:
+        """Election safety and leader completeness for the leader `engine`."""
+        node, term = engine.node_id, engine.term
+        known = self.leaders.setdefault(term, node)
+        if known != node:
+            self._fail(now, node, "election-safety", f"{known} also leads term {term}")
+            return
+        index = self._committed_before(term)
+        if index:
+            entry = self.committed[index]
+            if engine.log.term_at(index) != entry.term:
+                self._fail(
+                    now,
+                    node,
+                    "leader-completeness",
+                    f"leader of term {term} lacks entry {index}/{entry.term} "
+                    "committed in an earlier term",
+                )
 
     def _committed_before(self, term: int) -> int:
         """The highest index committed in a term before `term` (cached between commits)."""
@@ -104,15 +122,29 @@ class Invariants:
         """Record and check what a Ready hands out: new entries and newly applied ones."""
         node = engine.node_id
         log = engine.log
+        if ready.truncate_after is not None:  # the log changed under the incremental checks
+            self._check_commit_within_log(now, engine)
+            if engine.role is Role.LEADER:
+                self._leader_checked[node] = (engine.term, self._commits_version)
+                self._check_leader(now, engine)
+        identities = self.identities
+        before: Entry | None = None
         for entry in ready.entries:
-            previous_term = log.term_at(entry.index - 1)
+            if before is not None and before.index == entry.index - 1:
+                previous_term: int | None = before.term  # a Ready's entries are contiguous
+            else:
+                previous_term = log.term_at(entry.index - 1)
+            before = entry
             if previous_term is None:  # truncated again before this Ready was taken
+                before = None
                 continue
             key = (entry.index, entry.term)
-            seen = self.identities.get(key)
+            seen = identities.get(key)
             if seen is None:
-                self.identities[key] = (entry.command, previous_term)
-            elif seen != (entry.command, previous_term):
+                identities[key] = (entry.command, previous_term)
+            elif seen[1] != previous_term or (
+                seen[0] is not entry.command and seen[0] != entry.command
+            ):  # (the simulated wire passes the same command object along: usually `is`)
                 self._fail(
                     now,
                     node,
@@ -127,7 +159,8 @@ class Invariants:
                 upto = self.committed_upto_by_term
                 upto[engine.term] = max(upto.get(engine.term, 0), entry.index)
                 self._before.clear()
-            elif known != entry:
+                self._commits_version += 1
+            elif known is not entry and known != entry:
                 self._fail(
                     now,
                     node,

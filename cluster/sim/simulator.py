@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.sim.clients import ClientSettings, SimClient, correctness_workload
+from cluster.sim.clients import ClientLoad, ClientSettings, SimClient
 from cluster.sim.invariants import Invariants, Violation
 from cluster.sim.nemesis import LEADER, Action, Fault, schedule
 from cluster.sim.network import Link, SimNetwork
@@ -30,7 +30,6 @@ from protocols.events import ProtocolEvent
 from protocols.messages import Envelope, VoteResponse
 from protocols.storage import MemoryLogStore
 from protocols.types import NodeId, Role
-from workloads.generators import LoopMode, OperationStream, Workload
 
 # Event kinds, in the order they are handled when due at the same instant.
 (
@@ -45,7 +44,7 @@ from workloads.generators import LoopMode, OperationStream, Workload
     _ARRIVAL,
     _SAMPLE,
 ) = range(10)
-_NODE_EVENTS = (_DELIVER, _TICK, _DISK, _CLIENT_ARRIVE)  # deferred while a node is paused
+_LAST_NODE_EVENT = _CLIENT_ARRIVE  # kinds up to here are deferred while a node is paused
 
 
 @dataclass(slots=True)
@@ -80,14 +79,17 @@ class SimConfig:
     region_delay: dict[tuple[str, str], float] = field(default_factory=dict)  # one-way, symmetric
     disk_latency_of: dict[NodeId, float] = field(default_factory=dict)  # slow disks
     faults_scripted: tuple[Fault, ...] | None = None  # replaces the random nemesis
-    workload: Workload | None = None  # default: correctness_workload(clients)
+    workload: ClientLoad | None = None  # required by Simulator (workloads.sim_runner fills
+    # in the default correctness workload)
     sample_interval: float = 0.0  # > 0: record every node's state this often (time series)
     settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
     count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
     fifo_links: bool = False  # links keep order (TCP-like); False lets jitter reorder them
 
-    def the_workload(self) -> Workload:
-        return self.workload if self.workload is not None else correctness_workload(self.clients)
+    def the_workload(self) -> ClientLoad:
+        if self.workload is None:
+            raise ValueError("SimConfig.workload is not set (workloads.sim_runner sets a default)")
+        return self.workload
 
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
@@ -127,6 +129,7 @@ class _Node:
     tick_at: float = float("inf")
     paused: bool = False
     deferred: list[tuple[int, Any, Any]] = field(default_factory=list)  # events while paused
+    disk_latency: float = 0.0  # base latency of this node's disk
 
 
 @dataclass(slots=True)
@@ -167,7 +170,11 @@ class Simulator:
         )
         self.network.count_bytes = config.count_bytes
         self.network.fifo = config.fifo_links
-        self.nodes = {n: _Node(n, MemoryLogStore()) for n in self.node_ids}
+        base_disk = config.disk_latency
+        self.nodes = {
+            n: _Node(n, MemoryLogStore(), disk_latency=config.disk_latency_of.get(n, base_disk))
+            for n in self.node_ids
+        }
         self.invariants = Invariants()
         self.stats = SimStats()
         self.faults = (
@@ -180,6 +187,21 @@ class Simulator:
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
+        # A FIFO link's arrival that lands on the same instant as the link's previous one
+        # joins that delivery: (link) -> (time, batch still waiting in the heap).
+        self._batches: dict[tuple[NodeId, NodeId], tuple[float, list[Envelope]]] = {}
+        self._handlers: list[Callable[[Any, Any], None]] = [
+            self._on_deliver,
+            self._on_tick,
+            self._on_disk,
+            self._on_client_arrive,
+            self._on_client_reply,
+            self._on_client_timer,
+            self._on_client_start,
+            self._on_fault,
+            self._on_arrival,
+            self._on_sample,
+        ]
         self._request_owner: dict[int, SimClient] = {}
         self._next_request = 1
         self.workload = config.the_workload()
@@ -195,11 +217,11 @@ class Simulator:
                 random.Random(self._client_rng.getrandbits(64)),
                 config.client_settings,
                 self.node_ids,
-                OperationStream(self.workload, stream_seed, i),
+                self.workload.stream(stream_seed, i),
             )
             for i in range(self.workload.clients)
         ]
-        self._open_loop = self.workload.loop is LoopMode.OPEN
+        self._open_loop = self.workload.open_loop
         self._stream_seed = stream_seed
         self.samples: list[dict[str, Any]] = []
         self.leader_time: dict[NodeId, float] = {}
@@ -274,25 +296,15 @@ class Simulator:
 
     def run_until(self, end: float) -> None:
         """Process every event due up to virtual time `end` (tests may stop and look)."""
-        handlers: list[Callable[[Any, Any], None]] = [
-            self._on_deliver,
-            self._on_tick,
-            self._on_disk,
-            self._on_client_arrive,
-            self._on_client_reply,
-            self._on_client_timer,
-            self._on_client_start,
-            self._on_fault,
-            self._on_arrival,
-            self._on_sample,
-        ]
+        handlers = self._handlers
         heap = self._heap
         stats = self.stats
+        pop = heapq.heappop
         while heap and self.stopped_by is None and heap[0][0] <= end:
-            time, _, kind, a, b = heapq.heappop(heap)
+            time, _, kind, a, b = pop(heap)
             self.now = time
             stats.events += 1
-            if kind in _NODE_EVENTS and a.paused:
+            if kind <= _LAST_NODE_EVENT and a.paused:
                 a.deferred.append((kind, a, b))  # a stopped process reads its socket later
                 continue
             handlers[kind](a, b)
@@ -316,7 +328,14 @@ class Simulator:
 
     # ---- node events ---------------------------------------------------------------------------
 
-    def _step(self, node: _Node, action: Callable[[Engine], None], what: str, obj: object) -> None:
+    def _step(
+        self,
+        node: _Node,
+        action: Callable[[Engine], None],
+        what: str,
+        obj: object,
+        pump: bool = True,
+    ) -> None:
         engine = node.engine
         if engine is None:
             return
@@ -338,7 +357,8 @@ class Simulator:
         if source != self._sources.get(node.node_id):
             self._sources[node.node_id] = source
             self.invariants.check_sync_sources(self.now, self._live_sync_edges())
-        self._pump(node)
+        if pump:
+            self._pump(node)
 
     def _live_sync_edges(self) -> dict[NodeId, NodeId | None]:
         """Sync sources, without edges to a source that restarted since it last served."""
@@ -370,9 +390,9 @@ class Simulator:
                 self.protocol_events.extend((node.node_id, event) for event in ready.events)
             if ready.needs_persist():
                 node.inflight = ready
-                base = self.config.disk_latency_of.get(node.node_id, self.config.disk_latency)
-                latency = base * (0.5 + self._disk_rng.random())
-                latency += self._disk_extra.get(node.node_id, 0.0)
+                latency = node.disk_latency * (0.5 + self._disk_rng.random())
+                if self._disk_extra:
+                    latency += self._disk_extra.get(node.node_id, 0.0)
                 self._at(self.now + latency, _DISK, node, node.incarnation)
                 break
             self._finish(node, ready)
@@ -386,20 +406,27 @@ class Simulator:
         """After the persist: send, deliver replies, advance."""
         engine = node.engine
         assert engine is not None
+        self.stats.messages += len(ready.messages)
+        arrivals = self.network.arrivals
+        nodes = self.nodes
+        now = self.now
+        fifo = self.network.fifo
         for envelope in ready.messages:
-            self.stats.messages += 1
             message = envelope.message
             if (
                 self._crash_after_vote
-                and isinstance(message, VoteResponse)
+                and type(message) is VoteResponse
                 and message.granted
                 and not message.pre_vote
                 and self.now < self.config.duration
                 and self._disk_rng.random() < self._crash_after_vote
             ):
                 self._targeted_crash(node)
-            for arrival in self.network.arrivals(envelope, self.now):
-                self._at(arrival, _DELIVER, self.nodes[envelope.dst], envelope)
+            for arrival in arrivals(envelope, now):
+                if fifo:
+                    self._deliver_fifo(arrival, envelope)
+                else:
+                    self._at(arrival, _DELIVER, nodes[envelope.dst], envelope)
         for reply in ready.replies:
             client = self._request_owner.pop(reply.request_id, None)
             if client is not None:
@@ -407,8 +434,35 @@ class Simulator:
         node.inflight = None
         engine.advance(ready)
 
-    def _on_deliver(self, node: _Node, envelope: Envelope) -> None:
-        self._step(node, lambda e: e.receive(envelope, self.now), "recv", envelope)
+    def _deliver_fifo(self, arrival: float, envelope: Envelope) -> None:
+        """Schedule a FIFO link's arrival; one at the instant of the link's last joins it."""
+        link = (envelope.src, envelope.dst)
+        last = self._batches.get(link)
+        if last is not None and last[0] == arrival:
+            last[1].append(envelope)
+            return
+        batch = [envelope]
+        self._batches[link] = (arrival, batch)
+        self._at(arrival, _DELIVER, self.nodes[envelope.dst], batch)
+
+    def _on_deliver(self, node: _Node, delivery: Envelope | list[Envelope]) -> None:
+        if not isinstance(delivery, list):
+            self._step(node, self._receiver(delivery), "recv", delivery)
+            return
+        first = delivery[0]
+        link = (first.src, first.dst)
+        if self._batches.get(link, (0.0, None))[1] is delivery:
+            del self._batches[link]  # later arrivals start a new batch
+        # Every message of the batch is received in turn; the node then takes its Readies
+        # once, as a real node does with what one read of its socket returned.
+        last = len(delivery) - 1
+        for position, envelope in enumerate(delivery):
+            if node.engine is None or self.stopped_by is not None:
+                return
+            self._step(node, self._receiver(envelope), "recv", envelope, position == last)
+
+    def _receiver(self, envelope: Envelope) -> Callable[[Engine], None]:
+        return lambda engine: engine.receive(envelope, self.now)
 
     def _on_tick(self, node: _Node, deadline: float) -> None:
         if node.tick_at != deadline or node.engine is None:
@@ -573,7 +627,12 @@ class Simulator:
         self._request_owner[request_id] = client
         arrival = self.now + self.config.client_delay
         self._at(arrival, _CLIENT_ARRIVE, self.nodes[op.target], (client, request_id))
-        self._at(self.now + client.settings.attempt_timeout, _CLIENT_TIMER, client, request_id)
+        op.attempt_deadline = self.now + client.settings.attempt_timeout
+        if client.timer_at is None:
+            # One attempt timer per client: when it fires it re-arms itself for the deadline
+            # of the attempt then in flight, instead of one event per attempt.
+            client.timer_at = op.attempt_deadline
+            self._at(op.attempt_deadline, _CLIENT_TIMER, client, 0)
 
     def _on_client_arrive(self, node: _Node, payload: tuple[SimClient, int]) -> None:
         client, request_id = payload
@@ -630,8 +689,17 @@ class Simulator:
         self._at(self.now + pause, _CLIENT_START, client)
 
     def _on_client_timer(self, client: SimClient, request_id: int) -> None:
-        """An attempt timed out (request_id > 0) or a retry is due (request_id < 0)."""
+        """The client's attempt timer (request_id 0) or a retry that is due (request_id < 0)."""
         op = client.current
+        if request_id == 0:
+            client.timer_at = None
+            if op is None:
+                return
+            if op.attempt_deadline > self.now:
+                client.timer_at = op.attempt_deadline
+                self._at(op.attempt_deadline, _CLIENT_TIMER, client, 0)
+                return
+            request_id = op.attempt  # this attempt timed out
         if op is None or op.attempt != abs(request_id):
             return
         if request_id > 0:

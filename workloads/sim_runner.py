@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cluster.sim.simulator import SimConfig, Simulator
 from workloads.checker import CheckResult, Operation, check_operations
+from workloads.sim_load import correctness_workload, op_record
 
 
 @dataclass(slots=True)
@@ -17,7 +21,8 @@ class SeedResult:
     verdict: str  # linearizable | not-linearizable | unknown
     check_detail: str
     virtual_seconds: float
-    wall_seconds: float
+    wall_seconds: float  # the simulation alone (not the checker)
+    cpu_seconds: float  # the same, in CPU time of this process: per-core speed under load
     ops_ok: int
     ops_fail: int
     ops_unknown: int
@@ -25,6 +30,7 @@ class SeedResult:
     messages: int
     elections: int
     crashes: int
+    digest: str = ""  # of the events, messages and history: equal digests, equal runs
     trace: str = ""
     history: list[Operation] = field(default_factory=list)
 
@@ -50,13 +56,15 @@ def _policy_flag(config: SimConfig) -> str:
 
 def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False) -> SeedResult:
     """Simulate one seed, check every invariant and the history's linearizability."""
-    started = time.perf_counter()
+    if config.workload is None:
+        config = dataclasses.replace(config, workload=correctness_workload(config.clients))
+    started, cpu_started = time.perf_counter(), time.process_time()
     simulator = Simulator(config)
     simulator.run()
     wall = time.perf_counter() - started
-    history = [
-        op.as_operation() for c in simulator.clients for op in c.ops if op.is_linearizable_op()
-    ]
+    cpu = time.process_time() - cpu_started
+    records = (op_record(op) for c in simulator.clients for op in c.ops)
+    history = [op.as_operation() for op in records if op.is_linearizable_op()]
     check: CheckResult = check_operations(history, budget=budget)
     stats = simulator.stats
     return SeedResult(
@@ -66,6 +74,7 @@ def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False
         check_detail=check.detail,
         virtual_seconds=simulator.now,
         wall_seconds=wall,
+        cpu_seconds=cpu,
         ops_ok=stats.ops_ok,
         ops_fail=stats.ops_fail,
         ops_unknown=stats.ops_unknown,
@@ -73,6 +82,7 @@ def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False
         messages=stats.messages,
         elections=stats.elections_won,
         crashes=stats.crashes,
+        digest=run_digest(stats.events, stats.messages, history),
         trace=simulator.format_trace() if config.trace else "",
         history=history if keep_history else [],
     )
@@ -80,3 +90,27 @@ def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False
 
 def seed_configs(base: SimConfig, seeds: int, start_seed: int) -> list[SimConfig]:
     return [dataclasses.replace(base, seed=start_seed + i) for i in range(seeds)]
+
+
+def run_digest(events: int, messages: int, history: list[Operation]) -> str:
+    """A short fingerprint of one run: two runs of a seed must agree on it exactly."""
+    text = repr((events, messages, [dataclasses.astuple(op) for op in history]))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _judge(config: SimConfig, budget: float) -> SeedResult:
+    return run_seed(config, budget=budget)
+
+
+def run_seeds(configs: list[SimConfig], budget: float, jobs: int = 1) -> Iterator[SeedResult]:
+    """Judge every config, in order; with `jobs` > 1 in that many worker processes.
+
+    Each seed is simulated by one process from its config alone, so the results (and the
+    replay commands) do not depend on `jobs`.
+    """
+    if jobs <= 1 or len(configs) <= 1:
+        for config in configs:
+            yield run_seed(config, budget=budget)
+        return
+    with ProcessPoolExecutor(max_workers=min(jobs, len(configs))) as pool:
+        yield from pool.map(_judge, configs, [budget] * len(configs))
