@@ -99,6 +99,7 @@ def test_converting_keeps_the_data_and_is_idempotent(tmp_path: Path, old_form: s
         folder = write_run(original, tmp_path, "old", compress=False)
     assert compact_run(folder) is True
     assert sorted(p.name for p in folder.iterdir()) == [
+        "events.jsonl",
         "faults.jsonl",
         "links.json",
         "metadata.json",
