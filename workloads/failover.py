@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from workloads.bootstrap import bootstrap_ratio, mean_of_rows
+from workloads.intervals import ratio_interval
 from workloads.results import RunRecord, read_run
 from workloads.run_series import measured_window
 from workloads.summary import fault_impacts
@@ -272,7 +272,7 @@ def mean_stages(lines: Sequence[Timeline]) -> dict[str, float | None]:
 
 def failover_section(records: Iterable[RunRecord], figure: str | None = None) -> str:
     """Markdown: per scenario, each label's mean stages, the catch-up median and the ratio of
-    time to 50% against push with a 95% bootstrap interval (faults as units). Empty when no
+    time to 50% against push with a 95% log-scale t-interval (faults as units). Empty when no
     run has a scored fault."""
     groups = by_label(records)
     if not groups:
@@ -299,7 +299,7 @@ def failover_section(records: Iterable[RunRecord], figure: str | None = None) ->
         if baseline is not None and label != "push":
             base = [line.rate_back for line in baseline if line.rate_back is not None]
             if back and base:
-                est = bootstrap_ratio(back, base, mean_of_rows, "faults")
+                est = ratio_interval(back, base, "faults")
                 ratio = _fmt_ratio(est.value, est.low, est.high)
         to50 = _fmt(float(np.mean(back))) if back else "-"
         lines.append(

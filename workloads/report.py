@@ -42,6 +42,9 @@ from workloads.aggregate import (
     aggregate,
 )
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
+from workloads.failover import STAGES as FAILOVER_STAGES
+from workloads.failover import mean_stages, timelines
+from workloads.failover_plot import draw_failover_timeline
 from workloads.findings import RULE, etcd_sentence, verdict, verdict_lines
 from workloads.intervals import (
     BOOTSTRAP_METHOD,
@@ -49,6 +52,8 @@ from workloads.intervals import (
     MIN_TRIALS,
     TOO_FEW,
     Estimate,
+    mean_interval,
+    ratio_interval,
 )
 from workloads.provenance import regenerate
 from workloads.report_doc import (
@@ -697,6 +702,51 @@ def _scenario_section(
     )
     for title, file in figures:
         doc.add(Heading(3, title), Figure(file, f"{scenario}: {title}"))
+    _failover(doc, report, scenario, groups)
+
+
+def _failover(doc: Document, report: Report, scenario: str, groups: list[GroupStats]) -> None:
+    """Where each label's failover time goes, stage by stage (workloads/failover.py): the mean
+    per stage, time to 50% rate with its t-interval, and its ratio to push per fault."""
+    lines = {g.label: [t for run in g.runs for t in timelines(run.record)] for g in groups}
+    if not any(lines.values()):
+        return
+    stage_names = [stage for _, stage in FAILOVER_STAGES]
+    push = [t.rate_back for t in lines.get("push", []) if t.rate_back is not None]
+    rows = []
+    for label, found in lines.items():
+        if not found:
+            continue
+        stages = mean_stages(found)
+        back = [t.rate_back for t in found if t.rate_back is not None]
+        ratio = ratio_interval(back, push, "faults") if push and label != "push" else None
+        rows.append(
+            (
+                label,
+                str(len(found)),
+                *(format_number(stages[name]) for name in stage_names),
+                format_estimate(mean_interval(back, "faults")),
+                format_ratio(ratio) if ratio is not None else "",
+            )
+        )
+    doc.add(
+        Heading(3, "Failover timeline"),
+        Table(
+            ("label", "faults", *stage_names, "to 50% rate (s)", "to 50% / push"),
+            tuple(rows),
+            caption="Mean seconds per stage after each fault, from the engines' own events "
+            "(etcd exposes none, so its stages stay empty); intervals are Student-t over faults "
+            "(one per trial here), the ratio's on the log scale.",
+        ),
+    )
+    file = draw_failover_timeline(scenario, lines, report.folder / _figure_file(scenario))
+    if file is not None:
+        report.figures.append(file.name)
+        doc.add(Figure(file.name, f"{scenario}: failover timeline"))
+
+
+def _figure_file(scenario: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", scenario) + "-failover-timeline.png"
 
 
 def _unavailable_text(value: float | None, recovered: bool) -> str:
