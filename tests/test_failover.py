@@ -119,13 +119,15 @@ def test_events_survive_the_run_folder(tmp_path: Path) -> None:
 
 
 def test_section_has_a_row_per_label_and_the_ratio_against_push() -> None:
-    records = [push_record(0), pull_record(0), push_record(1), pull_record(1)]
+    records = [make(trial) for trial in range(3) for make in (push_record, pull_record)]
     groups = by_label(records)
     assert list(groups) == [("leader-crash", "push"), ("leader-crash", "pull")]
     text = failover_section(records, figure="failover.png")
     rows = [row for row in text.splitlines() if row.startswith("| leader-crash")]
     assert [row.split("|")[2].strip() for row in rows] == ["push", "pull"]
     assert rows[1].rstrip(" |").endswith("1.00x [1.00, 1.00]")  # same outage in both
+    too_few = failover_section(records[:4])  # 2 faults a side: no interval is printed
+    assert next(r for r in too_few.splitlines() if "| pull |" in r).rstrip(" |").endswith("1.00x")
     assert "![failover timeline](failover.png)" in text
     assert "leader-crash pull: 2.0 ms" in text  # the catch-up median
 

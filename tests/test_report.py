@@ -133,6 +133,7 @@ def test_every_file_and_figure_exists(report: Report) -> None:
             "leader-cost",
             "links",
             "commit-lag",
+            "failover-timeline",
         )
     }
     # the quick run has no faults, links, node table or time series: two figures only
