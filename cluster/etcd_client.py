@@ -159,7 +159,7 @@ class EtcdClient:
         """One operation on `lane`, with the retry rules of the module docstring."""
         path, body = _request(op)
         answer = await self._post(path, body, not isinstance(op, Get), lane)
-        return answer if isinstance(answer, ClientError) else _result(op, answer)
+        return answer if isinstance(answer, ClientError) else _checked(op, answer)
 
     async def txn(
         self, ops: Sequence[Put | Get | Delete], lane: int = 0
@@ -185,7 +185,7 @@ class EtcdClient:
         out: list[OpResult | ClientError] = []
         for op, response in zip(ops, responses, strict=True):
             inner: object = next(iter(response.values()), {}) if isinstance(response, dict) else {}
-            out.append(_result(op, {**(inner if isinstance(inner, dict) else {}), **header}))
+            out.append(_checked(op, {**(inner if isinstance(inner, dict) else {}), **header}))
         return out
 
     async def _post(
@@ -285,6 +285,16 @@ def _first_value(kvs: object) -> str | None:
     if isinstance(kvs, list) and kvs and isinstance(kvs[0], dict):
         return unb64(kvs[0].get("value"))
     return None
+
+
+def _checked(op: BatchOp, answer: dict[str, Any]) -> OpResult | ClientError:
+    """`_result`, or the error an answer we cannot read stands for: the request went out, so a
+    write may have applied (unknown outcome); a read told us nothing (unavailable)."""
+    try:
+        return _result(op, answer)
+    except (ValueError, TypeError, AttributeError) as error:  # bad base64, UTF-8, shapes
+        detail = f"etcd answered something unreadable: {error}"
+        return Unavailable(detail) if isinstance(op, Get) else OutcomeUnknown(detail)
 
 
 def _result(op: BatchOp, answer: dict[str, Any]) -> OpResult:

@@ -16,7 +16,7 @@ import pytest
 from cluster import netns
 from cluster.client import Delete, Get, OutcomeUnknown, Put, ReadResult, Unavailable, WriteResult
 from cluster.etcd import EtcdCluster, EtcdError, EtcdSpec, find_binary, free_ports
-from cluster.etcd_client import EtcdClient
+from cluster.etcd_client import EtcdClient, _checked
 from workloads.checker import LINEARIZABLE, check_operations
 from workloads.loadgen import _Op, txn_lanes
 from workloads.lost_writes import acked_writes_lost
@@ -250,3 +250,10 @@ def test_etcd_on_the_simulator_is_refused_before_anything_runs(tmp_path: Path) -
     with pytest.raises(ScenarioError, match="real engine only"):
         run_trial(load_scenario("quick"), "etcd", "sim", 1, 0, tmp_path, "test")
     assert not any(tmp_path.iterdir())
+
+
+def test_an_unreadable_answer_is_unknown_for_a_write_and_unavailable_for_a_read() -> None:
+    garbage = {"header": {"revision": "7"}, "kvs": [{"key": "!!", "value": "%%%notbase64"}]}
+    assert isinstance(_checked(Get("k"), garbage), Unavailable)
+    not_utf8 = {"header": {"revision": "7"}, "prev_kv": {"key": "aw==", "value": "/w=="}}
+    assert isinstance(_checked(Put("k", "v"), not_utf8), OutcomeUnknown)

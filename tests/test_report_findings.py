@@ -190,3 +190,21 @@ def test_the_page_loads_cleanly_and_leads_with_its_findings(three: Report) -> No
         assert box is not None, selector
         inside = box["y"] >= 0 and box["y"] + box["height"] <= VIEWPORT["height"]
         assert inside and box["x"] + box["width"] <= VIEWPORT["width"], (selector, box)
+
+
+def test_a_label_that_did_not_run_the_scenario_as_written_gets_no_ratio(tmp_path: Path) -> None:
+    folders = write_three_labels(tmp_path / "results")
+    skipped = (
+        '{"t": 0.0, "kind": "skipped", "nodes": [], '
+        '"detail": "skipped (not applied to etcd: loopback): partition n1 | n2,n3"}\n'
+    )
+    for folder in folders:
+        if "-etcd-" in folder.name:
+            with (folder / "faults.jsonl").open("a") as faults:
+                faults.write(skipped)
+    report = generate_report(folders, tmp_path / "reports", "skip", "raftbench report results")
+    pairs = {(r.label, r.baseline) for r in report.ratios}
+    assert pairs == {("pull", "push")}
+    text = markdown(report)
+    assert "etcd did not run this scenario as written" in text
+    assert "partition n1 | n2,n3" in text

@@ -113,6 +113,19 @@ class GroupStats:
     def correct(self) -> bool:
         return all(v == LINEARIZABLE for v in self.verdicts) and self.lost == 0
 
+    @property
+    def not_applied(self) -> list[str]:
+        """What the scenario asked for and this label's target did not take (a partition or an
+        emulated latency etcd cannot have on loopback, a fault that failed): `skipped` fault
+        records, once each. Such a label did not run the same scenario as the others."""
+        details = (
+            fault.detail
+            for run in self.runs
+            for fault in run.record.faults
+            if fault.kind == "skipped" and not fault.detail.startswith("skipped (no leader)")
+        )
+        return list(dict.fromkeys(details))
+
     def basis(self) -> str:
         """How the intervals of this group were made, with their n, in a few words."""
         if self.trials >= 3:
@@ -226,6 +239,8 @@ def ratios(groups: Sequence[GroupStats]) -> list[RatioStats]:
         by_label = {g.label: g for g in groups if g.scenario == scenario}
         for label, baseline in ratio_pairs(list(by_label)):
             top, bottom = by_label[label], by_label[baseline]
+            if top.not_applied or bottom.not_applied:
+                continue  # not the same scenario on both sides: no ratio
             estimates, trial_ratios = {}, {}
             for metric in METRICS:
                 upper, lower = top.trial_values(metric), bottom.trial_values(metric)

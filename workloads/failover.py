@@ -84,7 +84,9 @@ class Timeline:
         return value
 
     def stages(self) -> dict[str, float | None]:
-        """Each stage's length: from the previous known milestone (or the fault) to its own."""
+        """Each stage's length: from the previous known milestone (or the fault) to its own.
+        A milestone reached before the one ahead of it (the rate never fell below 50%: its
+        score is 0) makes its stage 0 long, never negative."""
         out: dict[str, float | None] = {}
         previous = 0.0
         for name, stage in STAGES:
@@ -92,7 +94,7 @@ class Timeline:
             if value is None:
                 out[stage] = None
                 continue
-            out[stage] = value - previous
+            out[stage] = max(0.0, value - previous)
             previous = max(previous, value)
         return out
 
@@ -270,9 +272,19 @@ def mean_stages(lines: Sequence[Timeline]) -> dict[str, float | None]:
     return out
 
 
+def per_trial_rate_back(lines: Sequence[Timeline]) -> list[float]:
+    """Each trial's mean time to 50% rate over its faults: the units an interval is taken over
+    (trials are independent; faults of one trial are not)."""
+    trials: dict[int, list[float]] = {}
+    for line in lines:
+        if line.rate_back is not None:
+            trials.setdefault(line.trial, []).append(line.rate_back)
+    return [float(np.mean(values)) for _, values in sorted(trials.items())]
+
+
 def failover_section(records: Iterable[RunRecord], figure: str | None = None) -> str:
     """Markdown: per scenario, each label's mean stages, the catch-up median and the ratio of
-    time to 50% against push with a 95% log-scale t-interval (faults as units). Empty when no
+    time to 50% against push with a 95% log-scale t-interval over per-trial means. Empty when no
     run has a scored fault."""
     groups = by_label(records)
     if not groups:
@@ -293,13 +305,13 @@ def failover_section(records: Iterable[RunRecord], figure: str | None = None) ->
     for (scenario, label), group in groups.items():
         stages = mean_stages(group)
         cells = [_fmt(stages[name]) for name in stage_names]
-        back = [line.rate_back for line in group if line.rate_back is not None]
+        back = per_trial_rate_back(group)
         baseline = groups.get((scenario, "push"))
         ratio = ""
         if baseline is not None and label != "push":
-            base = [line.rate_back for line in baseline if line.rate_back is not None]
+            base = per_trial_rate_back(baseline)
             if back and base:
-                est = ratio_interval(back, base, "faults")
+                est = ratio_interval(back, base, "trials")
                 ratio = _fmt_ratio(est.value, est.low, est.high)
         to50 = _fmt(float(np.mean(back))) if back else "-"
         lines.append(

@@ -43,7 +43,7 @@ from workloads.aggregate import (
 )
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.failover import STAGES as FAILOVER_STAGES
-from workloads.failover import mean_stages, timelines
+from workloads.failover import mean_stages, per_trial_rate_back, timelines
 from workloads.failover_plot import draw_failover_timeline
 from workloads.findings import RULE, etcd_sentence, verdict, verdict_lines
 from workloads.intervals import (
@@ -619,6 +619,15 @@ def _scenario_section(
     raw = groups[0].runs[0].record.metadata.get("scenario_raw")
     if isinstance(raw, dict) and raw.get("description"):
         doc.add(Paragraph(str(raw["description"])))
+    for group in groups:
+        if group.not_applied:
+            doc.add(
+                Alert(
+                    f"{group.label} did not run this scenario as written, so its numbers are "
+                    "not comparable with the other labels' and its ratios are left out. Not "
+                    "applied: " + "; ".join(group.not_applied)
+                )
+            )
     runs = [run for g in groups for run in g.runs]
     doc.add(Heading(3, "Latency by operation kind (ms)"))
     rows = []
@@ -712,20 +721,20 @@ def _failover(doc: Document, report: Report, scenario: str, groups: list[GroupSt
     if not any(lines.values()):
         return
     stage_names = [stage for _, stage in FAILOVER_STAGES]
-    push = [t.rate_back for t in lines.get("push", []) if t.rate_back is not None]
+    push = per_trial_rate_back(lines.get("push", []))
     rows = []
     for label, found in lines.items():
         if not found:
             continue
         stages = mean_stages(found)
-        back = [t.rate_back for t in found if t.rate_back is not None]
-        ratio = ratio_interval(back, push, "faults") if push and label != "push" else None
+        back = per_trial_rate_back(found)
+        ratio = ratio_interval(back, push) if push and label != "push" else None
         rows.append(
             (
                 label,
                 str(len(found)),
                 *(format_number(stages[name]) for name in stage_names),
-                format_estimate(mean_interval(back, "faults")),
+                format_estimate(mean_interval(back)),
                 format_ratio(ratio) if ratio is not None else "",
             )
         )
@@ -734,9 +743,10 @@ def _failover(doc: Document, report: Report, scenario: str, groups: list[GroupSt
         Table(
             ("label", "faults", *stage_names, "to 50% rate (s)", "to 50% / push"),
             tuple(rows),
-            caption="Mean seconds per stage after each fault, from the engines' own events "
-            "(etcd exposes none, so its stages stay empty); intervals are Student-t over faults "
-            "(one per trial here), the ratio's on the log scale.",
+            caption="Mean seconds per stage over every fault, from the engines' own events "
+            "(etcd exposes none, so its stages stay empty). Time to 50% rate: the mean of "
+            "per-trial means with a 95% Student-t interval over trials; its ratio to push: "
+            "log-ratio t-interval (delta method); none below 3 trials.",
         ),
     )
     file = draw_failover_timeline(scenario, lines, report.folder / _figure_file(scenario))

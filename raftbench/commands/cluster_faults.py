@@ -153,6 +153,12 @@ def run(args: argparse.Namespace) -> int:
         cluster = nemesis.cluster
         if not nemesis.desired.killed and not any(cluster.is_alive(n) for n in cluster.node_ids):
             return _fail(_not_running(cluster), EXIT_FAILED)
+        if _names_leader(args):
+            # Ask again under the lock: a command that held it may have moved the leadership.
+            try:
+                act = _prepare(args, cluster)
+            except (UsageError, StateError) as error:
+                return _fail(str(error), EXIT_FAILED)
         try:
             events = anyio.run(act, nemesis)
         except StateError as error:
@@ -165,6 +171,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 Action = Callable[[Nemesis], Awaitable[list[FaultEvent]]]
+
+
+def _names_leader(args: argparse.Namespace) -> bool:
+    """Whether the command names `leader` anywhere (a node, a group, a --to list)."""
+    named = [getattr(args, "node", None), getattr(args, "to", None), *getattr(args, "groups", [])]
+    return any(LEADER in str(text).split(",") for text in named if text is not None)
 
 
 def _prepare(args: argparse.Namespace, cluster: LocalCluster) -> Action:
