@@ -26,7 +26,11 @@ TEMP_ROOTS = tuple(
 
 
 def is_temporary(path: str) -> bool:
+    """A path under a temporary folder, unless it is inside the repository (a checkout may
+    itself live under /tmp, as CI's and a newcomer's clone can)."""
     resolved = Path(path).resolve()
+    if resolved.is_relative_to(REPO_ROOT.resolve()):
+        return False
     return any(resolved.is_relative_to(root) for root in TEMP_ROOTS)
 
 
