@@ -224,9 +224,10 @@ REPLAYED_SCENARIO: dict[str, Any] = {
 
 
 def real_record(rounds: int = 30) -> RunRecord:
-    """A run as the real driver records it: each worker's rounds of `batch` lanes, the read of
-    a read-modify-write answered and its cas sent first in the next round, some outcomes
-    unknown (the lane goes on as a new process), all workers' operations interleaved."""
+    """A run as the real driver records it: each worker's rounds of `batch` lanes (some sent
+    apart, later), the read of a read-modify-write answered and its cas sent first in the
+    next round, some outcomes unknown (the lane goes on as a new process), all workers'
+    operations interleaved."""
     workload = REPLAYED_SCENARIO["workload"]
     batch = REPLAYED_SCENARIO["load"]["batch"]
     ops: list[OpRecord] = []
@@ -245,10 +246,12 @@ def real_record(rounds: int = 30) -> RunRecord:
                 f = "read" if planned.kind in (OpKind.READ, OpKind.RMW) else planned.kind.value
                 lanes.append((f, planned.key, planned.value))
             for lane, (f, key, value) in enumerate(lanes):
+                apart = f == "read" and lane % 2  # as local reads are: a request of their own
+                sent = invoke + 0.002 * apart
                 process = (worker * batch + lane) * PROCESS_SPAN + generations[lane]
                 unknown = (round_ + lane) % 7 == 3 and f != "read"
-                outcome, complete = ("unknown", None) if unknown else ("ok", invoke + 0.004)
-                ops.append(OpRecord(process, f, key, value, invoke, complete, outcome))
+                outcome, complete = ("unknown", None) if unknown else ("ok", sent + 0.004)
+                ops.append(OpRecord(process, f, key, value, sent, complete, outcome))
                 generations[lane] += unknown
     random.Random(1).shuffle(ops)
     metadata = {

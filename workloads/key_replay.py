@@ -6,8 +6,9 @@ they are not: every worker of `workloads.loadgen` draws its operations from
 and batch it used. So the keys are stored as codes against a replay of those streams:
 
 - a worker's operations are its process numbers' (`(worker * batch + lane) * PROCESS_SPAN +
-  generation`), taken in the order (invoke, lane, row): the order the worker drew them in,
-  but for the lanes of one round sent as separate requests (local reads, etcd lanes);
+  generation`), taken in invoke order, then each round (a round ends where a lane comes
+  again: its lanes may go as separate requests, local reads or etcd's, timed apart) by lane:
+  the order the worker drew them in;
 - per operation, a code: its place `j < WINDOW` among the stream's next operations not yet
   matched (same `f` and key; 0 nearly always, as a run of zeros compresses to nothing), else
   `WINDOW + d - 1` when it has the key of the worker's operation `d <= BACK` places before it
@@ -86,7 +87,7 @@ class Replay:
                 continue
             worker, lane = divmod(process // self.span, self.batch)
             orders.setdefault(worker, []).append((float(invoke), lane, index))
-        return {worker: [i for *_, i in sorted(rows)] for worker, rows in sorted(orders.items())}
+        return {worker: _by_round(sorted(rows)) for worker, rows in sorted(orders.items())}
 
     def stream(self, worker: int) -> Iterator[tuple[str, str]]:
         """(f, key) of the worker's operations, in the order it draws them."""
@@ -94,6 +95,22 @@ class Replay:
         while True:
             planned = stream.next_op()
             yield _F[planned.kind], planned.key
+
+
+def _by_round(rows: list[tuple[float, int, int]]) -> list[int]:
+    """The row indices of (invoke, lane, index) in invoke order, each round by lane: a round
+    ends where a lane comes again (its lanes may go as several requests, timed apart)."""
+    order: list[int] = []
+    lanes: set[int] = set()
+    round_: list[tuple[int, int]] = []
+    for _, lane, index in rows:
+        if lane in lanes:
+            order += [i for _, i in sorted(round_)]
+            lanes.clear()
+            round_.clear()
+        lanes.add(lane)
+        round_.append((lane, index))
+    return order + [i for _, i in sorted(round_)]
 
 
 def encode_keys(
