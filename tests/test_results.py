@@ -14,7 +14,8 @@ import pytest
 from run_builder import Spec, crash_timeseries, make_record
 
 from raftbench.cli import build_parser
-from workloads import key_replay
+from workloads import key_replay, results_compact
+from workloads import results as results_module
 from workloads.checker import check_operations, read_history
 from workloads.columnar import ColumnarError, encode_rows, load_arrays, save_arrays
 from workloads.generators import PROCESS_SPAN, OperationStream, OpKind, Workload
@@ -360,3 +361,25 @@ def test_a_format_2_folder_reads_and_converts_to_format_3(tmp_path: Path, make: 
     assert json.loads((folder / "metadata.json").read_text())["results_format"] == 3
     assert read_run(folder) == original
     assert compact_run(folder) is False
+
+
+def test_the_converter_rewrites_format_2_folders_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = format_2_folder(tmp_path, real_record())
+    assert results_compact.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"compacted: {folder}\n"
+    assert results_compact.main([str(tmp_path)]) == 0
+    assert capsys.readouterr().out == f"already in the current form: {folder}\n"
+
+
+def test_a_conversion_that_would_change_the_data_puts_the_format_2_folder_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = format_2_folder(tmp_path, real_record())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    reads = iter([read_run(folder), replace(real_record(), ops=[])])
+    monkeypatch.setattr(results_module, "read_run", lambda _: next(reads))
+    with pytest.raises(ValueError, match="did not read back the same data"):
+        compact_run(folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
