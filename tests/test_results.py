@@ -238,21 +238,24 @@ def real_record(rounds: int = 30) -> RunRecord:
         followups: list[tuple[str, str]] = []
         for round_ in range(rounds):
             invoke = 1.0 + round_ * 0.01 + worker * 0.001
-            lanes: list[tuple[str, str, Any]] = [("cas", k, (None, v)) for k, v in followups]
+            lanes: list[tuple[str, str, Any, str | None]] = [
+                ("cas", k, (None, v), None) for k, v in followups
+            ]
             followups = []
             while len(lanes) < batch:
                 planned = stream.next_op()
                 if planned.kind is OpKind.RMW:
                     followups.append((planned.key, planned.value or ""))
                 f = "read" if planned.kind in (OpKind.READ, OpKind.RMW) else planned.kind.value
-                lanes.append((f, planned.key, planned.value))
-            for lane, (f, key, value) in enumerate(lanes):
+                level = planned.consistency.value if planned.consistency else None
+                lanes.append((f, planned.key, planned.value, level))
+            for lane, (f, key, value, level) in enumerate(lanes):
                 apart = f == "read" and lane % 2  # as local reads are: a request of their own
                 sent = invoke + 0.002 * apart
                 process = (worker * batch + lane) * PROCESS_SPAN + generations[lane]
                 unknown = (round_ + lane) % 7 == 3 and f != "read"
                 outcome, complete = ("unknown", None) if unknown else ("ok", sent + 0.004)
-                ops.append(OpRecord(process, f, key, value, sent, complete, outcome))
+                ops.append(OpRecord(process, f, key, value, sent, complete, outcome, level))
                 generations[lane] += unknown
     random.Random(1).shuffle(ops)
     metadata = {
@@ -293,12 +296,14 @@ def test_keys_the_streams_do_not_predict_are_stored_as_they_are(tmp_path: Path) 
     ops = sorted(original.ops, key=lambda op: (op.process // PROCESS_SPAN, op.invoke))
     ops[5].key = "not-from-any-stream"  # a key no stream draws
     ops[40].invoke += 0.5  # out of its place in the draw order
+    ops[60].f, ops[60].consistency = "delete", "odd"  # a kind no stream drew there
     ops.append(OpRecord(10**9, "write", "k-stranger", "v", 1.5, 1.6, "ok"))  # of no worker
     original = replace(original, ops=ops)
     folder = write_run(original, tmp_path, "run")
     assert read_run(folder) == original
     codes = stored(folder)["ops_key.codes"].tolist()
     assert codes.count(key_replay.EXPLICIT) >= 2
+    assert codes[original.ops.index(ops[60])] >= key_replay.WINDOW
     assert any(0 < code < key_replay.WINDOW for code in codes)  # found further in the stream
 
 

@@ -10,9 +10,11 @@ and batch it used. So the keys are stored as codes against a replay of those str
   again: its lanes may go as separate requests, local reads or etcd's, timed apart) by lane:
   the order the worker drew them in;
 - per operation, a code: its place `j < WINDOW` among the stream's next operations not yet
-  matched (same `f` and key; 0 nearly always, as a run of zeros compresses to nothing), else
-  `WINDOW + d - 1` when it has the key of the worker's operation `d <= BACK` places before it
-  (the compare-and-set half of a read-modify-write), else EXPLICIT: the key is stored as is.
+  matched (same `f`, key and consistency, which it then gives too; 0 nearly always, as a run
+  of zeros compresses to nothing), else `WINDOW + d - 1` when it has the key of the worker's
+  operation `d <= BACK` places before it (the compare-and-set half of a read-modify-write),
+  else EXPLICIT: the key is stored as is. An operation no stream gave has its `f` and
+  consistency stored as they are.
 
 Whatever the prediction gets wrong costs room, never data: `encode_keys` decodes what it
 encoded and returns None (the caller stores the keys plainly) unless it gets the keys back.
@@ -38,6 +40,7 @@ from workloads.scenario import parse_scenario
 WINDOW = 64  # stream places searched ahead (a round's lanes sent apart come out of order)
 BACK = 64  # earlier operations of the worker searched for the same key
 EXPLICIT = WINDOW + BACK
+Drawn = tuple[str, str, str | None]  # an operation's f, key and consistency
 _F = {
     OpKind.READ: "read",
     OpKind.RMW: "read",
@@ -89,12 +92,13 @@ class Replay:
             orders.setdefault(worker, []).append((float(invoke), lane, index))
         return {worker: _by_round(sorted(rows)) for worker, rows in sorted(orders.items())}
 
-    def stream(self, worker: int) -> Iterator[tuple[str, str]]:
-        """(f, key) of the worker's operations, in the order it draws them."""
+    def stream(self, worker: int) -> Iterator[Drawn]:
+        """(f, key, consistency) of the worker's operations, in the order it draws them."""
         stream = OperationStream(self.workload, self.seed, worker)
         while True:
             planned = stream.next_op()
-            yield _F[planned.kind], planned.key
+            level = planned.consistency.value if planned.consistency is not None else None
+            yield _F[planned.kind], planned.key, level
 
 
 def _by_round(rows: list[tuple[float, int, int]]) -> list[int]:
@@ -114,93 +118,100 @@ def _by_round(rows: list[tuple[float, int, int]]) -> list[int]:
 
 
 def encode_keys(
-    table: str, replay: Replay, ops: Sequence[Mapping[str, Any]], keys: Sequence[str]
+    table: str, replay: Replay, ops: Sequence[Mapping[str, Any]], drawn: Sequence[Drawn]
 ) -> tuple[Arrays, float] | None:
-    """(the arrays storing `keys`, the share of keys the streams predicted), or None when
-    the arrays would not give `keys` back. `ops` are the rows (with `process`, `f`,
-    `invoke`) the reader will have when it decodes (`decode_keys`)."""
-    codes = np.full(len(keys), EXPLICIT, dtype=np.int64)
-    explicit: list[str] = []
+    """(the arrays storing `drawn`, the share of it the streams predicted), or None when the
+    arrays would not give `drawn` back. `ops` are the rows (with `process`, `invoke`) the
+    reader will have when it decodes (`decode_keys`)."""
+    codes = np.full(len(drawn), EXPLICIT, dtype=np.int64)
+    explicit: list[dict[str, Any]] = []
+    kinds: list[dict[str, Any]] = []
     predicted = 0
     for worker, order in replay.worker_orders(ops).items():
         stream = replay.stream(worker) if worker >= 0 else None
-        pending: list[tuple[str, str]] = []
+        pending: list[Drawn] = []
         for place, index in enumerate(order):
-            key, f = keys[index], ops[index].get("f")
+            op = drawn[index]
             code = EXPLICIT
             if stream is not None:
                 while len(pending) < WINDOW:
                     pending.append(next(stream))
-                code = next((j for j, p in enumerate(pending) if p == (f, key)), EXPLICIT)
+                code = next((j for j, p in enumerate(pending) if p == op), EXPLICIT)
                 if code < WINDOW:
                     del pending[code]
                     predicted += 1
             if code == EXPLICIT:
+                f, key, consistency = op
+                kinds.append({"f": f, "consistency": consistency})
                 earlier = range(place - 1, max(place - BACK, 0) - 1, -1)
-                back = next((place - e for e in earlier if keys[order[e]] == key), None)
+                back = next((place - e for e in earlier if drawn[order[e]][1] == key), None)
                 if back is not None:
                     code = WINDOW + back - 1
                 else:
-                    explicit.append(key)
+                    explicit.append({"key": key})
             codes[index] = code
-    arrays = encode_rows(f"{table}.explicit", [{"key": key} for key in explicit])
+    arrays = encode_rows(f"{table}.explicit", explicit)
+    arrays |= encode_rows(f"{table}.kinds", kinds)
     arrays[f"{table}.codes"] = _narrow_codes(codes)
-    arrays[f"{table}.checksum"] = np.array([_checksum(keys)], dtype=np.uint32)
+    arrays[f"{table}.checksum"] = np.array([_checksum(drawn)], dtype=np.uint32)
     try:
         decoded = decode_keys(table, replay, ops, arrays)
     except (ValueError, IndexError, KeyError, StopIteration):
         return None
-    if decoded != list(keys):
+    if decoded != list(drawn):
         return None
-    return arrays, predicted / len(keys) if keys else 1.0
+    return arrays, predicted / len(drawn) if drawn else 1.0
 
 
 def decode_keys(
     table: str, replay: Replay, ops: Sequence[Mapping[str, Any]], arrays: Mapping[str, Any]
-) -> list[str]:
-    """The keys `encode_keys` stored for `ops`."""
+) -> list[Drawn]:
+    """The (f, key, consistency) of each of `ops` that `encode_keys` stored."""
     codes = arrays[f"{table}.codes"].tolist()
     if len(codes) != len(ops):
         raise ValueError(f"{table}: {len(codes)} key codes for {len(ops)} operations")
     explicit = iter(row["key"] for row in decode_rows(f"{table}.explicit", arrays))
-    keys: list[str | None] = [None] * len(ops)
+    kinds = iter(decode_rows(f"{table}.kinds", arrays))
+    found: list[Drawn | None] = [None] * len(ops)
     for worker, order in replay.worker_orders(ops).items():
         stream = replay.stream(worker) if worker >= 0 else None
-        pending: list[tuple[str, str]] = []
+        pending: list[Drawn] = []
         for place, index in enumerate(order):
             code = codes[index]
-            if code < 0:
-                raise ValueError(f"{table}: negative key code {code}")
+            if code < 0 or code > EXPLICIT:
+                raise ValueError(f"{table}: unknown key code {code}")
             if code < WINDOW:
                 if stream is None:
                     raise ValueError(f"{table}: a predicted key for a row of no worker")
                 while len(pending) < WINDOW:
                     pending.append(next(stream))
-                keys[index] = pending.pop(code)[1]
-            elif code < EXPLICIT:
+                found[index] = pending.pop(code)
+                continue
+            if code < EXPLICIT:
                 back = code - WINDOW + 1
-                if back > place:
+                earlier = found[order[place - back]] if back <= place else None
+                if earlier is None:
                     raise ValueError(f"{table}: a key code refers before the worker's first")
-                keys[index] = keys[order[place - back]]
-            elif code == EXPLICIT:
-                keys[index] = next(explicit)
+                key = earlier[1]
             else:
-                raise ValueError(f"{table}: unknown key code {code}")
-    if next(explicit, None) is not None:
-        raise ValueError(f"{table}: more explicit keys than codes ask for")
-    if any(key is None for key in keys):
+                key = next(explicit)
+            kind = next(kinds)
+            found[index] = (kind["f"], key, kind["consistency"])
+    if next(explicit, None) is not None or next(kinds, None) is not None:
+        raise ValueError(f"{table}: more keys stored than codes ask for")
+    drawn = [op for op in found if op is not None]
+    if len(drawn) != len(ops):
         raise ValueError(f"{table}: an operation without a key")
-    found = [key for key in keys if key is not None]
-    if arrays[f"{table}.checksum"].tolist() != [_checksum(found)]:
+    if arrays[f"{table}.checksum"].tolist() != [_checksum(drawn)]:
         raise ValueError(
             f"{table}: the replayed keys do not match their checksum (the run's metadata or "
             "the operation streams' code changed since the run was stored)"
         )
-    return found
+    return drawn
 
 
-def _checksum(keys: Sequence[str]) -> int:
-    return zlib.crc32(json.dumps(list(keys)).encode("utf-8"))
+def _checksum(drawn: Sequence[Drawn]) -> int:
+    return zlib.crc32(json.dumps(list(drawn)).encode("utf-8"))
 
 
 def _narrow_codes(codes: npt.NDArray[np.int64]) -> npt.NDArray[Any]:

@@ -15,9 +15,10 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
 - Compact (format 3, what runs write unless asked for plain files): the operations, the time
   series and the final state (`metadata["final_state"]`, taken out of metadata.json) are
   tables of one xz-compressed `run.npz.xz`, stored column by column (`workloads.columnar`):
-  `ops` (every column but `key` and `value`), `ops_key` (a real run's keys as codes against
-  a replay of its load generator's streams, `workloads.key_replay`: the keys look random,
-  and were most of the file; else the keys as a plain column), `ops_value` (coded by key),
+  `ops` (every column but `f`, `key`, `consistency` and `value`), `ops_key` (those three of
+  a real run as codes against a replay of its load generator's streams,
+  `workloads.key_replay`: the keys look random, and were most of the file; else as plain
+  columns), `ops_value` (coded by key),
   `timeseries` and `final_state`. Lossless: the rows read back equal the rows written,
   every time to the bit, so the report and the checker see exactly what the driver recorded.
   `history.jsonl` is left out: it is derived from the ops (the report re-checks the history
@@ -275,17 +276,20 @@ def _encode_ops(
     ops: Sequence[OpRecord], metadata: Mapping[str, Any]
 ) -> tuple[Arrays, float | None]:
     """The tables `ops`, `ops_key`, `ops_value` (see the module's docstring), and the share of
-    keys predicted."""
+    operations the streams predicted."""
     rows = [asdict(op) for op in ops]
-    keys = [row.pop("key") for row in rows]
-    values = [{"key": key, "value": row.pop("value")} for key, row in zip(keys, rows, strict=True)]
+    drawn = [(row.pop("f"), row.pop("key"), row.pop("consistency")) for row in rows]
+    values = [
+        {"key": op[1], "value": row.pop("value")} for op, row in zip(drawn, rows, strict=True)
+    ]
     arrays = encode_rows("ops", rows, relative_to={"complete": "invoke", "intended": "invoke"})
     replay = Replay.of_run(metadata)
     coded = None
-    if replay is not None and all(isinstance(key, str) for key in keys):
-        coded = encode_keys("ops_key", replay, rows, keys)
+    if replay is not None and all(isinstance(key, str) for _, key, _ in drawn):
+        coded = encode_keys("ops_key", replay, rows, drawn)
     if coded is None:
-        arrays |= encode_rows("ops_key", [{"key": key} for key in keys])
+        plain = [{"f": f, "key": key, "consistency": level} for f, key, level in drawn]
+        arrays |= encode_rows("ops_key", plain)
     else:
         arrays |= coded[0]
     arrays |= encode_rows("ops_value", values, keyed_by={"value": "key"}, given=("key",))
@@ -299,13 +303,16 @@ def _decode_ops(arrays: Arrays, metadata: Mapping[str, Any]) -> list[dict[str, A
         replay = Replay.of_run(metadata)
         if replay is None:
             raise ColumnarError("keys coded against a replay the metadata does not allow")
-        keys = decode_keys("ops_key", replay, rows, arrays)
+        drawn = [
+            {"f": f, "key": key, "consistency": level}
+            for f, key, level in decode_keys("ops_key", replay, rows, arrays)
+        ]
     else:
-        keys = [row["key"] for row in decode_rows("ops_key", arrays)]
-    if len(keys) != len(rows):
-        raise ColumnarError(f"{len(keys)} keys for {len(rows)} operations")
-    values = decode_rows("ops_value", arrays, into=[{"key": key} for key in keys])
-    return [{**row, **value} for row, value in zip(rows, values, strict=True)]
+        drawn = decode_rows("ops_key", arrays)
+    if len(drawn) != len(rows):
+        raise ColumnarError(f"{len(drawn)} keys for {len(rows)} operations")
+    values = decode_rows("ops_value", arrays, into=[{"key": op["key"]} for op in drawn])
+    return [{**row, **op, **value} for row, op, value in zip(rows, drawn, values, strict=True)]
 
 
 def _read_compact(
