@@ -92,6 +92,21 @@ def test_read_values_are_coded_by_their_keys_last_writes() -> None:
     assert arrays["ops.value.index"].tolist() == [0]
 
 
+def test_a_given_column_is_not_stored_but_still_keys_another() -> None:
+    rows: list[dict[str, Any]] = [
+        {"key": "k1", "value": "c1-1"},
+        {"key": "k1", "value": "c1-1"},
+        {"key": "k2", "value": None},
+    ]
+    arrays = encode_rows("ops", rows, keyed_by={"value": "key"}, given=("key",))
+    assert not any(name.startswith("ops.key.") for name in arrays)
+    assert arrays["ops.value.recent"].tolist() == [-1, 0, -1]
+    given = [{"key": row["key"]} for row in rows]
+    assert decode_rows("ops", arrays, into=given) == rows
+    with pytest.raises(ColumnarError, match="row count"):
+        decode_rows("ops", arrays, into=given[:2])
+
+
 def test_numbers_inside_strings_come_back_as_written() -> None:
     texts = ["k000001", "c17-12", "c17-13", "0", "007", "1" * 30, "x-9", "é9", "a\nb1"]
     rows = [{"s": text} for text in texts]

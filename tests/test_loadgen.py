@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from workloads.generators import ArrivalProcess, LoopMode, OpMix, Workload
+from workloads.generators import PROCESS_SPAN, ArrivalProcess, LoopMode, OpMix, Workload
 from workloads.loadgen import (
-    PROCESS_SPAN,
     GeneratorPlan,
     GeneratorPool,
     GeneratorResult,

@@ -34,7 +34,7 @@ import lzma
 import re
 import zipfile
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,16 +64,21 @@ def encode_rows(
     rows: Sequence[Mapping[str, Any]],
     relative_to: Mapping[str, str] | None = None,
     keyed_by: Mapping[str, str] | None = None,
+    given: Collection[str] = (),
 ) -> Arrays:
     """The arrays that store `rows` under the name `table` (see `decode_rows`).
 
     `relative_to` {column: base}: a time column stored relative to a time column before it.
     `keyed_by` {column: key column}: a `json` column coded by the recent values of rows with
     the same key (a read mostly returns what the last write of its key wrote).
+    `given`: columns not stored (the reader has them already: `decode_rows(..., into=)`),
+    which `keyed_by` may still name.
     """
     names: dict[str, None] = {}
     for row in rows:
         names.update(dict.fromkeys(row))
+    for name in given:
+        names.pop(name, None)
     arrays: Arrays = {}
     columns: list[dict[str, Any]] = []
     decoded_us: dict[str, npt.NDArray[np.int64]] = {}
@@ -83,7 +88,11 @@ def encode_rows(
         base = (relative_to or {}).get(name)
         key = (keyed_by or {}).get(name)
         # the key column must come first: decoding reads it before this one
-        groups = _groups(rows, key) if key in columns_done else None
+        groups = (
+            _groups(rows, key)
+            if key is not None and (key in columns_done or key in given)
+            else None
+        )
         column, parts, exact_us = _encode_column(
             values, decoded_us.get(base) if base else None, groups
         )
@@ -101,11 +110,19 @@ def encode_rows(
     return arrays
 
 
-def decode_rows(table: str, arrays: Mapping[str, npt.NDArray[Any]]) -> list[dict[str, Any]]:
-    """The rows `encode_rows(table, rows)` stored, equal to `rows`."""
+def decode_rows(
+    table: str,
+    arrays: Mapping[str, npt.NDArray[Any]],
+    into: list[dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """The rows `encode_rows(table, rows)` stored, equal to `rows`.
+
+    `into`: rows holding the `given` columns already; the stored columns are added to them.
+    """
     schema = json.loads(_array_text(arrays[f"{table}.schema"]))
     count = int(schema["rows"])
-    rows: list[dict[str, Any]] = [{} for _ in range(count)]
+    rows: list[dict[str, Any]] = [{} for _ in range(count)] if into is None else into
+    _expect(len(rows) == count, "row count of the given columns")
     decoded_us: dict[str, npt.NDArray[np.int64]] = {}
     for column in schema["columns"]:
         name = column["name"]

@@ -54,6 +54,9 @@ _SCRAMBLE_SEED: Final = 0x5C4A_3B1E
 # Spawn-key tags keep the op stream and the arrival schedule of one (seed, client) independent.
 _STREAM_TAG: Final = 0x0B5
 _ARRIVAL_TAG: Final = 0xA11
+# A load generator's process numbers: (stream * lanes + lane) * PROCESS_SPAN + generation, so
+# that a run's records say which stream each operation came from (workloads.key_replay).
+PROCESS_SPAN: Final = 1_000_000
 
 
 class WorkloadError(RaftbenchError, ValueError):

@@ -79,10 +79,9 @@ from cluster.client import (
 )
 from cluster.etcd_client import EtcdClient
 from protocols.engine import Consistency
-from workloads.generators import LoopMode, OperationStream, OpKind, Workload
+from workloads.generators import PROCESS_SPAN, LoopMode, OperationStream, OpKind, Workload
 from workloads.results import OpRecord
 
-PROCESS_SPAN = 1_000_000  # process number = lane * PROCESS_SPAN + generation
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY = "ready"
 GO = "go"

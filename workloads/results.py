@@ -12,18 +12,21 @@ One run = one folder `results/<UTC timestamp>-<scenario>-<label>[-t<trial>]/` ho
 
 Two storage forms; `metadata["results_format"]` says which (absent: 1).
 
-- Compact (format 2, what runs write unless asked for plain files): the operations, the time
-  series and the final state (`metadata["final_state"]`, taken out of metadata.json) are the
-  tables `ops`, `timeseries` and `final_state` of one xz-compressed `run.npz.xz`, stored
-  column by column (`workloads.columnar`). Lossless: the rows read back equal the rows
-  written, every time to the bit, so the report and the checker see exactly what the driver
-  recorded.
+- Compact (format 3, what runs write unless asked for plain files): the operations, the time
+  series and the final state (`metadata["final_state"]`, taken out of metadata.json) are
+  tables of one xz-compressed `run.npz.xz`, stored column by column (`workloads.columnar`):
+  `ops` (every column but `f`, `key`, `consistency` and `value`), `ops_key` (those three of
+  a real run as codes against a replay of its load generator's streams,
+  `workloads.key_replay`: the keys look random, and were most of the file; else as plain
+  columns), `ops_value` (coded by key),
+  `timeseries` and `final_state`. Lossless: the rows read back equal the rows written,
+  every time to the bit, so the report and the checker see exactly what the driver recorded.
   `history.jsonl` is left out: it is derived from the ops (the report re-checks the history
-  from them). About 4x smaller than gzipped JSON lines.
+  from them). Format 2 (still read) stored the ops as one table `ops`, keys included.
 - Plain (format 1): the JSON-lines files below, readable with any tool, plus history.jsonl.
   Older run folders hold them gzip-compressed (`ops.jsonl.gz`, `timeseries.jsonl.gz`, no
   history); they are still read. `python -m workloads.results_compact DIR...` converts run
-  folders to the compact form in place.
+  folders (plain, or compact format 2) to compact format 3 in place.
 
 ``ops.jsonl``
     one line per client operation: `process`, `f` (read|write|delete|cas), `key`, `value`
@@ -73,10 +76,19 @@ from pathlib import Path
 from typing import IO, Any
 
 from workloads.checker import Operation
-from workloads.columnar import ColumnarError, decode_rows, encode_rows, load_arrays, save_arrays
+from workloads.columnar import (
+    Arrays,
+    ColumnarError,
+    decode_rows,
+    encode_rows,
+    load_arrays,
+    save_arrays,
+)
+from workloads.key_replay import Replay, decode_keys, encode_keys
 
 SAMPLE_INTERVAL = 0.1  # seconds between time-series samples
-PLAIN_FORMAT, COMPACT_FORMAT = 1, 2  # metadata["results_format"]
+PLAIN_FORMAT, COMPACT_FORMAT = 1, 3  # metadata["results_format"]
+OPS_TABLE_FORMAT = 2  # compact, with the ops in one table (keys stored as they are)
 COMPACT_FILE = "run.npz.xz"
 
 
@@ -177,7 +189,7 @@ def read_run(folder: Path) -> RunRecord:
     """Load a run folder back (the report's only input), whichever form it is stored in."""
     metadata = json.loads((folder / "metadata.json").read_text())
     stored = metadata.get("results_format", PLAIN_FORMAT)
-    if stored == COMPACT_FORMAT:
+    if stored in (COMPACT_FORMAT, OPS_TABLE_FORMAT):
         metadata, op_rows, timeseries = _read_compact(folder, metadata)
     elif stored == PLAIN_FORMAT:
         op_rows = list(_read_lines(_either(folder, "ops")))
@@ -213,7 +225,8 @@ def is_compact(folder: Path) -> bool:
 
 
 def compact_run(folder: Path) -> bool:
-    """Rewrite a plain run folder in the compact form; False when it already is compact.
+    """Rewrite a plain (or older compact) run folder in the compact form; False when it
+    already is in the current one.
 
     The old files go only once the new ones read back the same data; an interrupted
     conversion leaves a folder that reads as before (metadata.json is replaced last).
@@ -221,10 +234,16 @@ def compact_run(folder: Path) -> bool:
     if is_compact(folder):
         return False
     record = read_run(folder)
+    metadata_text = (folder / "metadata.json").read_bytes()
+    compact = folder / COMPACT_FILE
+    older = compact.read_bytes() if compact.exists() else None
     _write_compact(record, folder)
-    if read_run(folder) != record:  # never lose data to a bug: put the plain form back
-        _dump(folder / "metadata.json", record.metadata)
-        (folder / COMPACT_FILE).unlink()
+    if read_run(folder) != record:  # never lose data to a bug: put the old form back
+        if older is None:
+            compact.unlink()
+        else:
+            compact.write_bytes(older)
+        (folder / "metadata.json").write_bytes(metadata_text)
         raise ValueError(f"{folder}: the compact form did not read back the same data")
     for stem in ("ops", "timeseries", "history"):
         for name in (f"{stem}.jsonl", f"{stem}.jsonl.gz"):
@@ -232,14 +251,11 @@ def compact_run(folder: Path) -> bool:
     return True
 
 
-def _write_compact(record: RunRecord, folder: Path) -> None:
+def _write_compact(record: RunRecord, folder: Path) -> float | None:
+    """Write the compact form; returns the share of keys the streams predicted (None: the
+    keys are stored plainly)."""
     metadata = dict(record.metadata)
-    arrays = encode_rows(
-        "ops",
-        [asdict(op) for op in record.ops],
-        relative_to={"complete": "invoke", "intended": "invoke"},
-        keyed_by={"value": "key"},
-    )
+    arrays, predicted = _encode_ops(record.ops, metadata)
     arrays |= encode_rows("timeseries", record.timeseries)
     final_state = metadata.get("final_state")
     if isinstance(final_state, dict):
@@ -253,6 +269,50 @@ def _write_compact(record: RunRecord, folder: Path) -> None:
     partial = folder / f"metadata.json.{os.getpid()}.partial"
     _dump(partial, metadata)
     partial.replace(folder / "metadata.json")
+    return predicted
+
+
+def _encode_ops(
+    ops: Sequence[OpRecord], metadata: Mapping[str, Any]
+) -> tuple[Arrays, float | None]:
+    """The tables `ops`, `ops_key`, `ops_value` (see the module's docstring), and the share of
+    operations the streams predicted."""
+    rows = [asdict(op) for op in ops]
+    drawn = [(row.pop("f"), row.pop("key"), row.pop("consistency")) for row in rows]
+    values = [
+        {"key": op[1], "value": row.pop("value")} for op, row in zip(drawn, rows, strict=True)
+    ]
+    arrays = encode_rows("ops", rows, relative_to={"complete": "invoke", "intended": "invoke"})
+    replay = Replay.of_run(metadata)
+    coded = None
+    if replay is not None and all(isinstance(key, str) for _, key, _ in drawn):
+        coded = encode_keys("ops_key", replay, rows, drawn)
+    if coded is None:
+        plain = [{"f": f, "key": key, "consistency": level} for f, key, level in drawn]
+        arrays |= encode_rows("ops_key", plain)
+    else:
+        arrays |= coded[0]
+    arrays |= encode_rows("ops_value", values, keyed_by={"value": "key"}, given=("key",))
+    return arrays, None if coded is None else coded[1]
+
+
+def _decode_ops(arrays: Arrays, metadata: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The inverse of `_encode_ops`."""
+    rows = decode_rows("ops", arrays)
+    if "ops_key.codes" in arrays:
+        replay = Replay.of_run(metadata)
+        if replay is None:
+            raise ColumnarError("keys coded against a replay the metadata does not allow")
+        drawn = [
+            {"f": f, "key": key, "consistency": level}
+            for f, key, level in decode_keys("ops_key", replay, rows, arrays)
+        ]
+    else:
+        drawn = decode_rows("ops_key", arrays)
+    if len(drawn) != len(rows):
+        raise ColumnarError(f"{len(drawn)} keys for {len(rows)} operations")
+    values = decode_rows("ops_value", arrays, into=[{"key": op["key"]} for op in drawn])
+    return [{**row, **op, **value} for row, op, value in zip(rows, drawn, values, strict=True)]
 
 
 def _read_compact(
@@ -262,7 +322,10 @@ def _read_compact(
     path = folder / COMPACT_FILE
     arrays = load_arrays(path)
     try:
-        op_rows = decode_rows("ops", arrays)
+        if metadata.get("results_format") == OPS_TABLE_FORMAT:
+            op_rows = decode_rows("ops", arrays)
+        else:
+            op_rows = _decode_ops(arrays, metadata)
         timeseries = decode_rows("timeseries", arrays)
         if "final_state.schema" in arrays:
             rows = decode_rows("final_state", arrays)

@@ -1,7 +1,8 @@
 """`python -m workloads.results_compact DIR...`: convert run folders to the compact form.
 
-Each DIR is a run folder or a folder holding run folders. A folder already compact is left
-as it is, so running it twice changes nothing. The old files are removed only once the
+Each DIR is a run folder or a folder holding run folders: plain folders and compact ones of an
+older format (2) are rewritten in the current one; a folder already in it is left as it is,
+so running it twice changes nothing. The old files are removed only once the
 compact form reads back the same data (`workloads.results.compact_run`).
 """
 
@@ -26,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for folder in folders:
         converted = compact_run(folder)
-        print(f"{'compacted' if converted else 'already compact'}: {folder}")
+        print(f"{'compacted' if converted else 'already in the current form'}: {folder}")
     return 0
 
 
