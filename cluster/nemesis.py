@@ -32,6 +32,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import anyio
@@ -400,13 +401,19 @@ class Nemesis:
     # ---- internals ---------------------------------------------------------------------------
 
     async def _apply_cuts(self, nodes: Iterable[NodeId]) -> None:
+        """Tell every affected node at once: told one after the other, a partition of a loaded
+        3-node cluster took up to a second to land (a signed admin round trip each), and the
+        cluster spent that second half cut."""
         layout = self.cluster.layout
-        for node in sorted(set(nodes)):
+
+        async def cut(node: NodeId) -> None:
             if self.use_nft and layout is not None:
                 blocked = [layout.host(b).address for a, b in self._want.cuts if a == node]
                 await anyio.to_thread.run_sync(netns_mod.block_outgoing, layout, node, blocked)
             else:
                 await self._push(node)
+
+        await _all_or_first_error([partial(cut, node) for node in sorted(set(nodes))])
 
     def _links_of(self, node: NodeId) -> dict[str, dict[str, Any]]:
         """The full outgoing link settings `node` should have now (admin fields)."""
@@ -431,9 +438,15 @@ class Nemesis:
             return
         url = self.cluster.url(node)
         secret = self.cluster.secret
+        links = self._links_of(node)
+        disk_delay = self._want.disk.get(node, 0.0)
         try:
-            await set_links(url, secret, self._links_of(node), reset=True)
-            await set_disk_delay(url, secret, self._want.disk.get(node, 0.0))
+            await _all_or_first_error(
+                [
+                    lambda: set_links(url, secret, links, reset=True),
+                    lambda: set_disk_delay(url, secret, disk_delay),
+                ]
+            )
         except (ClientError, httpx.HTTPError, ValueError) as error:
             state = self.cluster.process_state(node)
             raise NemesisError(
@@ -453,6 +466,24 @@ class Nemesis:
         event = FaultEvent(self.clock() - self.origin, kind, nodes, detail)
         self.events.append(event)
         return event
+
+
+async def _all_or_first_error(calls: Sequence[Callable[[], Awaitable[Any]]]) -> None:
+    """Run `calls` concurrently; when some fail, raise the first failure itself (not an
+    exception group), after every call has finished, so callers keep their `except` clauses."""
+    errors: list[BaseException] = []
+
+    async def one(call: Callable[[], Awaitable[Any]]) -> None:
+        try:
+            await call()
+        except Exception as error:  # re-raised below, outside the task group
+            errors.append(error)
+
+    async with anyio.create_task_group() as group:
+        for call in calls:
+            group.start_soon(one, call)
+    if errors:
+        raise errors[0]
 
 
 # ---- seeded schedules --------------------------------------------------------------------------

@@ -117,6 +117,50 @@ def test_a_fault_that_does_not_dent_throughput_scores_zero() -> None:
     assert fault.election is None  # no time series, no leader change
 
 
+def test_a_fault_that_lands_late_is_scored_from_its_start_to_the_end_of_its_dip() -> None:
+    # The partition starts at 5.0, is in force at 5.6 (took 0.6 s), and the rate falls at 5.8:
+    # the first bins after the fault are healthy, but the dip still belongs to the fault.
+    spec = Spec(outage=(5.8, 7.0), faults=[FaultRecord(5.0, "partition", ("n1",), took=0.6)])
+    fault = summarize(make_record(spec)).faults[0]
+    assert fault.unavailable == pytest.approx(2.0)
+    assert fault.recovered
+
+
+def test_a_dip_long_after_the_fault_is_in_force_is_not_the_faults() -> None:
+    spec = Spec(outage=(6.2, 7.0), faults=[FaultRecord(5.0, "partition", ("n1",), took=0.1)])
+    assert summarize(make_record(spec)).faults[0].unavailable == 0.0
+    later = Spec(outage=(6.0, 7.0), faults=[FaultRecord(5.0, "partition", ("n1",), took=0.1)])
+    assert summarize(make_record(later)).faults[0].unavailable == pytest.approx(2.0)
+
+
+def test_one_thin_bin_is_not_a_dip() -> None:
+    spec = Spec(outage=(5.3, 5.4), faults=[FaultRecord(5.0, "crash", ("n3",))])
+    assert summarize(make_record(spec)).faults[0].unavailable == 0.0
+    two = Spec(outage=(5.3, 5.5), faults=[FaultRecord(5.0, "crash", ("n3",))])
+    assert summarize(make_record(two)).faults[0].unavailable == pytest.approx(0.5)
+
+
+def test_how_long_a_fault_took_is_read_from_an_old_records_detail(tmp_path: Path) -> None:
+    faults = [
+        FaultRecord(5.0, "partition", ("n1",), "n1 | n2,n3 (shaper) (took 0.708 s)"),
+        FaultRecord(9.0, "heal", ("n1",), "(took 1.5 s)", took=0.25),
+        FaultRecord(12.0, "crash", ("n2",), "SIGKILL"),
+    ]
+    record = make_record(Spec(faults=faults))
+    write_run(record, tmp_path, "run")
+    stored = (tmp_path / "run" / "faults.jsonl").read_text().splitlines()
+    old_style = []
+    for line in stored:
+        row = json.loads(line)
+        row.pop("took")
+        old_style.append(json.dumps(row))
+    (tmp_path / "run" / "faults.jsonl").write_text("\n".join(old_style) + "\n")
+    back = read_run(tmp_path / "run").faults
+    assert [f.took for f in back] == [0.708, 1.5, None]
+    assert back[0].in_force == pytest.approx(5.708)
+    assert back[2].in_force == 12.0
+
+
 def test_a_rate_that_never_recovers_is_a_lower_bound_to_the_end_of_the_data() -> None:
     spec = Spec(outage=(5.0, 100.0), faults=[FaultRecord(5.0, "partition", ("n1",))])
     fault = summarize(make_record(spec)).faults[0]

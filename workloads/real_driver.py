@@ -398,7 +398,7 @@ class _FaultSchedule:
         detail = f"{detail} (took {took:.3f} s)".strip()
         if undo and not detail.startswith("undo") and kind not in ("restart", "resume", "heal"):
             detail = f"undo: {detail}"
-        run.faults.append(FaultRecord(round(t, 4), kind, nodes, detail))
+        run.faults.append(FaultRecord(round(t, 4), kind, nodes, detail, round(took, 4)))
 
     async def _apply(
         self, index: int, spec: FaultSpec, action: FaultAction, node: NodeId | None, undo: bool

@@ -48,7 +48,9 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
     per node: `region`, `cpu_seconds` (window; null when unknown), `bytes_sent`,
     `bytes_received` (window), `leader_time` (seconds it led in the window).
 ``faults.jsonl``
-    `t`, `kind`, `nodes`, `detail` for every fault injected (and undone).
+    `t`, `kind`, `nodes`, `detail` for every fault injected (and undone), and `took`: seconds
+    from `t` until the fault was in force (absent before it was recorded; read from the
+    detail's "(took X s)" then).
 ``events.jsonl``
     the engines' protocol events (protocols/events.py), time order: `t` (run seconds), `node`,
     `kind`, `term`, `detail`, `last_contact` (election starts: when that node last heard a
@@ -66,6 +68,7 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -124,10 +127,18 @@ class OpRecord:
 
 @dataclass(slots=True)
 class FaultRecord:
+    """A fault as the driver applied it: started at `t`, in force `took` seconds later (None:
+    at once, as in the simulator, or not known)."""
+
     t: float
     kind: str
     nodes: tuple[str, ...]
     detail: str = ""
+    took: float | None = None
+
+    @property
+    def in_force(self) -> float:
+        return self.t + (self.took or 0.0)
 
 
 @dataclass(slots=True)
@@ -202,7 +213,13 @@ def read_run(folder: Path) -> RunRecord:
             op.value = tuple(op.value)
     links = json.loads((folder / "links.json").read_text())
     faults = [
-        FaultRecord(row["t"], row["kind"], tuple(row["nodes"]), row.get("detail", ""))
+        FaultRecord(
+            row["t"],
+            row["kind"],
+            tuple(row["nodes"]),
+            row.get("detail", ""),
+            row.get("took", _took_in(row.get("detail", ""))),
+        )
         for row in _read_lines(folder / "faults.jsonl")
     ]
     events_file = folder / "events.jsonl"
@@ -449,3 +466,10 @@ def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
         for line in source:
             if line.strip():
                 yield json.loads(line)
+
+
+def _took_in(detail: str) -> float | None:
+    """How long a fault took to apply, from the "(took X s)" its detail carried before the
+    record had a field for it."""
+    found = re.search(r"\(took (\d+(?:\.\d+)?) s\)", detail)
+    return float(found.group(1)) if found else None

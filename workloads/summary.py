@@ -11,10 +11,15 @@ budget). Its choices, stated once:
   checker's verdict, and acknowledged writes lost as defined in `workloads.lost_writes`.
 - **Unavailability after a fault.** Ok completions are counted in 100 ms bins starting at the
   fault. The pre-fault rate is the ok rate over the 2 s before it (the whole window's rate if
-  less than 0.5 s of run precedes it). The window ends at the first bin that, together with the
-  next bin, runs at >= 50% of that rate: a fault that never dents throughput scores 0, and one
-  after which the rate never recovers scores the time to the end of the data (the window's
-  end or the last operation, whichever is later; `recovered` False: a lower bound).
+  less than 0.5 s of run precedes it). A bin is healthy at >= 50% of that rate. The fault's
+  dip is the first two unhealthy bins in a row that start less than `DIP_WITHIN` (1 s) after
+  the fault is in force (`FaultRecord.in_force`: a partition applied over HTTP lands a little
+  after it starts, and operations already committed keep completing for a moment, so the first
+  bins after the fault can still be healthy). No such dip: the fault never dented throughput
+  and scores 0. Otherwise the window runs from the fault to the first bin after the dip that,
+  together with the next bin, is healthy again; a rate that never recovers scores the time to
+  the end of the data (the window's end or the last operation, whichever is later;
+  `recovered` False: a lower bound).
   Resolution: one bin (100 ms). Faults that undo another (`restart`, `resume`, `heal`, a
   detail starting with "undo", a slow-link/slow-disk whose detail adds nothing such as the
   simulator's "slow-link n5") and faults the driver skipped (kind or detail "skip...") are
@@ -61,6 +66,7 @@ BIN = 0.1  # seconds per bin when looking for the end of an unavailability windo
 PRE_FAULT = 2.0  # seconds before a fault that define its "normal" rate
 MIN_PRE_FAULT = 0.5
 RECOVERED_FRACTION = 0.5
+DIP_WITHIN = 1.0  # seconds after a fault is in force within which its dip must begin
 UNDO_KINDS = frozenset({"restart", "resume", "heal"})
 SLOWDOWNS = frozenset({"slow-link", "slow-disk"})
 PERCENTILES = (50, 90, 99)
@@ -284,7 +290,9 @@ def fault_impacts(record: RunRecord, window: tuple[float, float]) -> list[FaultI
             pre_rate = count_in(completions, pre_start, fault.t) / (fault.t - pre_start)
         else:
             pre_rate = whole_rate
-        unavailable, recovered = _unavailable(completions, fault.t, pre_rate, horizon)
+        unavailable, recovered = _unavailable(
+            completions, fault.t, fault.in_force + DIP_WITHIN, pre_rate, horizon
+        )
         later = [f.t for f in every_fault if f.t > fault.t]
         elected = new_leader_after(record, fault.t, later[0] if later else None)
         impacts.append(
@@ -304,8 +312,9 @@ def fault_impacts(record: RunRecord, window: tuple[float, float]) -> list[FaultI
 
 
 def _unavailable(
-    completions: np.ndarray, t: float, pre_rate: float, horizon: float
+    completions: np.ndarray, t: float, dip_by: float, pre_rate: float, horizon: float
 ) -> tuple[float | None, bool]:
+    """Seconds from `t` until the rate is back after a dip that starts before `dip_by`."""
     if pre_rate <= 0:
         return None, False
     threshold = RECOVERED_FRACTION * pre_rate * BIN
@@ -313,7 +322,17 @@ def _unavailable(
     edges = t + BIN * np.arange(bins + 1)
     counts = np.diff(np.searchsorted(completions, edges, side="left"))
     healthy = counts >= threshold
-    for i in range(bins):
+    dip = next(
+        (
+            i
+            for i in range(bins)
+            if edges[i] < dip_by and not healthy[i] and (i + 1 >= bins or not healthy[i + 1])
+        ),
+        None,
+    )
+    if dip is None:
+        return 0.0, True
+    for i in range(dip, bins):
         if healthy[i] and (i + 1 >= bins or healthy[i + 1]):
             return i * BIN, True
     return max(0.0, horizon - t), False
