@@ -45,6 +45,7 @@ import anyio
 import httpx
 
 from cluster import admin
+from cluster.tls import shared_tls_context
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_ATTEMPT_TIMEOUT = 5.0
@@ -507,7 +508,9 @@ async def admin_post(
         admin.AUTH_HEADER: admin.admin_signature(secret, "POST", path, data),
         "content-type": "application/json",
     }
-    async with httpx.AsyncClient(trust_env=False, timeout=timeout) as http:
+    async with httpx.AsyncClient(
+        trust_env=False, timeout=timeout, verify=shared_tls_context()
+    ) as http:
         response = await http.post(
             normalise_endpoint(endpoint) + path, content=data, headers=headers
         )

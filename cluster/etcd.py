@@ -43,6 +43,7 @@ from cluster.etcd_client import b64, unb64
 from cluster.nemesis import FaultEvent, NemesisError
 from cluster.shaper import LinkSpec
 from cluster.target import FaultInjector
+from cluster.tls import shared_tls_context
 from protocols.errors import RaftbenchError
 from protocols.types import NodeId
 
@@ -221,7 +222,7 @@ class EtcdCluster:
     def wait_for_leader(self, timeout: float) -> NodeId:
         """The member a majority of the answering members name as leader."""
         deadline = time.monotonic() + timeout
-        with httpx.Client(trust_env=False, timeout=1.0) as http:
+        with httpx.Client(trust_env=False, timeout=1.0, verify=shared_tls_context()) as http:
             while True:
                 votes: dict[NodeId, int] = {}
                 for node in self.members:
@@ -257,7 +258,9 @@ class EtcdCluster:
     ) -> tuple[dict[str, str | None], list[str]]:
         """One linearizable read of the whole key space (paged at one revision)."""
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as http:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=5.0, verify=shared_tls_context()
+        ) as http:
             while time.monotonic() < deadline:
                 for member in self.members.values():
                     found = await _read_all(http, member.url, serializable=False, revision=None)
@@ -277,7 +280,9 @@ class EtcdCluster:
             return None
         out: dict[NodeId, dict[str, str | None]] = {}
         deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as http:
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=5.0, verify=shared_tls_context()
+        ) as http:
             for node, member in self.members.items():
                 while time.monotonic() < deadline:  # a member behind answers "future revision"
                     found = await _read_all(http, member.url, serializable=True, revision=revision)
@@ -388,7 +393,7 @@ class EtcdCluster:
 
     def _wait_answering(self, node: NodeId, deadline: float) -> None:
         member = self.members[node]
-        with httpx.Client(trust_env=False, timeout=1.0) as http:
+        with httpx.Client(trust_env=False, timeout=1.0, verify=shared_tls_context()) as http:
             while True:
                 status = self._status_sync(http, node)
                 if status is not None:

@@ -61,6 +61,7 @@ from cluster.config import (
     write_cluster_config,
 )
 from cluster.storage import FsyncPolicy
+from cluster.tls import shared_tls_context
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
 from protocols.types import NodeId
@@ -660,7 +661,7 @@ class LocalCluster:
     def statuses(self, timeout: float = 1.0) -> dict[NodeId, dict[str, Any] | None]:
         """Each running node's /status (None: stopped, paused, or no answer in `timeout`)."""
         out: dict[NodeId, dict[str, Any] | None] = {}
-        with httpx.Client(trust_env=False, timeout=timeout) as http:
+        with httpx.Client(trust_env=False, timeout=timeout, verify=shared_tls_context()) as http:
             for node_id in self.node_ids:
                 out[node_id] = None
                 if self._identity(node_id) != "running":

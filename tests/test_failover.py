@@ -92,6 +92,9 @@ def test_a_fault_that_lands_late_shows_as_its_own_stage() -> None:
     assert line.landed == pytest.approx(0.3)
     assert line.stages()["fault lands"] == pytest.approx(0.3)
     assert line.stages()["election timer"] == pytest.approx(0.7)
+    # Counted from the landing, the 0.3 s the fault took to take effect is left out.
+    assert line.rate_back == pytest.approx(1.5)
+    assert line.back_after_landing == pytest.approx(1.2)
 
 
 def test_push_has_no_catch_up_stage() -> None:
@@ -108,6 +111,7 @@ def test_a_run_without_events_keeps_only_the_rate() -> None:
     assert line.old_leader == "n1"  # from the samples
     assert line.candidate is None and line.elected is None and line.committed is None
     assert line.rate_back == pytest.approx(1.5)
+    assert line.back_after_landing == pytest.approx(1.5)  # no landing known: from the fault
     assert line.stages()["vote"] is None
 
 
