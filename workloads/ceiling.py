@@ -1,12 +1,13 @@
 """The throughput a bandwidth-capped scenario allows, per label: its theoretical ceiling.
 
 When a scenario caps egress (`[network] egress_bytes_per_s`, `bandwidth` on a topology link;
-see `cluster.shaper.EgressCaps`), every acknowledged write has to cross some capped pipe once
-per copy a node sends of it, so no label can commit faster than
-
-    ceiling = pipe rate / (copies through that pipe per write x bytes per copy)
-
-at its tightest pipe (the bottleneck). Two figures, both per run:
+see `cluster.shaper.EgressCaps`), a pipe that carries `copies` copies of every write passes at
+most ``rate / (copies x bytes per copy)`` writes per second. A member receives writes no
+faster than the slowest pipe on its path from the leader (its chain of sync sources), and a
+write commits once a majority holds it, so the ceiling is the majority-th fastest member's
+rate (the leader's own is unlimited). Members outside that majority may fall behind without
+slowing commits: in `geo-bandwidth` a chained pull tree commits through us-west while eu-west
+lags. The bottleneck is the pipe that limits that member. Two figures, both per run:
 
 - **predicted**: copies from the label's replication tree, bytes per copy from the codec.
   push sends every copy from the leader (N-1, split over its pipes); every pull label uses the
@@ -26,6 +27,7 @@ shaper is raftbench's, not etcd's).
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +184,47 @@ def scenario_of(record: RunRecord) -> Scenario | None:
         return None
 
 
+def member_rates(
+    tree: Mapping[NodeId, NodeId | None], pipes: Sequence[Pipe], cost: Mapping[Pipe, float]
+) -> dict[NodeId, tuple[float, Pipe | None]]:
+    """Writes/s each member can receive along its chain from the leader, and the pipe that
+    limits it. `cost` is the bytes each pipe carries per write (absent or 0: free)."""
+    limit: dict[tuple[NodeId, NodeId], tuple[float, Pipe | None]] = {}
+    for pipe in pipes:
+        bytes_per_write = cost.get(pipe, 0.0)
+        if bytes_per_write <= 0:
+            continue
+        rate = pipe.rate / bytes_per_write
+        for peer in pipe.peers:
+            if (pipe.node, peer) not in limit or rate < limit[(pipe.node, peer)][0]:
+                limit[(pipe.node, peer)] = (rate, pipe)
+    out: dict[NodeId, tuple[float, Pipe | None]] = {}
+    depths = tree_depths(tree)
+    for member in tree:
+        if depths.get(member) is None:
+            out[member] = (0.0, None)  # never reaches the leader
+            continue
+        best: tuple[float, Pipe | None] = (math.inf, None)
+        current = member
+        while (source := tree.get(current)) is not None:
+            step = limit.get((source, current))
+            if step is not None and step[0] < best[0]:
+                best = step
+            current = source
+        out[member] = best
+    return out
+
+
+def quorum_ceiling(
+    tree: Mapping[NodeId, NodeId | None], pipes: Sequence[Pipe], cost: Mapping[Pipe, float]
+) -> tuple[float, Pipe | None]:
+    """The majority-th fastest member's rate and its limiting pipe (inf: nothing limits)."""
+    rates = sorted(member_rates(tree, pipes, cost).values(), key=lambda r: -r[0])
+    if not rates:
+        return math.inf, None
+    return rates[len(rates) // 2]  # the (n // 2 + 1)-th fastest: a majority holds the write
+
+
 def run_ceiling(record: RunRecord, acked_writes: int) -> Ceiling | None:
     """The ceilings of one run (None: the scenario caps nothing, or the label is etcd's)."""
     label = str(record.metadata.get("label", record.metadata.get("protocol", "")))
@@ -195,40 +238,38 @@ def run_ceiling(record: RunRecord, acked_writes: int) -> Ceiling | None:
         return None
     tree = replication_tree(record, label)
     per_copy = bytes_per_copy(scenario)
-    predicted: tuple[float, Pipe, int] | None = None
-    for pipe in pipes:
-        copies = sum(
-            1 for member, source in tree.items() if source == pipe.node and member in pipe.peers
-        )
-        if copies:
-            rate = pipe.rate / (copies * per_copy)
-            if predicted is None or rate < predicted[0]:
-                predicted = (rate, pipe, copies)
+    copies = {
+        pipe: sum(1 for m, source in tree.items() if source == pipe.node and m in pipe.peers)
+        for pipe in pipes
+    }
+    predicted, predicted_pipe = quorum_ceiling(
+        tree, pipes, {pipe: n * per_copy for pipe, n in copies.items()}
+    )
     carried: dict[tuple[NodeId, NodeId], float] = {}
     for link in record.links:
         value = link.get("bytes")
         if isinstance(value, int | float):
             key = (str(link.get("src")), str(link.get("dst")))
             carried[key] = carried.get(key, 0.0) + float(value)
-    observed: tuple[float, Pipe, float] | None = None
+    observed: float | None = None
+    observed_pipe: Pipe | None = None
+    through: dict[Pipe, float] = {}
     if acked_writes > 0 and carried:
-        for pipe in pipes:
-            through = sum(carried.get((pipe.node, peer), 0.0) for peer in pipe.peers)
-            through /= acked_writes
-            if through > 0:
-                rate = pipe.rate / through
-                if observed is None or rate < observed[0]:
-                    observed = (rate, pipe, through)
-    main = observed[1] if observed else (predicted[1] if predicted else pipes[0])
+        through = {
+            pipe: sum(carried.get((pipe.node, peer), 0.0) for peer in pipe.peers) / acked_writes
+            for pipe in pipes
+        }
+        observed, observed_pipe = quorum_ceiling(tree, pipes, through)
+    main = observed_pipe or predicted_pipe
     return Ceiling(
-        predicted=None if predicted is None else predicted[0],
-        predicted_pipe="" if predicted is None else predicted[1].describe(),
-        copies=0 if predicted is None else predicted[2],
+        predicted=None if math.isinf(predicted) else predicted,
+        predicted_pipe="" if predicted_pipe is None else predicted_pipe.describe(),
+        copies=0 if predicted_pipe is None else copies[predicted_pipe],
         bytes_per_copy=per_copy,
-        observed=None if observed is None else observed[0],
-        observed_pipe="" if observed is None else observed[1].describe(),
-        observed_bytes_per_write=None if observed is None else observed[2],
-        cap=main.rate,
+        observed=None if observed is None or math.isinf(observed) else observed,
+        observed_pipe="" if observed_pipe is None else observed_pipe.describe(),
+        observed_bytes_per_write=None if observed_pipe is None else through[observed_pipe],
+        cap=main.rate if main is not None else pipes[0].rate,
         tree=tree,
     )
 
@@ -239,7 +280,9 @@ __all__ = [
     "Pipe",
     "bytes_per_copy",
     "leader_of",
+    "member_rates",
     "pipes_of",
+    "quorum_ceiling",
     "replication_tree",
     "run_ceiling",
     "scenario_of",
