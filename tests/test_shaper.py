@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 
 import pytest
 
@@ -194,8 +195,9 @@ def test_serial_pipes_never_exceed_any_rate() -> None:
     for _ in range(5000):
         now += rng.random() * 0.001
         size = rng.randint(1, 3000)
-        path = [(("pipe", "eu"), 50_000.0)] if rng.random() < 0.5 else []
-        path.append((("total",), 100_000.0))
+        path: list[tuple[Hashable, float]] = [(("total",), 100_000.0)]
+        if rng.random() < 0.5:
+            path.append((("pipe", "eu"), 50_000.0))
         finishes.append((pipes.pass_through(path, size, now), size))
     finishes.sort()
     end = finishes[-1][0]
