@@ -79,7 +79,8 @@ class SimNetwork:
         stats.messages += 1
         caps = self.egress.get(envelope.src)
         size = encoded_size(envelope) if self.count_bytes or caps is not None else 0
-        stats.bytes += size
+        if self.count_bytes:
+            stats.bytes += size
         delay, jitter, loss = self._links.get(link, self._default)
         if self.slowed:
             delay, jitter, loss = self.link(*link)
