@@ -34,6 +34,7 @@ Schema (all times in seconds unless the name says otherwise)::
     default_delay_ms = 0.0
     jitter_ms = 0.0
     loss = 0.0
+    egress_bytes_per_s = 4e6       # optional: each node's whole peer uplink (shared by its links)
     [[topology.links]]             # per region pair or member pair
     from = "us"                    # a region or a member id
     to = "eu"
@@ -41,6 +42,9 @@ Schema (all times in seconds unless the name says otherwise)::
     jitter_ms = 2.0                # optional (default: topology.jitter_ms)
     loss = 0.0                     # optional (default: topology.loss)
     one_way = false                # optional: true applies it from -> to only
+    bandwidth = 2e6                # optional, bytes/s: each sender's share of the pipe towards
+                                   # the far side ("eu"), shared by its links to every member
+                                   # there (a member pair: that one link)
 
 Which link rule applies to the directed pair (a, b): the most specific rule matching it (member
 to member beats member to region beats region to region); among equally specific ones, the
@@ -61,7 +65,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cluster.shaper import LinkSpec
+from cluster.shaper import EgressCaps, LinkSpec
 from cluster.storage import FsyncPolicy
 from cluster.transport import PeerAddress
 from protocols.config import Config, SyncSettings
@@ -134,6 +138,7 @@ class LinkRule:
     jitter_ms: float | None = None
     loss: float | None = None
     one_way: bool = False
+    bandwidth: float | None = None  # bytes/s of each sender's pipe towards the far side
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +147,7 @@ class Topology:
     jitter_ms: float = 0.0
     loss: float = 0.0
     links: tuple[LinkRule, ...] = ()
+    egress_bytes_per_s: float | None = None  # every node's whole peer uplink
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,13 +221,37 @@ class ClusterConfig:
                 specs[dst.id] = spec
         return specs
 
+    def egress_caps(self, node_id: NodeId) -> EgressCaps:
+        """`node_id`'s shared egress pipes: its uplink, and one pipe per far side of each
+        matching link rule with a `bandwidth` (named after that region or member)."""
+        source = self.member(node_id)
+        pipes: dict[str, float] = {}
+        pipe_of: dict[NodeId, str] = {}
+        for dst in self.members:
+            if dst.id == node_id:
+                continue
+            found = self._link_match(source, dst)
+            if found is None or found[0].bandwidth is None:
+                continue
+            rule, far = found
+            assert rule.bandwidth is not None
+            pipes[far] = min(pipes.get(far, rule.bandwidth), rule.bandwidth)
+            pipe_of[dst.id] = far
+        return EgressCaps(self.topology.egress_bytes_per_s, pipes, pipe_of)
+
     def _link_rule(self, src: MemberConfig, dst: MemberConfig) -> LinkRule | None:
+        found = self._link_match(src, dst)
+        return None if found is None else found[0]
+
+    def _link_match(self, src: MemberConfig, dst: MemberConfig) -> tuple[LinkRule, str] | None:
+        """The rule for src -> dst and the name it matched `dst` by (its far side)."""
+
         def score(name: str, member: MemberConfig) -> int:
             if name == member.id:
                 return 2
             return 1 if name == member.region else 0
 
-        best: tuple[int, LinkRule] | None = None
+        best: tuple[int, LinkRule, str] | None = None
         for rule in self.topology.links:
             pairs = [(rule.src, rule.dst)]
             if not rule.one_way:
@@ -229,8 +259,8 @@ class ClusterConfig:
             for a, b in pairs:
                 sa, sb = score(a, src), score(b, dst)
                 if sa and sb and (best is None or sa + sb >= best[0]):
-                    best = (sa + sb, rule)
-        return None if best is None else best[1]
+                    best = (sa + sb, rule, b)
+        return None if best is None else (best[1], best[2])
 
     def _id_list(self) -> str:
         return ", ".join(self.member_ids)
@@ -285,6 +315,8 @@ class ClusterConfig:
         _check_non_negative(topo.default_delay_ms, "topology.default_delay_ms")
         _check_non_negative(topo.jitter_ms, "topology.jitter_ms")
         _check_probability(topo.loss, "topology.loss")
+        if topo.egress_bytes_per_s is not None:
+            _check_positive(topo.egress_bytes_per_s, "topology.egress_bytes_per_s")
         names = set(self.member_ids) | {m.region for m in self.members}
         for i, rule in enumerate(topo.links):
             where = f"topology.links[{i}]"
@@ -296,6 +328,8 @@ class ClusterConfig:
                 _check_non_negative(rule.jitter_ms, f"{where}.jitter_ms")
             if rule.loss is not None:
                 _check_probability(rule.loss, f"{where}.loss")
+            if rule.bandwidth is not None:
+                _check_positive(rule.bandwidth, f"{where}.bandwidth")
 
 
 # ---- reading -----------------------------------------------------------------------------------
@@ -311,8 +345,8 @@ _CLUSTER_KEYS = {
     "request_timeout",
 }
 _MEMBER_KEYS = {"id", "peer", "client", "region", "priority"}
-_TOPOLOGY_KEYS = {"default_delay_ms", "jitter_ms", "loss", "links"}
-_LINK_KEYS = {"from", "to", "delay_ms", "jitter_ms", "loss", "one_way"}
+_TOPOLOGY_KEYS = {"default_delay_ms", "jitter_ms", "loss", "links", "egress_bytes_per_s"}
+_LINK_KEYS = {"from", "to", "delay_ms", "jitter_ms", "loss", "one_way", "bandwidth"}
 _SYNC_KEYS = {f.name for f in dataclasses.fields(SyncSettings)}
 
 
@@ -428,6 +462,7 @@ def _topology(raw: object) -> Topology:
                 jitter_ms=_optional_number(link.get("jitter_ms"), f"{where}.jitter_ms"),
                 loss=_optional_number(link.get("loss"), f"{where}.loss"),
                 one_way=one_way,
+                bandwidth=_optional_number(link.get("bandwidth"), f"{where}.bandwidth"),
             )
         )
     return Topology(
@@ -435,6 +470,9 @@ def _topology(raw: object) -> Topology:
         jitter_ms=_number(table.get("jitter_ms", 0.0), "topology.jitter_ms"),
         loss=_number(table.get("loss", 0.0), "topology.loss"),
         links=tuple(links),
+        egress_bytes_per_s=_optional_number(
+            table.get("egress_bytes_per_s"), "topology.egress_bytes_per_s"
+        ),
     )
 
 
@@ -567,6 +605,8 @@ def dump_cluster_config(config: ClusterConfig) -> str:
             f"jitter_ms = {topo.jitter_ms!r}",
             f"loss = {topo.loss!r}",
         ]
+        if topo.egress_bytes_per_s is not None:
+            lines.append(f"egress_bytes_per_s = {topo.egress_bytes_per_s!r}")
         for rule in topo.links:
             lines += [
                 "",
@@ -581,6 +621,8 @@ def dump_cluster_config(config: ClusterConfig) -> str:
                 lines.append(f"loss = {rule.loss!r}")
             if rule.one_way:
                 lines.append("one_way = true")
+            if rule.bandwidth is not None:
+                lines.append(f"bandwidth = {rule.bandwidth!r}")
     return "\n".join(lines) + "\n"
 
 

@@ -95,7 +95,11 @@ async def run_node(options: NodeOptions) -> int:
     with contextlib.closing(store):
         rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
         engine = factory(engine_config, store.load(), rng, anyio.current_time())
-        shaper = LinkShaper(random.Random(rng.random()), config.link_specs(options.node_id))
+        shaper = LinkShaper(
+            random.Random(rng.random()),
+            config.link_specs(options.node_id),
+            egress=config.egress_caps(options.node_id),
+        )
         peers = {m.id: m.peer.peer_address() for m in config.members if m.id != member.id}
         transport = PeerTransport(
             member.id,

@@ -8,8 +8,17 @@ partition is simply a different setting on each side.
 
 A link keeps FIFO order like a real one, even with jitter: a frame is delivered at
 ``max(previous delivery, serialisation done + delay + jitter)``, where serialisation models the
-bandwidth cap (the link is busy ``size / bandwidth`` seconds per frame). Delay is one-way;
-jitter is uniform in ``[-jitter, +jitter]`` and never makes the delay negative.
+bandwidth caps. Delay is one-way; jitter is uniform in ``[-jitter, +jitter]`` and never makes
+the delay negative.
+
+Bandwidth is capped at up to three places a frame passes through, each a serialiser busy
+``size / rate`` seconds per frame: the link's own `bandwidth`, the node's share of a WAN pipe
+towards the peer's region (`EgressCaps.pipes`), and the node's whole uplink
+(`EgressCaps.total`, shared by all its links, like a NIC). A frame waits until every pipe on
+its path is free and then occupies each for its own ``size / rate``; so no pipe ever carries
+more than its rate, and frames of all links share a node's pipes in the order they were handed
+over. `SerialPipes` is that bookkeeping alone; the simulator's network uses it too, so both
+engines see the same schedule for the same frames.
 
 The shaper is pure bookkeeping: it takes `now` from the caller and draws from an injected
 `random.Random`, so its decisions replay exactly in a test.
@@ -18,8 +27,8 @@ The shaper is pure bookkeeping: it takes `now` from the caller and draws from an
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
@@ -53,6 +62,72 @@ class LinkSpec:
 PERFECT = LinkSpec()
 
 
+@dataclass(frozen=True, slots=True)
+class EgressCaps:
+    """A node's shared outgoing pipes, in bytes per second of encoded envelopes.
+
+    `total` caps everything the node sends to its peers; `pipes` names each shared pipe
+    (e.g. "the WAN towards us-west") with its rate, and `pipe_of` says which pipe each peer's
+    link goes through. A peer in no pipe is capped by `total` alone.
+    """
+
+    total: float | None = None
+    pipes: Mapping[str, float] = field(default_factory=dict)
+    pipe_of: Mapping[NodeId, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.total is not None and not self.total > 0:
+            raise CallerError("egress total must be > 0 bytes/s (or None for unlimited)")
+        for name, rate in self.pipes.items():
+            if not rate > 0:
+                raise CallerError(f"egress pipe {name!r} must be > 0 bytes/s")
+        for peer, name in self.pipe_of.items():
+            if name not in self.pipes:
+                raise CallerError(f"peer {peer!r} goes through unknown egress pipe {name!r}")
+
+    @property
+    def is_unlimited(self) -> bool:
+        return self.total is None and not self.pipe_of
+
+    def path(self, dst: NodeId) -> list[tuple[Hashable, float]]:
+        """The shared pipes a frame to `dst` passes through, as (key, bytes/s)."""
+        path: list[tuple[Hashable, float]] = []
+        name = self.pipe_of.get(dst)
+        if name is not None:
+            path.append((("pipe", name), self.pipes[name]))
+        if self.total is not None:
+            path.append((("total",), self.total))
+        return path
+
+
+UNLIMITED = EgressCaps()
+
+
+class SerialPipes:
+    """When each serialiser (link, WAN pipe, uplink) is next free; pure bookkeeping."""
+
+    def __init__(self) -> None:
+        self._busy_until: dict[Hashable, float] = {}
+
+    def pass_through(self, path: Sequence[tuple[Hashable, float]], size: int, now: float) -> float:
+        """When a frame of `size` bytes handed over at `now` has left every pipe of `path`."""
+        if not path:
+            return now
+        start = max([now, *(self._busy_until.get(key, now) for key, _ in path)])
+        done = start
+        for key, rate in path:
+            finish = start + size / rate
+            self._busy_until[key] = finish
+            done = max(done, finish)
+        return done
+
+    def busy_until(self, key: Hashable) -> float | None:
+        return self._busy_until.get(key)
+
+    def forget(self, key: Hashable) -> None:
+        self._busy_until.pop(key, None)
+
+
 class Drop(Enum):
     """Why the shaper refused a frame."""
 
@@ -68,11 +143,25 @@ class LinkShaper:
     to leave, so a partition also cuts what is still "on the wire".
     """
 
-    def __init__(self, rng: random.Random, links: Mapping[NodeId, LinkSpec] | None = None) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        links: Mapping[NodeId, LinkSpec] | None = None,
+        egress: EgressCaps = UNLIMITED,
+    ) -> None:
         self._rng = rng
         self._links: dict[NodeId, LinkSpec] = dict(links or {})
+        self._egress = egress
         self._last_delivery: dict[NodeId, float] = {}
-        self._busy_until: dict[NodeId, float] = {}
+        self._pipes = SerialPipes()
+
+    @property
+    def egress(self) -> EgressCaps:
+        return self._egress
+
+    def set_egress(self, caps: EgressCaps) -> None:
+        """Replace the node's shared egress caps (frames already scheduled keep their times)."""
+        self._egress = caps
 
     def link(self, dst: NodeId) -> LinkSpec:
         return self._links.get(dst, PERFECT)
@@ -105,18 +194,21 @@ class LinkShaper:
     def schedule(self, dst: NodeId, size: int, now: float) -> float | Drop:
         """When a frame of `size` bytes handed over at `now` is delivered, or why it is lost."""
         spec = self._links.get(dst)
-        if spec is None:  # perfect link: keep FIFO with anything still delayed
+        egress = self._egress
+        if spec is None and egress.is_unlimited:  # keep FIFO with anything still delayed
             at = max(now, self._last_delivery.get(dst, now))
             self._last_delivery[dst] = at
             return at
+        if spec is None:
+            spec = PERFECT
         if spec.partitioned:
             return Drop.PARTITION
         if spec.loss > 0.0 and self._rng.random() < spec.loss:
             return Drop.LOSS
-        sent = now
+        path = egress.path(dst)
         if spec.bandwidth is not None:
-            sent = max(now, self._busy_until.get(dst, now)) + size / spec.bandwidth
-            self._busy_until[dst] = sent
+            path.insert(0, (("link", dst), spec.bandwidth))
+        sent = self._pipes.pass_through(path, size, now)
         delay = spec.delay
         if spec.jitter > 0.0:
             delay = max(0.0, delay + self._rng.uniform(-spec.jitter, spec.jitter))
@@ -128,4 +220,4 @@ class LinkShaper:
         """Drop a removed member's link state."""
         self._links.pop(dst, None)
         self._last_delivery.pop(dst, None)
-        self._busy_until.pop(dst, None)
+        self._pipes.forget(("link", dst))

@@ -11,6 +11,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+HEARTBEATS_REMEMBERED = 64  # unanswered heartbeats whose marks are kept per follower
+
 
 class ReplState(Enum):
     PROBE = "probe"
@@ -25,7 +27,10 @@ class Progress:
     probe_sent: bool = False  # PROBE: one append is out; wait for an answer or a heartbeat
     inflight: deque[int] = field(default_factory=deque)  # REPLICATE: last index of each append
     recent_active: bool = False  # heard from since the last check-quorum round
-    match_at_heartbeat: int = -1  # match when the previous heartbeat answer came back
+    # what had been sent (next - 1) when each heartbeat still unanswered left, oldest first
+    sent_at_heartbeats: deque[int] = field(
+        default_factory=lambda: deque(maxlen=HEARTBEATS_REMEMBERED)
+    )
 
     def is_paused(self, max_inflight: int) -> bool:
         if self.state is ReplState.PROBE:
@@ -38,20 +43,27 @@ class Progress:
         self.probe_sent = False
         self.inflight.clear()
 
-    def stalled(self, last_index: int) -> bool:
-        """A heartbeat answer came back: has replication made no progress since the last one?
+    def heartbeat_sent(self) -> None:
+        self.sent_at_heartbeats.append(self.next - 1)
+
+    def stalled(self) -> bool:
+        """A heartbeat answer came back: was an append sent before that heartbeat lost?
 
         In REPLICATE the leader sends optimistically; if an append was lost (a connection
         dropped it) and no new entry follows to expose the gap, nothing would ever resend it.
-        Two heartbeat answers with the same match while entries are owed mean exactly that.
+        Links keep order, so when the answer to a heartbeat is back, so are the answers to the
+        appends sent before it: a match below what had been sent then means one was lost.
+        Appends sent *after* the heartbeat may still be on the way (a slow, bandwidth-capped
+        link queues them for longer than a heartbeat interval) and say nothing; counting them
+        made every backlog look like a loss and resent it, which only grew the backlog.
+
+        Answers are paired with heartbeats in order. A heartbeat or answer that is lost leaves
+        the pairing behind by one (older, lower marks): detection is late, never false.
         """
-        stuck = (
-            self.state is ReplState.REPLICATE
-            and self.match < last_index
-            and self.match == self.match_at_heartbeat
-        )
-        self.match_at_heartbeat = self.match
-        return stuck
+        if not self.sent_at_heartbeats:
+            return False
+        sent_before = self.sent_at_heartbeats.popleft()
+        return self.state is ReplState.REPLICATE and self.match < sent_before
 
     def become_replicate(self) -> None:
         self.state = ReplState.REPLICATE

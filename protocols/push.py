@@ -101,6 +101,7 @@ class PushEngine(ReplicaBase):
             commit = min(pr.match, self._commit)
             heartbeat = Heartbeat(self._term, commit, 0, ctx, last.index, last.term)
             self._send(peer, heartbeat)
+            pr.heartbeat_sent()
 
     def _maybe_commit(self) -> None:
         acknowledged = [self.log.stable_index] + [pr.match for pr in self._progress.values()]
@@ -171,7 +172,7 @@ class PushEngine(ReplicaBase):
             case HeartbeatResponse():
                 pr.recent_active = True
                 pr.probe_sent = False
-                if pr.stalled(self.log.last_index):
+                if pr.stalled():
                     pr.become_probe()  # resend from the last acknowledged entry
                 elif pr.state is ReplState.REPLICATE and pr.is_paused(self.config.max_inflight):
                     pr.inflight.popleft()  # an append or its answer may be lost: free a slot

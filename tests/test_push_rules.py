@@ -466,3 +466,28 @@ def test_a_lost_append_is_resent_when_replication_stalls() -> None:
         h.advance_time(0.1, ["n1"])
         h.deliver()
     assert h["n2"].log.last_index == index
+
+
+def test_appends_sent_after_a_heartbeat_are_not_taken_for_lost() -> None:
+    """A slow link (a bandwidth cap's queue) still carries an append sent after the last two
+    heartbeats when their answers come back: that is no stall, and nothing is resent."""
+    h = Harness.create(nodes=3)
+    h.elect("n1")
+    h.deliver()
+    for _ in range(2):  # two heartbeat rounds with nothing to replicate
+        h.advance_time(0.1, ["n1"])
+    heartbeats = [m for m in h.inflight if isinstance(m.message, Heartbeat)]
+    assert heartbeats
+    h.put("n1", "k", "v")  # its append leaves after both heartbeats
+
+    def slow(m: Envelope) -> bool:
+        return isinstance(m.message, AppendEntries) and m.dst == "n2"
+
+    held = h.drop(slow)
+    assert held
+    h.deliver(lambda m: not slow(m))  # heartbeats and their answers overtake the append
+    resent = [m for m in h.drop(slow) if isinstance(m.message, AppendEntries) and m.message.entries]
+    assert resent == []  # n1 waits for the append on the way (an empty one moves commit only)
+    h.inflight.extend(held)
+    h.deliver()
+    assert h["n2"].log.last_index == h["n1"].log.last_index

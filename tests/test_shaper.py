@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Hashable
 
 import pytest
 
-from cluster.shaper import PERFECT, Drop, LinkShaper, LinkSpec
+from cluster.shaper import PERFECT, Drop, EgressCaps, LinkShaper, LinkSpec, SerialPipes
 from protocols.errors import CallerError
 
 
@@ -113,3 +114,92 @@ def test_configure_replaces_all_links() -> None:
     shaper.configure({"n3": LinkSpec(loss=1.0), "n4": PERFECT})
     assert shaper.links() == {"n3": LinkSpec(loss=1.0)}
     assert shaper.schedule("n2", 1, now=0.0) == 0.0
+
+
+# ---- shared egress caps: a node's uplink and its share of a WAN pipe ---------------------------
+
+WINDOW = 5.0
+
+
+def _sent_in_window(
+    shaper: LinkShaper, frames: list[tuple[str, int]], offered_every: float
+) -> dict[str, int]:
+    """Hand `frames` over one every `offered_every` s (faster than any cap) and count, per
+    peer, the bytes whose transmission ends inside [1, 1 + WINDOW): after a warm-up second."""
+    sent: dict[str, int] = {}
+    for i, (dst, size) in enumerate(frames):
+        at = shaper.schedule(dst, size, now=i * offered_every)
+        assert isinstance(at, float)
+        if 1.0 <= at < 1.0 + WINDOW:
+            sent[dst] = sent.get(dst, 0) + size
+    return sent
+
+
+def test_uplink_cap_is_shared_by_all_links_and_holds_within_5_percent() -> None:
+    cap = 100_000.0
+    shaper = LinkShaper(random.Random(1), egress=EgressCaps(total=cap))
+    frames = [(f"n{2 + i % 4}", 1000 + 37 * (i % 11)) for i in range(20_000)]
+    sent = _sent_in_window(shaper, frames, offered_every=0.0001)
+    assert set(sent) == {"n2", "n3", "n4", "n5"}  # every link gets its turn
+    assert sum(sent.values()) == pytest.approx(cap * WINDOW, rel=0.05)
+    assert sum(sent.values()) <= cap * WINDOW + 1500  # never more than the cap (one frame)
+
+
+def test_region_pipes_cap_each_far_side_separately() -> None:
+    caps = EgressCaps(
+        pipes={"west": 40_000.0, "eu": 20_000.0},
+        pipe_of={"n3": "west", "n4": "west", "n5": "eu"},
+    )
+    shaper = LinkShaper(random.Random(1), egress=caps)
+    frames = [(peer, 800) for _ in range(10_000) for peer in ("n3", "n4", "n5", "n2")]
+    sent = _sent_in_window(shaper, frames, offered_every=0.00005)
+    assert sent["n3"] + sent["n4"] == pytest.approx(40_000 * WINDOW, rel=0.05)
+    assert sent["n5"] == pytest.approx(20_000 * WINDOW, rel=0.05)
+    # n2 is in no pipe: its frames leave when handed over (and all did before the window)
+    assert shaper.schedule("n2", 800, now=100.0) == 100.0
+
+
+def test_uplink_and_region_pipe_and_link_cap_combine() -> None:
+    caps = EgressCaps(total=10_000.0, pipes={"eu": 5_000.0}, pipe_of={"n3": "eu"})
+    shaper = LinkShaper(random.Random(1), {"n3": LinkSpec(delay=0.1)}, egress=caps)
+    assert shaper.schedule("n3", 1000, now=0.0) == pytest.approx(0.3)  # 1000/5000 + delay
+    # the first frame held the uplink 0.1 s (its rate), the eu pipe 0.2 s
+    assert shaper.schedule("n2", 1000, now=0.0) == pytest.approx(0.2)
+    shaper.update_link("n2", bandwidth=500.0)
+    assert shaper.schedule("n2", 1000, now=0.0) == pytest.approx(2.2)  # its own link: 2 s
+    shaper.set_egress(EgressCaps())
+    assert shaper.schedule("n3", 10, now=5.0) == pytest.approx(5.1)  # caps lifted
+
+
+def test_partitioned_or_lost_frames_do_not_use_the_uplink() -> None:
+    shaper = LinkShaper(random.Random(1), egress=EgressCaps(total=1000.0))
+    shaper.update_link("n2", partitioned=True)
+    assert shaper.schedule("n2", 1000, now=0.0) is Drop.PARTITION
+    assert shaper.schedule("n3", 1000, now=0.0) == pytest.approx(1.0)
+
+
+def test_bad_egress_caps_are_refused() -> None:
+    with pytest.raises(CallerError):
+        EgressCaps(total=0.0)
+    with pytest.raises(CallerError):
+        EgressCaps(pipes={"eu": -1.0})
+    with pytest.raises(CallerError):
+        EgressCaps(pipes={"eu": 1.0}, pipe_of={"n2": "us"})
+
+
+def test_serial_pipes_never_exceed_any_rate() -> None:
+    pipes = SerialPipes()
+    rng = random.Random(3)
+    finishes: list[tuple[float, int]] = []
+    now = 0.0
+    for _ in range(5000):
+        now += rng.random() * 0.001
+        size = rng.randint(1, 3000)
+        path: list[tuple[Hashable, float]] = [(("total",), 100_000.0)]
+        if rng.random() < 0.5:
+            path.append((("pipe", "eu"), 50_000.0))
+        finishes.append((pipes.pass_through(path, size, now), size))
+    finishes.sort()
+    end = finishes[-1][0]
+    total = sum(size for _, size in finishes)
+    assert total / end <= 100_000.0 * 1.0001

@@ -30,10 +30,12 @@ from cluster.framing import (
     pack_ping,
 )
 from cluster.link_stats import RttTracker
+from cluster.shaper import EgressCaps
 from cluster.transport import PeerAddress, PeerTransport, TransportSettings
 from protocols import codec
 from protocols.errors import CallerError
-from protocols.messages import Envelope, Heartbeat
+from protocols.messages import AppendEntries, Envelope, Heartbeat
+from protocols.types import Command, Entry, Op
 
 SECRET = b"loopback-test-cluster-secret-0001"
 HOST = "127.0.0.1"
@@ -485,3 +487,43 @@ def test_rtt_summary_uses_nearest_rank_over_a_bounded_window() -> None:
     assert (summary.minimum, summary.maximum, summary.last) == (0.101, 0.2, 0.2)
     assert summary.median == 0.150
     assert summary.p99 == 0.199
+
+
+async def test_egress_caps_hold_on_loopback_over_five_seconds() -> None:
+    """An uplink cap shared by two links and a pipe cap on one of them: whatever the machine's
+    speed, the bytes delivered by any moment never exceed what the caps let through by then
+    (5% and one frame of slack), and the last frame cannot arrive before bytes / rate."""
+    uplink, west = 40_000.0, 20_000.0
+    value = "v" * 1000
+    async with mesh("a", "b", "c") as nodes:
+        a, b, c = nodes["a"], nodes["b"], nodes["c"]
+        a.shaper.set_egress(EgressCaps(total=uplink, pipes={"west": west}, pipe_of={"b": "west"}))
+        per_peer = 100  # ~100 KB each: b alone needs 5 s through its 20 KB/s pipe
+        started = anyio.current_time()
+        for n in range(per_peer):
+            for peer in ("b", "c"):
+                a.send(Envelope("a", peer, _append(n, value)))
+        frame = len(codec.encode(Envelope("a", "b", _append(0, value))))
+        arrivals: dict[str, list[float]] = {"b": [], "c": []}
+
+        async def collect(node: PeerTransport, name: str) -> None:
+            with anyio.fail_after(DEADLINE):
+                for _ in range(per_peer):
+                    await node.incoming.receive()
+                    arrivals[name].append(anyio.current_time() - started)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(collect, b, "b")
+            group.start_soon(collect, c, "c")
+    both = sorted(arrivals["b"] + arrivals["c"])
+    for i, t in enumerate(both):
+        assert (i + 1) * frame <= uplink * t * 1.05 + frame
+    for i, t in enumerate(arrivals["b"]):
+        assert (i + 1) * frame <= west * t * 1.05 + frame
+    assert arrivals["b"][-1] >= 0.95 * (per_peer - 1) * frame / west  # about 5 s
+    assert a.counters()["b"].bytes_sent == per_peer * frame
+
+
+def _append(n: int, value: str) -> AppendEntries:
+    command = Command(Op.PUT, key=f"k{n:06d}", value=value, client_id="c", seq=n + 1)
+    return AppendEntries(1, n, 1, (Entry(1, n + 1, command),), 0)

@@ -123,6 +123,9 @@ def start_target(
     return RaftbenchTarget(cluster)
 
 
+NO_EGRESS_CAP = "not applied to etcd: egress caps are raftbench's link shaper, not etcd's"
+
+
 def settings_not_applied(scenario: Scenario, kind: str) -> dict[str, str]:
     """Scenario settings a target of `kind` does not take (what -> why): etcd's."""
     if kind != ETCD:
@@ -133,6 +136,8 @@ def settings_not_applied(scenario: Scenario, kind: str) -> dict[str, str]:
         out["topology"] = NO_NETEM
     if scenario.priorities:
         out["priorities"] = "n/a: etcd members have no election priorities"
+    if topology.egress_bytes_per_s is not None:
+        out["network.egress_bytes_per_s"] = NO_EGRESS_CAP
     return out
 
 

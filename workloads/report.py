@@ -41,6 +41,7 @@ from workloads.aggregate import (
     RunData,
     aggregate,
 )
+from workloads.bandwidth_report import bandwidth_section
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.failover import STAGES as FAILOVER_STAGES
 from workloads.failover import mean_stages, per_trial_rate_back, timelines
@@ -711,6 +712,7 @@ def _scenario_section(
     )
     for title, file in figures:
         doc.add(Heading(3, title), Figure(file, f"{scenario}: {title}"))
+    report.figures.extend(bandwidth_section(doc, report.folder, scenario, groups))
     _failover(doc, report, scenario, groups)
 
 

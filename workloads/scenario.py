@@ -22,6 +22,10 @@ file is loaded, before anything starts, and every error names its field::
     from = "a"
     to = "b"
     delay_ms = 35.0
+    bandwidth = 2e6                    # optional, bytes/s: each sender's share of the WAN pipe
+                                       # towards the far region (all its links there share it)
+    [network]                          # optional: shared egress caps (cluster.shaper)
+    egress_bytes_per_s = 4e6           # every node's whole peer uplink, shared by its links
     [workload]                         # see workloads/generators.py
     mix = "write-only"
     clients = 32
@@ -58,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.config import ConfigError, Topology, parse_cluster_config
+from cluster.shaper import EgressCaps
 from protocols.config import SyncSettings
 from protocols.errors import RaftbenchError
 from protocols.types import NodeId
@@ -177,6 +182,18 @@ class Scenario:
                 out[(node, peer)] = (spec.delay, spec.jitter, spec.loss)
         return out
 
+    def egress_caps(self) -> dict[NodeId, EgressCaps]:
+        """Each node's shared egress caps, resolved as the real shaper does."""
+        config = self.cluster_config(
+            {n: ("127.0.0.1", 2 * i + 2) for i, n in enumerate(self.node_ids)}
+        )
+        return {node: config.egress_caps(node) for node in self.node_ids}
+
+    @property
+    def is_bandwidth_bound(self) -> bool:
+        """Whether the scenario caps any node's egress (then it has a throughput ceiling)."""
+        return any(not caps.is_unlimited for caps in self.egress_caps().values())
+
     def cluster_config(
         self, addresses: Mapping[NodeId, tuple[str, int]], secret: str = "0" * 32
     ) -> Any:
@@ -220,18 +237,33 @@ def _topology_table(topology: Topology) -> dict[str, Any]:
             entry["loss"] = link.loss
         if link.one_way:
             entry["one_way"] = True
+        if link.bandwidth is not None:
+            entry["bandwidth"] = link.bandwidth
         links.append(entry)
-    return {
+    table: dict[str, Any] = {
         "default_delay_ms": topology.default_delay_ms,
         "jitter_ms": topology.jitter_ms,
         "loss": topology.loss,
         "links": links,
     }
+    if topology.egress_bytes_per_s is not None:
+        table["egress_bytes_per_s"] = topology.egress_bytes_per_s
+    return table
 
 
 # ---- loading -----------------------------------------------------------------------------------
 
-_TOP_KEYS = {"name", "description", "cluster", "topology", "workload", "run", "load", "faults"}
+_TOP_KEYS = {
+    "name",
+    "description",
+    "cluster",
+    "topology",
+    "network",
+    "workload",
+    "run",
+    "load",
+    "faults",
+}
 _CLUSTER_KEYS = {
     "nodes",
     "regions",
@@ -353,7 +385,15 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         faults=faults,
         raw=raw,
     )
-    topology_raw = raw.get("topology", {})
+    topology_raw = dict(_table(raw.get("topology", {}), "topology"))
+    network = _table(raw.get("network", {}), "network")
+    _no_unknown(network, {"egress_bytes_per_s"}, "network.")
+    if "egress_bytes_per_s" in network:
+        if "egress_bytes_per_s" in topology_raw:
+            raise ScenarioError("network.egress_bytes_per_s", "also given in [topology]; keep one")
+        topology_raw["egress_bytes_per_s"] = _number(
+            network["egress_bytes_per_s"], "network.egress_bytes_per_s"
+        )
     try:  # the cluster file's own parser, so both places accept exactly the same tables
         config = parse_cluster_config(
             {

@@ -119,6 +119,7 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
         sample_interval=0.1,
         settle=timing.cooldown,
         fifo_links=True,  # the real transport runs over TCP: links never reorder
+        egress=scenario.egress_caps(),
     )
 
 

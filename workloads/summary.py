@@ -34,6 +34,9 @@ budget). Its choices, stated once:
   ends are in different regions (links.json `regions`).
 - **Commit lag**: at each sample with a leader (up, role "leader", highest term), the leader's
   commit index minus that of every follower that is up.
+- **Ceiling** (bandwidth-capped scenarios only): the acked writes/s the egress caps allow,
+  predicted from the replication tree and observed from the bytes the pipes carried; see
+  `workloads.ceiling`. Compare it with `write_throughput`.
 - **Load generator**: metadata["driver"]["cpu_share"] (share of the whole machine, 0..1) and
   ["ceiling"] (ops/s the load generator reaches against a no-op server; None if unknown).
 """
@@ -48,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from workloads.ceiling import Ceiling, run_ceiling
 from workloads.checker import check_operations
 from workloads.lost_writes import acked_writes_lost
 from workloads.results import FaultRecord, RunRecord
@@ -144,6 +148,8 @@ class RunSummary:
     # keys on which some member's own final state differs from the linearizable one (None: the
     # members were not read one by one; etcd's are)
     member_divergence: int | None = None
+    # bandwidth-capped scenarios: the throughput the caps allow (workloads.ceiling)
+    ceiling: Ceiling | None = None
 
     @property
     def failover(self) -> float | None:
@@ -208,6 +214,7 @@ def summarize(record: RunRecord, budget: float = 10.0, run: str = "") -> RunSumm
         commit_lag=follower_lag(record, (start, end)),
     )
     _add_costs(summary, record, length)
+    summary.ceiling = run_ceiling(record, len(acked))
     real = meta.get("real")
     divergence = real.get("member_divergence") if isinstance(real, dict) else None
     if isinstance(divergence, dict) and isinstance(divergence.get("keys"), dict):

@@ -3,6 +3,11 @@
 Every message is charged its encoded size (the same codec as the real transport), per
 directed link, whether or not it arrives: that is what a sender pays for. Jitter makes links
 reorder messages, as UDP-like Raft transports may; the engines must cope with it.
+
+Egress caps (a node's uplink, its share of a WAN pipe) are the real link shaper's own
+`cluster.shaper.EgressCaps` scheduled by its `SerialPipes`: a message leaves its sender when
+every pipe on its path is free, then travels the link's delay. Same caps, same frames, same
+schedule as on real processes.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass
 
+from cluster.shaper import EgressCaps, SerialPipes
 from protocols.codec import encoded_size
 from protocols.messages import Envelope
 from protocols.types import NodeId
@@ -40,8 +46,11 @@ class SimNetwork:
         jitter: float = 0.0,
         loss: float = 0.0,
         duplicate: float = 0.0,
+        egress: dict[NodeId, EgressCaps] | None = None,
     ) -> None:
         self._rng = rng
+        self.egress = {n: caps for n, caps in (egress or {}).items() if not caps.is_unlimited}
+        self._pipes: dict[NodeId, SerialPipes] = {n: SerialPipes() for n in self.egress}
         self._links = links
         self._default = (default_delay, jitter, loss)
         self.duplicate = duplicate
@@ -68,16 +77,21 @@ class SimNetwork:
         link = (envelope.src, envelope.dst)
         stats = self.stats[link]
         stats.messages += 1
+        caps = self.egress.get(envelope.src)
+        size = encoded_size(envelope) if self.count_bytes or caps is not None else 0
         if self.count_bytes:
-            stats.bytes += encoded_size(envelope)
+            stats.bytes += size
         delay, jitter, loss = self._links.get(link, self._default)
         if self.slowed:
             delay, jitter, loss = self.link(*link)
         if link in self.blocked or (loss and self._rng.random() < loss):
             stats.dropped += 1
             return []
+        sent = now
+        if caps is not None:  # like the real shaper: only what is not lost takes the pipe
+            sent = self._pipes[envelope.src].pass_through(caps.path(envelope.dst), size, now)
         copies = 2 if self.duplicate and self._rng.random() < self.duplicate else 1
-        times = [now + delay + self._rng.random() * jitter for _ in range(copies)]
+        times = [sent + delay + self._rng.random() * jitter for _ in range(copies)]
         if self.fifo:
             # Like TCP and the real link shaper: jitter delays, it never reorders a link.
             times = [max(t, self._last_arrival.get(link, 0.0)) for t in times]

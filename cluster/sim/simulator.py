@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from cluster.shaper import EgressCaps
 from cluster.sim.clients import ClientLoad, ClientSettings, SimClient
 from cluster.sim.invariants import Invariants, Violation
 from cluster.sim.nemesis import LEADER, Action, Fault, schedule
@@ -85,6 +86,7 @@ class SimConfig:
     settle: float | None = None  # run this long after `duration` (default: op timeout + 4 ET)
     count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
     fifo_links: bool = False  # links keep order (TCP-like); False lets jitter reorder them
+    egress: dict[NodeId, EgressCaps] = field(default_factory=dict)  # shared egress caps
 
     def the_workload(self) -> ClientLoad:
         if self.workload is None:
@@ -167,6 +169,7 @@ class Simulator:
             jitter,
             loss,
             config.duplicate if config.duplicate is not None else (0.01 if everything else 0.0),
+            egress=config.egress,
         )
         self.network.count_bytes = config.count_bytes
         self.network.fifo = config.fifo_links
@@ -719,6 +722,10 @@ class Simulator:
 
     def _on_sample(self, _a: None, _b: None) -> None:
         interval = self.config.sample_interval
+        sent: dict[NodeId, int] = dict.fromkeys(self.nodes, 0)
+        if self.network.count_bytes:  # what each node has sent so far, as a real node counts
+            for (src, _dst), link_stats in self.network.stats.items():
+                sent[src] += link_stats.bytes
         for node_id, node in self.nodes.items():
             engine = node.engine
             if engine is None:
@@ -738,6 +745,7 @@ class Simulator:
                     "applied": status.applied,
                     "last": status.last_index,
                     "sync_source": status.sync_source,
+                    **({"sent": sent[node_id]} if self.network.count_bytes else {}),
                 }
             )
         self._at(self.now + interval, _SAMPLE)

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -164,10 +165,51 @@ def print_summary_table(
             cells = [compact_ratio(ratio.estimates[key]) for key in SHORT]
             table.add_row(f"{ratio.label}/{ratio.baseline}", *cells, style="cyan")
         out.print(table)
+        ceilings = ceiling_table(mine)
+        if ceilings is not None:
+            out.print(ceilings)
         for group in mine:
             if not group.correct:
                 out.print(f"[bold red]! {scenario} / {group.label}: {correctness(group)}[/]")
     out.print(LEGEND, style="dim")
+
+
+def ceiling_table(groups: Sequence[GroupStats]) -> Table | None:
+    """Measured acked writes/s beside each label's ceiling (bandwidth-capped scenarios only):
+    means over trials, the bottleneck pipe of the first trial."""
+    rows = []
+    for group in groups:
+        ceilings = [run.summary.ceiling for run in group.runs if run.summary.ceiling]
+        if not ceilings:
+            continue
+        writes = float(np.mean([run.summary.write_throughput for run in group.runs]))
+        predicted = [c.predicted for c in ceilings if c.predicted]
+        observed = [c.observed for c in ceilings if c.observed]
+        mean_predicted = float(np.mean(predicted)) if predicted else None
+        rows.append(
+            (
+                group.label,
+                format_number(writes),
+                format_number(mean_predicted),
+                f"{writes / mean_predicted:.0%}" if mean_predicted else "n/a",
+                format_number(float(np.mean(observed)) if observed else None),
+                f"{ceilings[0].predicted_pipe} x{ceilings[0].copies}",
+            )
+        )
+    if not rows:
+        return None
+    table = Table(
+        title="ceiling: writes/s the egress caps allow (workloads/ceiling.py)",
+        title_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    table.add_column("label", no_wrap=True, overflow="ellipsis", max_width=LABEL_WIDTH)
+    for header in ("writes/s", "predicted", "of pred.", "observed", "bottleneck"):
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 LABEL_WIDTH = 18

@@ -129,8 +129,13 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
             results.append(result)
             s = result.summary
             diverged = f", members diverge on {s.member_divergence} keys" if _diverged(s) else ""
+            ceiling = (
+                f" (ceiling {s.ceiling.predicted:,.0f} writes/s)"
+                if s.ceiling is not None and s.ceiling.predicted
+                else ""
+            )
             progress.console.print(
-                f"  {label} t{trial}: {s.throughput:,.0f} ops/s, "
+                f"  {label} t{trial}: {s.throughput:,.0f} ops/s{ceiling}, "
                 f"history {s.verdict}, acked writes lost {s.acked_lost}{diverged}"
                 f"  -> {result.folder}"
             )
