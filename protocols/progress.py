@@ -1,8 +1,10 @@
 """Per-follower replication progress of the push leader (after etcd's tracker/progress).
 
 A follower is either being *probed* (one AppendEntries at a time until the leader finds where
-the logs match) or *replicated* to (AppendEntries pipelined optimistically, up to `max_inflight`
-messages not yet acknowledged). Invariant: match < next <= leader's last index + 1.
+the logs match), *replicated* to (AppendEntries pipelined optimistically, up to `max_inflight`
+messages not yet acknowledged), or sent a *snapshot* (it needs entries the leader compacted;
+chunks go out up to a window ahead of what it acknowledged). Invariant: match < next <= leader's
+last index + 1.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from enum import Enum
 
+from protocols.snapshot import Snapshot
+
 
 class ReplState(Enum):
     PROBE = "probe"
     REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
 
 
 @dataclass(slots=True)
@@ -26,10 +31,18 @@ class Progress:
     inflight: deque[int] = field(default_factory=deque)  # REPLICATE: last index of each append
     recent_active: bool = False  # heard from since the last check-quorum round
     match_at_heartbeat: int = -1  # match when the previous heartbeat answer came back
+    # SNAPSHOT: the snapshot being sent (kept even if the leader takes a newer one, so a
+    # transfer always finishes), the bytes the follower acknowledged and the bytes sent.
+    snapshot: Snapshot | None = None
+    snapshot_acked: int = 0
+    snapshot_sent: int = 0
+    acked_at_heartbeat: int = -1
 
     def is_paused(self, max_inflight: int) -> bool:
         if self.state is ReplState.PROBE:
             return self.probe_sent
+        if self.state is ReplState.SNAPSHOT:
+            return True  # snapshot chunks are paced by `snapshot_window`, not by appends
         return len(self.inflight) >= max_inflight
 
     def become_probe(self) -> None:
@@ -37,6 +50,28 @@ class Progress:
         self.next = self.match + 1
         self.probe_sent = False
         self.inflight.clear()
+        self.snapshot = None
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        self.state = ReplState.SNAPSHOT
+        self.snapshot = snapshot
+        self.snapshot_acked = self.snapshot_sent = 0
+        self.acked_at_heartbeat = -1
+        self.inflight.clear()
+
+    def snapshot_acknowledged(self, offset: int) -> None:
+        """The follower holds `offset` bytes in order: the window moves; a lower offset than
+        sent means chunks were lost (or the follower restarted): resend from there."""
+        if offset < self.snapshot_acked:
+            self.snapshot_sent = offset
+        self.snapshot_acked = offset
+        self.snapshot_sent = max(self.snapshot_sent, offset)
+
+    def snapshot_stalled(self) -> bool:
+        """A heartbeat answer came back: no snapshot bytes acknowledged since the last one?"""
+        stuck = self.snapshot_acked == self.acked_at_heartbeat
+        self.acked_at_heartbeat = self.snapshot_acked
+        return stuck
 
     def stalled(self, last_index: int) -> bool:
         """A heartbeat answer came back: has replication made no progress since the last one?
@@ -57,6 +92,7 @@ class Progress:
         self.state = ReplState.REPLICATE
         self.next = self.match + 1
         self.inflight.clear()
+        self.snapshot = None
 
     def sent(self, last_index: int, count: int) -> None:
         """Record an AppendEntries whose last entry is `last_index` (`count` entries)."""
