@@ -10,6 +10,8 @@ from typing import ClassVar
 from protocols.errors import CallerError
 from protocols.types import NodeId
 
+DEFAULT_SNAPSHOT_CHUNK_BYTES = 256 << 10
+
 
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
@@ -154,7 +156,7 @@ class Config:
     # 0: no snapshots (the log grows without bound).
     snapshot_entries: int = 0
     snapshot_bytes: int = 0
-    snapshot_chunk_bytes: int = 256 << 10  # one InstallSnapshot / SnapshotChunk message
+    snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # one snapshot message's data
     snapshot_inflight: int = 4  # push: unacknowledged snapshot chunks per follower
 
     @property

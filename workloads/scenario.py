@@ -16,6 +16,8 @@ file is loaded, before anything starts, and every error names its field::
     heartbeat_interval = 0.1
     sync_policy = "nearest"
     fsync = "always"
+    snapshot_entries = 0               # optional: compact every N applied entries (0: off)
+    snapshot_bytes = 0                 # optional: ... or at this many log payload bytes
     [topology]                         # optional; see cluster/config.py
     default_delay_ms = 0.0
     [[topology.links]]
@@ -152,6 +154,8 @@ class Scenario:
     load: LoadSpread
     faults: tuple[FaultSpec, ...]
     source: str = ""  # the file it came from
+    snapshot_entries: int = 0  # log compaction thresholds (protocols.config.Config); 0: off
+    snapshot_bytes: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -199,6 +203,8 @@ class Scenario:
                 "heartbeat_interval": self.heartbeat_interval,
                 "sync_policy": self.sync_policy,
                 "fsync": self.fsync,
+                "snapshot_entries": self.snapshot_entries,
+                "snapshot_bytes": self.snapshot_bytes,
             },
             "members": members,
             "topology": _topology_table(self.topology),
@@ -240,6 +246,8 @@ _CLUSTER_KEYS = {
     "heartbeat_interval",
     "sync_policy",
     "fsync",
+    "snapshot_entries",
+    "snapshot_bytes",
 }
 _FAULT_KEYS = {
     "at",
@@ -352,6 +360,8 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         load=spread,
         faults=faults,
         raw=raw,
+        snapshot_entries=_int(cluster.get("snapshot_entries", 0), "cluster.snapshot_entries", 0),
+        snapshot_bytes=_int(cluster.get("snapshot_bytes", 0), "cluster.snapshot_bytes", 0),
     )
     topology_raw = raw.get("topology", {})
     try:  # the cluster file's own parser, so both places accept exactly the same tables
