@@ -352,6 +352,24 @@ def store_families(store: FileLogStore) -> list[Family]:
             "Injected delay per persist (slow-disk fault).",
             store.fsync_delay_seconds,
         ),
+        (
+            "raftbench_store_snapshots_total",
+            "counter",
+            "Snapshots saved (taken here or received), each followed by a log rewrite.",
+            store.snapshots_saved,
+        ),
+        (
+            "raftbench_store_snapshot_bytes",
+            "gauge",
+            "Size of the last snapshot file written.",
+            store.snapshot_bytes,
+        ),
+        (
+            "raftbench_store_log_file_bytes",
+            "gauge",
+            "Size of the log file (shrinks when a snapshot compacts it).",
+            store.file_bytes,
+        ),
     ):
         family = Family(name, kind, help)
         family.add(float(value))
