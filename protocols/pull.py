@@ -177,6 +177,7 @@ class PullEngine(ReplicaBase):
         self._next_keepalive = now
         # Source side.
         self._held: dict[NodeId, _Held] = {}
+        self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
         # Primary side.
         self._positions: dict[NodeId, Position] = {}
         self._heard: dict[NodeId, float] = {}
@@ -267,9 +268,10 @@ class PullEngine(ReplicaBase):
 
     def _check_pull_timeout(self, now: float) -> None:
         fetch = self._fetch
-        if fetch is not None:
-            if fetch.source is not None and now >= fetch.sent_at + self._pull_failure_after():
-                # The source stopped answering: choose another one, which resumes the copy.
+        if fetch is not None and fetch.source is not None:
+            if now >= fetch.sent_at + self._pull_failure_after():
+                # The source stopped answering: choose another one; if that one says we are
+                # too stale for it too, the copy resumes there.
                 self.stats.pulls_timed_out += 1
                 self._abandon_source(
                     now, "snapshot copy timed out", self._selector.settings.deny_seconds
@@ -575,15 +577,15 @@ class PullEngine(ReplicaBase):
             self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
             return
         fetch = self._fetch
-        if fetch is not None:
-            if fetch.source != source and now >= self._pull_retry_at:
-                self._request_chunk(source, now)  # resume the copy at the new source
-            return
+        if fetch is not None and fetch.source is not None:
+            return  # a copy is under way (a source that says too-stale resumes it: _start_fetch)
         if self._pull is None and now >= self._pull_retry_at:
             self._send_pull(source, now)
 
     def _source_changed(self, now: float, source: NodeId | None, why: str) -> None:
         self.stats.source_changes += 1
+        if self._fetch is not None:
+            self._fetch.source = None  # pull at the new source; it may have what we need
         self._failed_pulls = 0
         self._established = False
         self._recheck_held()
@@ -692,6 +694,7 @@ class PullEngine(ReplicaBase):
             case PullStatus.OK:
                 if not self._apply_batch(src, pull, response, now):
                     return False
+                self._fetch = None  # this source has what we need: no copy to resume
                 if self._catchup is None and not self._established:
                     self._established = True
                     self._established_at = now
@@ -764,7 +767,7 @@ class PullEngine(ReplicaBase):
         self.stats.history.append((now, source, "too stale: copying its snapshot"))
         if self._fetch is None:
             self._fetch = _Fetch(source, 0, now)
-        self._request_chunk(source, now)
+        self._request_chunk(source, now)  # from the bytes held (a copy cut short resumes)
 
     def _request_chunk(self, source: NodeId, now: float) -> None:
         fetch = self._fetch
@@ -776,16 +779,25 @@ class PullEngine(ReplicaBase):
         self._send(source, SnapshotRequest(self._term, request_id, fetch.index, fetch.term, offset))
 
     def _serve_snapshot(self, src: NodeId, request: SnapshotRequest) -> None:
-        """One chunk of our snapshot; from 0 of the current one if the asked one is gone."""
-        snapshot = self._snapshot
+        """One chunk of our snapshot; from 0 of the current one if the asked one is gone.
+
+        The snapshot a puller is copying is kept for it until its last chunk went out, so a
+        newer snapshot taken meanwhile does not restart the copy.
+        """
+        asked = (request.index, request.snap_term)
+        snapshot = self._serving.get(src)
+        if snapshot is None or (snapshot.index, snapshot.term) != asked:
+            snapshot = self._snapshot
         if snapshot is None:
             return  # nothing to copy (we never said too stale): its request times out
-        offset = request.offset
-        if (request.index, request.snap_term) != (snapshot.index, snapshot.term):
-            offset = 0
+        offset = request.offset if (snapshot.index, snapshot.term) == asked else 0
         offset = min(offset, snapshot.size)
         data = snapshot.data[offset : offset + self.config.snapshot_chunk_bytes]
         end = offset + len(data)
+        if end < snapshot.size:
+            self._serving[src] = snapshot
+        else:
+            self._serving.pop(src, None)
         self.stats.snapshot_chunks_served += 1
         self._send(
             src,
@@ -1009,11 +1021,8 @@ class PullEngine(ReplicaBase):
         if self._polls_answerable():
             return True
         if self._syncing:
-            fetch = self._fetch
-            if fetch is not None:
-                if fetch.source != self._selector.source and self._now >= self._pull_retry_at:
-                    return True
-            elif self._pull is None and self._now >= self._pull_retry_at:
+            fetching = self._fetch is not None and self._fetch.source is not None
+            if not fetching and self._pull is None and self._now >= self._pull_retry_at:
                 return True
             if self._now >= self._next_source_check:
                 return True
