@@ -594,10 +594,12 @@ class Simulator:
             # A torn write: the snapshot (written first), the truncation and a prefix of the
             # entries made it, the hard state (written last) did not. Or the crash came right
             # after the snapshot, before the log behind it was truncated.
+            snapshot_only = False
             if ready.snapshot is not None:
                 node.store.save_snapshot(ready.snapshot)
+                snapshot_only = self._disk_rng.random() < 0.5
             kept = self._disk_rng.randrange(len(ready.entries) + 1)
-            if (ready.truncate_after is not None or kept) and self._disk_rng.random() < 0.5:
+            if not snapshot_only and (ready.truncate_after is not None or kept):
                 node.store.persist(None, ready.truncate_after, ready.entries[:kept])
         node.engine = None
         node.inflight = None
