@@ -1,12 +1,20 @@
-"""Snapshots on disk (cluster/storage): atomic snapshot file, compacted log, crash recovery."""
+"""Snapshots on disk (cluster/storage): atomic snapshot file, compacted log, crash recovery;
+and the snapshot settings in the cluster file and scenarios."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from cluster.config import (
+    ConfigError,
+    dump_cluster_config,
+    load_cluster_config,
+    parse_cluster_config,
+)
 from cluster.storage import FsyncPolicy, open_store
 from cluster.storage.file_store import LOG_FILE
 from cluster.storage.records import FILE_HEADER_SIZE, RecordType, parse_record
@@ -21,6 +29,9 @@ from protocols.push import PushEngine
 from protocols.snapshot import Snapshot, take
 from protocols.storage import MemoryLogStore
 from protocols.types import Command, Entry, HardState, Op
+from workloads.real_driver import cluster_spec
+from workloads.scenario import ScenarioError, load_scenario, parse_scenario
+from workloads.sim_driver import sim_config
 
 
 def entries(first: int, last: int, term: int = 1) -> list[Entry]:
@@ -202,3 +213,34 @@ def test_a_base_record_is_intact_and_typed(tmp_path: Path) -> None:
     data = (tmp_path / LOG_FILE).read_bytes()
     first = parse_record(data, FILE_HEADER_SIZE)
     assert not isinstance(first, str) and first.record_type == RecordType.BASE
+
+
+# ---- settings: cluster file, scenario, node options ---------------------------------------------
+
+
+def test_cluster_file_carries_the_snapshot_settings(tmp_path: Path) -> None:
+    data: dict[str, Any] = {
+        "cluster": {"secret": "s" * 32, "snapshot_entries": 500, "snapshot_bytes": 1 << 20},
+        "members": [{"id": "n1", "peer": "127.0.0.1:7001", "client": "127.0.0.1:8001"}],
+    }
+    config = parse_cluster_config(data, tmp_path)
+    engine = config.engine_config("n1")
+    assert (engine.snapshot_entries, engine.snapshot_bytes) == (500, 1 << 20)
+    (tmp_path / "cluster.toml").write_text(dump_cluster_config(config))
+    assert load_cluster_config(tmp_path / "cluster.toml").snapshot_entries == 500
+    for bad in (-1, "10", True):
+        data["cluster"]["snapshot_entries"] = bad
+        with pytest.raises(ConfigError, match=r"cluster\.snapshot_entries"):
+            parse_cluster_config(data, tmp_path)
+
+
+def test_a_scenario_sets_snapshots_for_the_simulator_and_real_clusters() -> None:
+    raw = dict(load_scenario("quick").raw)
+    raw["cluster"] = {**raw.get("cluster", {}), "snapshot_entries": 50}
+    scenario = parse_scenario(raw)
+    assert sim_config(scenario, "push", None, 1).config_overrides["snapshot_entries"] == 50
+    assert cluster_spec(scenario, "pull", None, 1, False).snapshot_entries == 50
+    assert scenario.cluster_config({"n1": ("127.0.0.1", 7000)}).snapshot_entries == 50
+    raw["cluster"] = {**raw["cluster"], "snapshot_bytes": -5}
+    with pytest.raises(ScenarioError, match="snapshot_bytes"):
+        parse_scenario(raw)
