@@ -7,7 +7,8 @@ Routes::
     DELETE /kv/{key}     {"client_id": str, "seq": int} (body optional) -> delete
     POST   /cas/{key}    {"expected": str|null, "new": str, "client_id", "seq"}
     POST   /batch        {"ops": [{"op": "put"|"get"|"delete"|"cas", ...}, ...]}
-    GET    /status       role, term, leader, commit, last index, sync source, peers
+    GET    /status       role, term, leader, commit, last index, sync source, peers,
+                         snapshot index and the log's size in memory (entries, bytes)
     GET    /events?after=N   the engine's protocol events numbered above N, with its clock
     GET    /metrics      Prometheus text format
     POST   /admin/shaper, GET /admin/shaper, POST /admin/disk   (see cluster.admin)
@@ -309,6 +310,9 @@ class _Api:
             "sync_source": st.sync_source,
             "peers_seen": list(st.peers_seen),
             "is_leader": st.role is Role.LEADER,
+            "snapshot_index": st.snapshot_index,
+            "log_entries": st.log_entries,
+            "log_bytes": st.log_bytes,
         }
         if self.s.peers_view is not None:
             body["peers"] = self.s.peers_view()

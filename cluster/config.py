@@ -18,6 +18,9 @@ Schema (all times in seconds unless the name says otherwise)::
     sync_policy = "nearest"        # pull engine only: primary|nearest|freshest|random|fixed
     fsync = "always"               # always | never
     request_timeout = 3.0          # optional: how long the HTTP API waits for a commit
+    snapshot_entries = 0           # optional: snapshot + compact every N applied entries (0: off)
+    snapshot_bytes = 0             # optional: ... or once the log holds this many payload bytes
+    snapshot_chunk_bytes = 262144  # optional: bytes per snapshot message
 
     [sync]                         # optional: the other pull-engine knobs of
     max_lag_seconds = 30.0         # protocols.config.SyncSettings, by their field names
@@ -68,7 +71,7 @@ from typing import Any
 from cluster.shaper import EgressCaps, LinkSpec
 from cluster.storage import FsyncPolicy
 from cluster.transport import PeerAddress
-from protocols.config import Config, SyncSettings
+from protocols.config import DEFAULT_SNAPSHOT_CHUNK_BYTES, Config, SyncSettings
 from protocols.errors import CallerError
 from protocols.types import NodeId
 
@@ -162,6 +165,9 @@ class ClusterConfig:
     sync: SyncSettings = field(default_factory=SyncSettings)
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     request_timeout: float = 3.0
+    snapshot_entries: int = 0  # protocols.config.Config's compaction thresholds (0: off)
+    snapshot_bytes: int = 0
+    snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES
     topology: Topology = field(default_factory=Topology)
     secret_file: Path | None = None  # where `secret` was read from (absolute), if anywhere
 
@@ -202,6 +208,9 @@ class ClusterConfig:
             heartbeat_interval=self.heartbeat_interval,
             priorities=tuple((m.id, m.priority) for m in self.members if m.priority != 1.0),
             sync=self.sync,
+            snapshot_entries=self.snapshot_entries,
+            snapshot_bytes=self.snapshot_bytes,
+            snapshot_chunk_bytes=self.snapshot_chunk_bytes,
         ).validate()
 
     def link_specs(self, node_id: NodeId) -> dict[NodeId, LinkSpec]:
@@ -280,6 +289,9 @@ class ClusterConfig:
         _check_positive(self.request_timeout, "cluster.request_timeout")
         if not isinstance(self.fsync, FsyncPolicy):
             raise ConfigError(f"cluster.fsync: must be 'always' or 'never', got {self.fsync!r}")
+        for name, least in (("snapshot_entries", 0), ("snapshot_bytes", 0)):
+            _check_int(getattr(self, name), f"cluster.{name}", least)
+        _check_int(self.snapshot_chunk_bytes, "cluster.snapshot_chunk_bytes", 1)
         if not self.members:
             raise ConfigError("members: at least one [[members]] entry is needed")
         seen_ids: set[str] = set()
@@ -343,6 +355,9 @@ _CLUSTER_KEYS = {
     "sync_policy",
     "fsync",
     "request_timeout",
+    "snapshot_entries",
+    "snapshot_bytes",
+    "snapshot_chunk_bytes",
 }
 _MEMBER_KEYS = {"id", "peer", "client", "region", "priority"}
 _TOPOLOGY_KEYS = {"default_delay_ms", "jitter_ms", "loss", "links", "egress_bytes_per_s"}
@@ -378,6 +393,9 @@ def parse_cluster_config(data: Mapping[str, Any], base_dir: Path) -> ClusterConf
             fields[name] = _number(cluster[name], f"cluster.{name}")
     if "fsync" in cluster:
         fields["fsync"] = _fsync(cluster["fsync"], "cluster.fsync")
+    for name in ("snapshot_entries", "snapshot_bytes", "snapshot_chunk_bytes"):
+        if name in cluster:
+            fields[name] = cluster[name]  # type and range: validate()
     fields["sync"] = _sync(cluster, data.get("sync"))
     fields["members"] = _members(data.get("members"))
     if "topology" in data:
@@ -579,6 +597,9 @@ def dump_cluster_config(config: ClusterConfig) -> str:
         f"heartbeat_interval = {config.heartbeat_interval!r}",
         f"fsync = {_toml_str(config.fsync.value)}",
         f"request_timeout = {config.request_timeout!r}",
+        f"snapshot_entries = {config.snapshot_entries!r}",
+        f"snapshot_bytes = {config.snapshot_bytes!r}",
+        f"snapshot_chunk_bytes = {config.snapshot_chunk_bytes!r}",
     ]
     lines += ["", "[sync]"]
     defaults = SyncSettings()
@@ -695,3 +716,10 @@ def client_endpoints(cluster_dir: Path | str) -> list[str]:
     """The HTTP base URLs of the cluster whose file is `cluster_dir/cluster.toml`."""
     config = load_cluster_config(Path(cluster_dir) / CLUSTER_FILE)
     return list(config.client_urls().values())
+
+
+def _check_int(value: object, where: str, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{where}: expected an integer, got {value!r}")
+    if value < least:
+        raise ConfigError(f"{where}: must be >= {least}, got {value}")

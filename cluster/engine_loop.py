@@ -8,8 +8,9 @@ the transport reader queues peer envelopes (`deliver`), HTTP handlers queue clie
 everything queued, feeds it to the engine with one `now`, ticks the engine if its deadline has
 passed, then processes Readies until there are none:
 
-1. persist truncation, entries and hard state — in a worker thread when the store is a real
-   disk, so the event loop keeps serving HTTP and peers meanwhile;
+1. save the snapshot (if any), then persist truncation, entries and hard state — in a worker
+   thread when the store is a real disk, so the event loop keeps serving HTTP and peers
+   meanwhile;
 2. send the Ready's messages (they may promise what step 1 made durable);
 3. count the committed entries (the engine has applied them already);
 4. answer the waiting clients;
@@ -359,9 +360,14 @@ class EngineLoop:
     async def _persist(self, ready: Ready) -> None:
         started = time.perf_counter()
         args = (ready.hard_state, ready.truncate_after, ready.entries)
+        snapshot = ready.snapshot
         if self._offload:
+            if snapshot is not None:
+                await anyio.to_thread.run_sync(self._store.save_snapshot, snapshot)
             await anyio.to_thread.run_sync(self._store.persist, *args)
         else:
+            if snapshot is not None:
+                self._store.save_snapshot(snapshot)
             self._store.persist(*args)
         self.metrics.persists.inc()
         self.metrics.persist_seconds.observe(time.perf_counter() - started)

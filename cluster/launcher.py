@@ -91,6 +91,8 @@ class ClusterSpec:
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
     request_timeout: float = 3.0
+    snapshot_entries: int = 0  # log compaction thresholds (cluster file); 0: off
+    snapshot_bytes: int = 0
     regions: tuple[str, ...] = ()  # one per node, in order; () or fewer: "default"
     priorities: Mapping[NodeId, float] = field(default_factory=dict)
     topology: Topology = field(default_factory=Topology)
@@ -233,6 +235,8 @@ class LocalCluster:
                 election_timeout=spec.election_timeout,
                 heartbeat_interval=spec.heartbeat_interval,
                 request_timeout=spec.request_timeout,
+                snapshot_entries=spec.snapshot_entries,
+                snapshot_bytes=spec.snapshot_bytes,
                 fsync=spec.fsync,
                 sync=SyncSettings(policy=spec.sync_policy) if spec.sync_policy else SyncSettings(),
                 topology=spec.topology,

@@ -27,7 +27,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,8 @@ class NodeOptions:
     protocol: str
     data_dir: Path
     fsync: FsyncPolicy | None = None  # None: the cluster file's setting
+    snapshot_entries: int | None = None  # None: the cluster file's compaction thresholds
+    snapshot_bytes: int | None = None
     seed: int | None = None  # engine and transport randomness; None: from the OS
     announce: Callable[[str], None] | None = None  # where the ready line goes (stdout)
 
@@ -85,6 +87,11 @@ async def run_node(options: NodeOptions) -> int:
         factory = engine_factory(options.protocol)
         member = config.member(options.node_id)
         engine_config = config.engine_config(options.node_id)
+        if options.snapshot_entries is not None:
+            engine_config = replace(engine_config, snapshot_entries=options.snapshot_entries)
+        if options.snapshot_bytes is not None:
+            engine_config = replace(engine_config, snapshot_bytes=options.snapshot_bytes)
+        engine_config.validate()
     except CallerError as error:
         raise StartError(str(error)) from None
     fsync = options.fsync or config.fsync
@@ -94,7 +101,10 @@ async def run_node(options: NodeOptions) -> int:
         raise StartError(str(error)) from None
     with contextlib.closing(store):
         rng = random.Random(options.seed if options.seed is not None else secrets.randbits(64))
-        engine = factory(engine_config, store.load(), rng, anyio.current_time())
+        try:
+            engine = factory(engine_config, store.load(), rng, anyio.current_time())
+        except CallerError as error:  # e.g. a snapshot that verifies but does not decode
+            raise StartError(f"{options.data_dir}: {error}") from None
         shaper = LinkShaper(
             random.Random(rng.random()),
             config.link_specs(options.node_id),
@@ -345,6 +355,24 @@ def store_families(store: FileLogStore) -> list[Family]:
             "gauge",
             "Injected delay per persist (slow-disk fault).",
             store.fsync_delay_seconds,
+        ),
+        (
+            "raftbench_store_snapshots_total",
+            "counter",
+            "Snapshots saved (taken here or received), each followed by a log rewrite.",
+            store.snapshots_saved,
+        ),
+        (
+            "raftbench_store_snapshot_bytes",
+            "gauge",
+            "Size of the last snapshot file written.",
+            store.snapshot_bytes,
+        ),
+        (
+            "raftbench_store_log_file_bytes",
+            "gauge",
+            "Size of the log file (shrinks when a snapshot compacts it).",
+            store.file_bytes,
         ),
     ):
         family = Family(name, kind, help)

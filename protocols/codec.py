@@ -81,7 +81,7 @@ def _decoder_for(annotation: Any) -> _Decoder:
         return _enum_decoder(annotation)
     if annotation in _NESTED:
         return _dataclass_decoder(annotation)
-    if annotation in (int, str, bool, float):
+    if annotation in (int, str, bool, float, bytes):
         return _scalar_decoder(annotation)
     raise TypeError(f"no codec for {annotation!r}")
 

@@ -10,6 +10,8 @@ from typing import ClassVar
 from protocols.errors import CallerError
 from protocols.types import NodeId
 
+DEFAULT_SNAPSHOT_CHUNK_BYTES = 256 << 10
+
 
 @dataclass(frozen=True, slots=True)
 class SyncSettings:
@@ -149,6 +151,17 @@ class Config:
     pull_streaming: bool = True  # pull: one request streams batches (MongoDB >= 4.4); False:
     # one request per batch, so an entry may wait up to a round trip for the next request
     sync: SyncSettings = field(default_factory=SyncSettings)
+    # Log compaction: snapshot the state machine once this many applied entries (or payload
+    # bytes) follow the last snapshot, and drop them from the log. 0: that limit is off; both
+    # 0: no snapshots (the log grows without bound).
+    snapshot_entries: int = 0
+    snapshot_bytes: int = 0
+    snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # one snapshot message's data
+    snapshot_inflight: int = 4  # push: unacknowledged snapshot chunks per follower
+
+    @property
+    def snapshots_enabled(self) -> bool:
+        return self.snapshot_entries > 0 or self.snapshot_bytes > 0
 
     def validate(self) -> Config:
         """Raise CallerError naming the first bad field; return self for chaining."""
@@ -162,9 +175,18 @@ class Config:
             raise CallerError("election_timeout: must be > 0")
         if not 0 < self.heartbeat_interval < self.election_timeout:
             raise CallerError("heartbeat_interval: must be > 0 and < election_timeout")
-        for name in ("max_batch_entries", "max_batch_bytes", "max_inflight"):
+        for name in (
+            "max_batch_entries",
+            "max_batch_bytes",
+            "max_inflight",
+            "snapshot_chunk_bytes",
+            "snapshot_inflight",
+        ):
             if getattr(self, name) < 1:
                 raise CallerError(f"{name}: must be >= 1")
+        for name in ("snapshot_entries", "snapshot_bytes"):
+            if getattr(self, name) < 0:
+                raise CallerError(f"{name}: must be >= 0 (0: off)")
         for member, priority in self.priorities:
             if member not in self.members:
                 raise CallerError(f"priorities: {member!r} is not a member")

@@ -3,7 +3,8 @@
 Inputs are method calls carrying the caller's `now`; outputs are collected and handed over in
 one `Ready`. The caller processes a Ready in this order, then calls `advance(ready)`:
 
-1. persist `truncate_after`, `entries` and `hard_state` (durable before step 2);
+1. save `snapshot` if set (`LogStore.save_snapshot`), then persist `truncate_after`,
+   `entries` and `hard_state` (all durable before step 2);
 2. send `messages` (they may promise what step 1 made durable: votes, acknowledgements);
 3. `committed` entries are already applied by the engine to its state machine; the caller may
    record them (the simulator checks state-machine safety with them);
@@ -28,6 +29,7 @@ from protocols.events import ProtocolEvent
 from protocols.kv import Result
 from protocols.log import RaftLog
 from protocols.messages import Envelope
+from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.types import Command, Entry, HardState, NodeId, Role
 
@@ -82,9 +84,15 @@ class Ready:
     committed: list[Entry] = field(default_factory=list)
     replies: list[ClientReply] = field(default_factory=list)
     events: list[ProtocolEvent] = field(default_factory=list)
+    snapshot: Snapshot | None = None  # taken or received: save before the entries
 
     def needs_persist(self) -> bool:
-        return self.hard_state is not None or self.truncate_after is not None or bool(self.entries)
+        return (
+            self.hard_state is not None
+            or self.truncate_after is not None
+            or bool(self.entries)
+            or self.snapshot is not None
+        )
 
     def is_empty(self) -> bool:
         return not (
@@ -106,6 +114,9 @@ class Status:
     last_term: int
     sync_source: NodeId | None = None
     peers_seen: tuple[NodeId, ...] = ()
+    snapshot_index: int = 0  # entries up to here are compacted into the snapshot
+    log_entries: int = 0  # entries held in memory after the snapshot
+    log_bytes: int = 0  # their payload bytes
 
 
 class Engine(Protocol):

@@ -32,6 +32,7 @@ class EventKind(StrEnum):
     STEPPED_DOWN = "stepped-down"  # a leader of `term` lost leadership
     LEADER_LEARNED = "leader-learned"  # a follower heard from the leader of `term` first
     SOURCE_CHANGED = "source-changed"  # pull: a secondary chose a sync source (detail: whom, why)
+    SNAPSHOT_INSTALLED = "snapshot-installed"  # a lagging member caught up from a snapshot
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ class Result:
 
 
 @dataclass(slots=True)
-class _Session:
+class Session:
     seq: int
     result: Result
 
@@ -39,8 +39,25 @@ class KVStateMachine:
 
     def __init__(self) -> None:
         self._data: dict[str, str] = {}
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, Session] = {}
         self.applied_index = 0
+
+    @classmethod
+    def restored(
+        cls, applied_index: int, data: dict[str, str], sessions: dict[str, Session]
+    ) -> KVStateMachine:
+        """A state machine as a snapshot left it (see protocols/snapshot.py)."""
+        machine = cls()
+        machine._data = data
+        machine._sessions = sessions
+        machine.applied_index = applied_index
+        return machine
+
+    def data_items(self) -> list[tuple[str, str]]:
+        return list(self._data.items())
+
+    def session_items(self) -> list[tuple[str, Session]]:
+        return list(self._sessions.items())
 
     def apply(self, entry: Entry) -> Result:
         """Apply the next committed entry. Entries must arrive exactly in index order."""
@@ -60,7 +77,7 @@ class KVStateMachine:
                 return Result(ok=False, duplicate=True)
         result = self._execute(command)
         if command.client_id:
-            self._sessions[command.client_id] = _Session(command.seq, result)
+            self._sessions[command.client_id] = Session(command.seq, result)
         return result
 
     def _execute(self, command: Command) -> Result:

@@ -1,8 +1,11 @@
 """The in-memory view of the replicated log that both engines share.
 
-The engine keeps the whole log in memory (no snapshots yet) and tracks which part is durable:
+The engine keeps the log after its latest snapshot in memory and tracks which part is durable:
 
-    index:  0 (sentinel) ... stable_index | handed out, not yet durable | unstable (not handed out)
+    index:  snapshot_index (sentinel) ... stable_index | handed out, not durable | unstable
+
+The sentinel carries the snapshot's (index, term), so the log-matching check at the snapshot
+point works as at any entry; entries at or below it are gone (`term_at` answers None).
 
 `take_unstable()` hands the caller what must be persisted next (with a truncation point when a
 conflict repair or rollback removed entries); `mark_persisted()` records that the caller made it
@@ -17,18 +20,21 @@ from collections.abc import Iterable, Sequence
 from protocols.errors import CallerError
 from protocols.types import NOOP, Command, Entry, Position
 
-_SENTINEL = Entry(0, 0, NOOP)
-
 
 class RaftLog:
     """Entries 1..last_index in memory, plus the bookkeeping of what is durable."""
 
-    def __init__(self, entries: Sequence[Entry] = ()) -> None:
-        self._entries: list[Entry] = [_SENTINEL]
-        for offset, entry in enumerate(entries, start=1):
+    def __init__(
+        self, entries: Sequence[Entry] = (), snapshot_index: int = 0, snapshot_term: int = 0
+    ) -> None:
+        self._offset = snapshot_index
+        self._entries: list[Entry] = [Entry(snapshot_term, snapshot_index, NOOP)]
+        self.size_bytes = 0  # payload bytes of the entries in memory (compaction threshold)
+        for offset, entry in enumerate(entries, start=snapshot_index + 1):
             if entry.index != offset:
                 raise CallerError(f"stored log is not contiguous at index {offset}")
             self._entries.append(entry)
+            self.size_bytes += entry.command.payload_size()
         self.stable_index = self.last_index
         self._unstable_from = self.last_index + 1
         self._pending_truncate: int | None = None
@@ -39,6 +45,20 @@ class RaftLog:
 
     @property
     def last_index(self) -> int:
+        return self._offset + len(self._entries) - 1
+
+    @property
+    def snapshot_index(self) -> int:
+        """The last index covered by the snapshot; entries up to it are not in memory."""
+        return self._offset
+
+    @property
+    def snapshot_term(self) -> int:
+        return self._entries[0].term
+
+    @property
+    def entry_count(self) -> int:
+        """Entries held in memory (after the snapshot)."""
         return len(self._entries) - 1
 
     @property
@@ -51,24 +71,33 @@ class RaftLog:
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at `index`, or None when there is no such entry."""
-        if 0 <= index < len(self._entries):
-            return self._entries[index].term
+        if self._offset <= index <= self.last_index:
+            return self._entries[index - self._offset].term
         return None
 
     def entry(self, index: int) -> Entry:
-        if not 1 <= index <= self.last_index:
-            raise CallerError(f"no entry at {index} (last {self.last_index})")
-        return self._entries[index]
+        if not self._offset < index <= self.last_index:
+            raise CallerError(
+                f"no entry at {index} (log holds {self._offset + 1}..{self.last_index})"
+            )
+        return self._entries[index - self._offset]
 
     def entries(self, first: int, last: int) -> list[Entry]:
         """Entries first..last inclusive (clamped to what exists)."""
-        return self._entries[max(first, 1) : min(last, self.last_index) + 1]
+        start = max(first, self._offset + 1) - self._offset
+        return self._entries[start : min(last, self.last_index) - self._offset + 1]
 
     def batch_after(self, index: int, max_entries: int, max_bytes: int) -> list[Entry]:
-        """Up to `max_entries` entries after `index`, stopping before `max_bytes` (at least one)."""
+        """Up to `max_entries` entries after `index`, stopping before `max_bytes` (at least one).
+
+        `index` must not be below the snapshot (the caller sends the snapshot instead).
+        """
+        if index < self._offset:
+            raise CallerError(f"entries after {index} are compacted (snapshot {self._offset})")
         batch: list[Entry] = []
         size = 0
-        for entry in self._entries[index + 1 : index + 1 + max_entries]:
+        start = index + 1 - self._offset
+        for entry in self._entries[start : start + max_entries]:
             size += entry.command.payload_size()
             if batch and size > max_bytes:
                 break
@@ -87,10 +116,12 @@ class RaftLog:
         """The largest index <= `index` whose term is <= `term` (etcd's findConflictByTerm).
 
         A follower that rejects an append at (index, term) answers with this hint so the
-        leader can skip a whole term of mismatching entries in one round trip.
+        leader can skip a whole term of mismatching entries in one round trip. At or below the
+        snapshot there is nothing to compare: the index is returned as it is (a leader then
+        sends its snapshot; a follower's snapshot is committed, so it matches).
         """
         index = min(index, self.last_index)
-        while index > 0 and self._entries[index].term > term:
+        while index > self._offset and self._entries[index - self._offset].term > term:
             index -= 1
         return index
 
@@ -102,16 +133,19 @@ class RaftLog:
         for command in commands:
             entry = Entry(term, self.last_index + 1, command)
             self._entries.append(entry)
+            self.size_bytes += command.payload_size()
             added.append(entry)
         return added
 
     def truncate_after(self, index: int) -> None:
         """Remove every entry after `index` (conflict repair or rollback)."""
-        if index < 0:
-            raise CallerError(f"truncate_after({index})")
+        if index < self._offset:
+            raise CallerError(f"truncate_after({index}) below the snapshot at {self._offset}")
         if index >= self.last_index:
             return
-        del self._entries[index + 1 :]
+        removed = self._entries[index + 1 - self._offset :]
+        self.size_bytes -= sum(entry.command.payload_size() for entry in removed)
+        del self._entries[index + 1 - self._offset :]
         self._pending_truncate = (
             index if self._pending_truncate is None else min(self._pending_truncate, index)
         )
@@ -127,6 +161,8 @@ class RaftLog:
         everything after it is replaced. Returns the index of the last entry of the batch.
         """
         for position, entry in enumerate(entries):
+            if entry.index <= self._offset:
+                continue  # covered by the snapshot, hence committed: it matches
             existing = self.term_at(entry.index)
             if existing == entry.term:
                 continue
@@ -134,8 +170,9 @@ class RaftLog:
                 self.truncate_after(entry.index - 1)
             if entry.index != self.last_index + 1:
                 raise CallerError(f"merge gap at {entry.index} (last {self.last_index})")
-            self._entries.extend(entries[position:])
             self._check_contiguous(entries[position:])
+            self._entries.extend(entries[position:])
+            self.size_bytes += sum(e.command.payload_size() for e in entries[position:])
             break
         return entries[-1].index if entries else 0
 
@@ -146,12 +183,42 @@ class RaftLog:
                 raise CallerError("entries are not contiguous")
             previous = entry.index
 
+    # ---- snapshots -----------------------------------------------------------------------
+
+    def compact(self, index: int) -> None:
+        """Forget entries up to `index`, which a snapshot now covers; they must be durable."""
+        if not self._offset < index <= self.stable_index:
+            raise CallerError(
+                f"compact({index}): must be after the snapshot ({self._offset}) and durable"
+                f" (stable {self.stable_index})"
+            )
+        dropped = self._entries[1 : index - self._offset + 1]
+        self.size_bytes -= sum(entry.command.payload_size() for entry in dropped)
+        sentinel = Entry(self._entries[index - self._offset].term, index, NOOP)
+        self._entries = [sentinel, *self._entries[index - self._offset + 1 :]]
+        self._offset = index
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a received snapshot's point (the caller persists it).
+
+        Everything after it goes too, also in storage (`take_unstable` hands out the
+        truncation): the entries may have come from a deposed leader.
+        """
+        self._entries = [Entry(term, index, NOOP)]
+        self._offset = index
+        self.size_bytes = 0
+        self._pending_truncate = index
+        self._unstable_from = index + 1
+        self.stable_index = index
+        self._handed_out_last = index
+        self._floor_since_handout = index
+
     # ---- durability bookkeeping ------------------------------------------------------------
 
     def take_unstable(self) -> tuple[int | None, list[Entry]]:
         """Hand out (truncate_after, entries) that must be made durable next."""
         truncate = self._pending_truncate
-        entries = self._entries[self._unstable_from :]
+        entries = self._entries[self._unstable_from - self._offset :]
         self._pending_truncate = None
         self._unstable_from = self.last_index + 1
         self._handed_out_last = self.last_index

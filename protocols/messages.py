@@ -324,6 +324,139 @@ class StatusReply:
         )
 
 
+# ---- snapshots (both engines) ---------------------------------------------------------------
+
+MAX_SNAPSHOT_CHUNK = 64 << 20  # no chunk is larger; a bigger one is refused when decoded
+
+
+def _check_chunk(
+    index: int, snap_term: int, total_size: int, checksum: int, offset: int, data: bytes, done: bool
+) -> None:
+    """A chunk is a slice of one snapshot: in range, and `done` exactly when it ends it."""
+    if index < 1 or snap_term < 1:
+        raise ValueError("a snapshot covers at least entry 1, of a term >= 1")
+    if not 0 <= checksum < 1 << 32:
+        raise ValueError("checksum must be a CRC-32")
+    if len(data) > MAX_SNAPSHOT_CHUNK:
+        raise ValueError(f"chunk of {len(data)} bytes exceeds {MAX_SNAPSHOT_CHUNK}")
+    end = offset + len(data)
+    if end > total_size:
+        raise ValueError(f"chunk ends at {end}, past the snapshot's {total_size} bytes")
+    if done != (end == total_size):
+        raise ValueError("done must be set exactly on the chunk that ends the snapshot")
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    """Push: the leader sends its snapshot (index, snap_term) in chunks; Raft §7.
+
+    Chunks travel in order but may be lost; the follower takes a chunk only at the offset it has
+    reached and answers with that offset, which is the leader's window and resume point.
+    """
+
+    term: int
+    index: int
+    snap_term: int
+    total_size: int
+    checksum: int
+    offset: int
+    data: bytes
+    done: bool
+
+    def __post_init__(self) -> None:
+        _check_non_negative(term=self.term, total_size=self.total_size, offset=self.offset)
+        if self.snap_term > self.term:
+            raise ValueError("snapshot term after the leader's term")
+        _check_chunk(
+            self.index,
+            self.snap_term,
+            self.total_size,
+            self.checksum,
+            self.offset,
+            self.data,
+            self.done,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class InstallSnapshotResponse:
+    """The bytes of snapshot (index, snap_term) the follower holds in order (`offset`).
+
+    `reject`: the completed snapshot did not verify; the leader starts it over. A snapshot that
+    was installed is acknowledged with an AppendResponse at its index instead (after it is
+    durable), which moves the follower back to log replication.
+    """
+
+    term: int
+    index: int
+    snap_term: int
+    offset: int
+    reject: bool = False
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term, index=self.index, snap_term=self.snap_term, offset=self.offset
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """Pull: a member too stale for its source copies the source's snapshot (initial sync).
+
+    It asks for the bytes from `offset` of snapshot (index, snap_term); index 0 asks for the
+    source's current one. One chunk per request: the puller paces the transfer, and resumes an
+    interrupted one (even at another source: the encoding is deterministic) from its offset.
+    """
+
+    term: int
+    request_id: int
+    index: int
+    snap_term: int
+    offset: int
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            request_id=self.request_id,
+            index=self.index,
+            snap_term=self.snap_term,
+            offset=self.offset,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Pull: the source's answer to a SnapshotRequest (its current snapshot when it no longer
+    holds the one asked for: then `offset` is 0)."""
+
+    term: int
+    request_id: int
+    index: int
+    snap_term: int
+    total_size: int
+    checksum: int
+    offset: int
+    data: bytes
+    done: bool
+
+    def __post_init__(self) -> None:
+        _check_non_negative(
+            term=self.term,
+            request_id=self.request_id,
+            total_size=self.total_size,
+            offset=self.offset,
+        )
+        _check_chunk(
+            self.index,
+            self.snap_term,
+            self.total_size,
+            self.checksum,
+            self.offset,
+            self.data,
+            self.done,
+        )
+
+
 Message = (
     VoteRequest
     | VoteResponse
@@ -338,6 +471,10 @@ Message = (
     | StatusProbe
     | StatusReply
     | PullCancel
+    | InstallSnapshot
+    | InstallSnapshotResponse
+    | SnapshotRequest
+    | SnapshotChunk
 )
 
 MESSAGE_TYPES: tuple[type[Message], ...] = (
@@ -354,6 +491,10 @@ MESSAGE_TYPES: tuple[type[Message], ...] = (
     StatusProbe,
     StatusReply,
     PullCancel,
+    InstallSnapshot,
+    InstallSnapshotResponse,
+    SnapshotRequest,
+    SnapshotChunk,
 )
 
 

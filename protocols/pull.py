@@ -44,12 +44,15 @@ from protocols.messages import (
     PullRequest,
     PullResponse,
     PullStatus,
+    SnapshotChunk,
+    SnapshotRequest,
     StatusProbe,
     StatusReply,
     UpdatePosition,
 )
 from protocols.quorum import committed_index, has_quorum
 from protocols.replica import ReplicaBase
+from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.sync_source import MemberView, SyncSourceSelector, SyncView
 from protocols.types import Entry, NodeId, Position, Role
@@ -78,6 +81,24 @@ class _Pull:
     sent_at: float
     after_index: int
     after_term: int
+
+
+@dataclass(slots=True)
+class _Fetch:
+    """A snapshot this member copies from its source because it is too stale for it.
+
+    The identity (index, term, size, checksum) is learned from the first chunk; the bytes are
+    kept across a failed source, so another source holding the same snapshot resumes them.
+    """
+
+    source: NodeId | None  # None: no request out (the source failed; the next one resumes)
+    request_id: int
+    sent_at: float
+    index: int = 0
+    term: int = 0
+    total_size: int = 0
+    checksum: int = 0
+    received: bytearray = field(default_factory=bytearray)
 
 
 @dataclass(slots=True)
@@ -117,6 +138,8 @@ class PullStats:
     catchups: int = 0
     pulls_sent: int = 0
     pulls_timed_out: int = 0
+    snapshot_fetches: int = 0  # too stale for a source: copied its snapshot (initial sync)
+    snapshot_chunks_served: int = 0
     history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
 
 
@@ -139,6 +162,7 @@ class PullEngine(ReplicaBase):
         self.stats = PullStats()
         # Puller side.
         self._pull: _Pull | None = None
+        self._fetch: _Fetch | None = None  # a snapshot being copied (instead of pulling)
         self._next_request_id = 1
         self._pull_retry_at = now
         self._failed_pulls = 0
@@ -153,6 +177,7 @@ class PullEngine(ReplicaBase):
         self._next_keepalive = now
         # Source side.
         self._held: dict[NodeId, _Held] = {}
+        self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
         # Primary side.
         self._positions: dict[NodeId, Position] = {}
         self._heard: dict[NodeId, float] = {}
@@ -219,6 +244,9 @@ class PullEngine(ReplicaBase):
         return min(deadlines)
 
     def _pull_deadline(self) -> float:
+        fetch = self._fetch
+        if fetch is not None and fetch.source is not None:
+            return fetch.sent_at + self._pull_failure_after()
         if self._pull is None:
             # A due retry happens in the next ready(), not in tick(): no timer for it.
             return self._pull_retry_at if self._pull_retry_at > self._now else math.inf
@@ -239,6 +267,16 @@ class PullEngine(ReplicaBase):
         super().tick(now)
 
     def _check_pull_timeout(self, now: float) -> None:
+        fetch = self._fetch
+        if fetch is not None and fetch.source is not None:
+            if now >= fetch.sent_at + self._pull_failure_after():
+                # The source stopped answering: choose another one; if that one says we are
+                # too stale for it too, the copy resumes there.
+                self.stats.pulls_timed_out += 1
+                self._abandon_source(
+                    now, "snapshot copy timed out", self._selector.settings.deny_seconds
+                )
+            return
         pull = self._pull
         if pull is None or now < pull.sent_at + self._pull_failure_after():
             return
@@ -297,7 +335,7 @@ class PullEngine(ReplicaBase):
 
     def _on_stale_message(self, src: NodeId, message: Message, now: float) -> None:
         """Data and status flow regardless of terms; answering tells the sender our term."""
-        if isinstance(message, (PullRequest, StatusProbe, UpdatePosition)):
+        if isinstance(message, (PullRequest, StatusProbe, UpdatePosition, SnapshotRequest)):
             self._step(src, message, now)
         else:
             super()._on_stale_message(src, message, now)
@@ -312,6 +350,10 @@ class PullEngine(ReplicaBase):
                     del self._held[src]
             case PullResponse():
                 self._handle_pull_response(src, message, now)
+            case SnapshotRequest():
+                self._serve_snapshot(src, message)
+            case SnapshotChunk():
+                self._handle_snapshot_chunk(src, message, now)
             case UpdatePosition():
                 self._handle_update_position(src, message, now)
             case StatusProbe():
@@ -403,6 +445,9 @@ class PullEngine(ReplicaBase):
         if not self._accepts(src, request):
             return PullStatus.NOT_SYNCING, 0
         after, after_term = request.after_index, request.after_term
+        if after < self.log.snapshot_index:
+            # We compacted what follows its point: it must copy our snapshot (initial sync).
+            return PullStatus.TOO_STALE, 0
         ours = self.log.term_at(after)
         if ours is None and self.log.last_position <= Position(after_term, after):
             # We lack the puller's point but may get it from our own source: wait for it.
@@ -531,11 +576,16 @@ class PullEngine(ReplicaBase):
         if source is None:
             self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
             return
+        fetch = self._fetch
+        if fetch is not None and fetch.source is not None:
+            return  # a copy is under way (a source that says too-stale resumes it: _start_fetch)
         if self._pull is None and now >= self._pull_retry_at:
             self._send_pull(source, now)
 
     def _source_changed(self, now: float, source: NodeId | None, why: str) -> None:
         self.stats.source_changes += 1
+        if self._fetch is not None:
+            self._fetch.source = None  # pull at the new source; it may have what we need
         self._failed_pulls = 0
         self._established = False
         self._recheck_held()
@@ -578,6 +628,8 @@ class PullEngine(ReplicaBase):
 
     def _abandon_source(self, now: float, reason: str, deny_seconds: float) -> None:
         self._cancel_pull()
+        if self._fetch is not None:
+            self._fetch.source = None  # the copy resumes at the next source (same snapshot)
         source = self._selector.drop(now, deny_seconds=deny_seconds, reason=reason)
         self._established = False
         self._recheck_held()
@@ -642,6 +694,7 @@ class PullEngine(ReplicaBase):
             case PullStatus.OK:
                 if not self._apply_batch(src, pull, response, now):
                     return False
+                self._fetch = None  # this source has what we need: no copy to resume
                 if self._catchup is None and not self._established:
                     self._established = True
                     self._established_at = now
@@ -658,7 +711,10 @@ class PullEngine(ReplicaBase):
                 )
                 self._probe_point = max(hint, self._commit)
             case PullStatus.TOO_STALE:
-                self._abandon_source(now, "too stale for source", settings.stale_deny_seconds)
+                if self._catchup is not None or not self._syncing:
+                    self._abandon_source(now, "too stale for source", settings.stale_deny_seconds)
+                else:
+                    self._start_fetch(src, now)
                 return False
             case PullStatus.NOT_SYNCING:
                 # Usually a passing state (it is behind us, or between sources): a short
@@ -702,6 +758,103 @@ class PullEngine(ReplicaBase):
         validated = pull.after_index + len(entries)
         self._set_commit(min(response.commit, validated))
         return True
+
+    # ---- snapshots: too stale for the source -----------------------------------------------------
+
+    def _start_fetch(self, source: NodeId, now: float) -> None:
+        """MongoDB's too-stale path: copy the source's snapshot, then pull from its point."""
+        self.stats.snapshot_fetches += 1
+        self.stats.history.append((now, source, "too stale: copying its snapshot"))
+        if self._fetch is None:
+            self._fetch = _Fetch(source, 0, now)
+        self._request_chunk(source, now)  # from the bytes held (a copy cut short resumes)
+
+    def _request_chunk(self, source: NodeId, now: float) -> None:
+        fetch = self._fetch
+        assert fetch is not None
+        request_id = self._next_request_id
+        self._next_request_id += 1
+        fetch.source, fetch.request_id, fetch.sent_at = source, request_id, now
+        offset = len(fetch.received)
+        self._send(source, SnapshotRequest(self._term, request_id, fetch.index, fetch.term, offset))
+
+    def _serve_snapshot(self, src: NodeId, request: SnapshotRequest) -> None:
+        """One chunk of our snapshot; from 0 of the current one if the asked one is gone.
+
+        The snapshot a puller is copying is kept for it until its last chunk went out, so a
+        newer snapshot taken meanwhile does not restart the copy.
+        """
+        asked = (request.index, request.snap_term)
+        snapshot = self._serving.get(src)
+        if snapshot is None or (snapshot.index, snapshot.term) != asked:
+            snapshot = self._snapshot
+        if snapshot is None:
+            return  # nothing to copy (we never said too stale): its request times out
+        offset = request.offset if (snapshot.index, snapshot.term) == asked else 0
+        offset = min(offset, snapshot.size)
+        data = snapshot.data[offset : offset + self.config.snapshot_chunk_bytes]
+        end = offset + len(data)
+        if end < snapshot.size:
+            self._serving[src] = snapshot
+        else:
+            self._serving.pop(src, None)
+        self.stats.snapshot_chunks_served += 1
+        self._send(
+            src,
+            SnapshotChunk(
+                self._term,
+                request.request_id,
+                snapshot.index,
+                snapshot.term,
+                snapshot.size,
+                snapshot.checksum,
+                offset,
+                data,
+                end == snapshot.size,
+            ),
+        )
+
+    def _handle_snapshot_chunk(self, src: NodeId, chunk: SnapshotChunk, now: float) -> None:
+        fetch = self._fetch
+        if fetch is None or fetch.source != src or fetch.request_id != chunk.request_id:
+            return  # an answer we no longer wait for
+        if not self._syncing:
+            return  # an election is under way: the request times out, the copy resumes
+        self._failed_pulls = 0
+        identity = (chunk.index, chunk.snap_term, chunk.total_size, chunk.checksum)
+        if identity != (fetch.index, fetch.term, fetch.total_size, fetch.checksum):
+            if chunk.offset != 0:
+                return  # cannot happen with a well-behaved source; the timeout moves on
+            fetch.index, fetch.term, fetch.total_size, fetch.checksum = identity
+            fetch.received = bytearray()
+        if chunk.offset != len(fetch.received):
+            return
+        fetch.received += chunk.data
+        if len(fetch.received) < fetch.total_size:
+            self._request_chunk(src, now)
+            return
+        self._fetch = None
+        snapshot = Snapshot(fetch.index, fetch.term, bytes(fetch.received), fetch.checksum)
+        installed = self._install_snapshot(snapshot)
+        if not installed and snapshot.index > self._commit:
+            # It did not verify: that source sends garbage.
+            self.stats.stale_sources_refused += 1
+            self._abandon_source(
+                now, "sent a corrupt snapshot", self._selector.settings.stale_deny_seconds
+            )
+            return
+        self._probe_point = None
+        self._source_rollback_id = None
+        self._positions_dirty = True
+        self._pull_retry_at = now  # pull from the snapshot's point at once
+
+    def _install_snapshot(self, snapshot: Snapshot) -> bool:
+        installed = super()._install_snapshot(snapshot)
+        if installed:
+            # Entries after our old commit point went: to whoever pulls from us, a rollback.
+            self._rollback_id += 1
+            self._recheck_held()
+        return installed
 
     # ---- positions flowing upstream --------------------------------------------------------------
 
@@ -779,6 +932,7 @@ class PullEngine(ReplicaBase):
 
     def _on_become_leader(self, now: float) -> None:
         self._cancel_pull()
+        self._fetch = None
         self._positions = {}
         self._heard = {}
         self._next_liveness_check = now + self.config.election_timeout
@@ -867,7 +1021,8 @@ class PullEngine(ReplicaBase):
         if self._polls_answerable():
             return True
         if self._syncing:
-            if self._pull is None and self._now >= self._pull_retry_at:
+            fetching = self._fetch is not None and self._fetch.source is not None
+            if not fetching and self._pull is None and self._now >= self._pull_retry_at:
                 return True
             if self._now >= self._next_source_check:
                 return True

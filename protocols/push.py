@@ -16,6 +16,7 @@ disk holds. A leader that has not heard from a majority within an election timeo
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 from protocols.config import Config
 from protocols.errors import InvariantViolation
@@ -24,13 +25,27 @@ from protocols.messages import (
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
+    InstallSnapshotResponse,
     Message,
 )
 from protocols.progress import Progress, ReplState
 from protocols.quorum import committed_index, has_quorum
 from protocols.replica import ReplicaBase
+from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.types import NodeId, Role
+
+
+@dataclass(slots=True)
+class _Incoming:
+    """A snapshot a follower is receiving: its identity and the bytes so far, in order."""
+
+    index: int
+    term: int
+    total_size: int
+    checksum: int
+    received: bytearray
 
 
 class PushEngine(ReplicaBase):
@@ -45,6 +60,7 @@ class PushEngine(ReplicaBase):
         self._commit_moved = False  # followers must learn the new commit index
         self._next_heartbeat = 0.0
         self._next_quorum_check = 0.0
+        self._incoming: _Incoming | None = None  # follower: a snapshot being received
 
     # ---- leader --------------------------------------------------------------------------------
 
@@ -127,6 +143,13 @@ class PushEngine(ReplicaBase):
     def _send_appends(self, peer: NodeId, send_empty: bool) -> None:
         """Send what `peer` lacks, pipelined up to the in-flight window."""
         pr = self._progress[peer]
+        if pr.state is not ReplState.SNAPSHOT and pr.next - 1 < self.log.snapshot_index:
+            # The entries it needs are compacted: it gets the snapshot, then entries after it.
+            assert self._snapshot is not None  # a compacted log always has its snapshot
+            pr.become_snapshot(self._snapshot)
+        if pr.state is ReplState.SNAPSHOT:
+            self._send_snapshot_chunks(peer, pr)
+            return
         sent_any = False
         while not pr.is_paused(self.config.max_inflight):
             prev_index = pr.next - 1
@@ -145,6 +168,29 @@ class PushEngine(ReplicaBase):
             if not entries:
                 return
 
+    def _send_snapshot_chunks(self, peer: NodeId, pr: Progress) -> None:
+        """Chunks of the snapshot, up to `snapshot_inflight` chunks beyond what was acked."""
+        snapshot = pr.snapshot
+        assert snapshot is not None
+        chunk = self.config.snapshot_chunk_bytes
+        window = self.config.snapshot_inflight * chunk
+        while pr.snapshot_sent < snapshot.size and pr.snapshot_sent - pr.snapshot_acked < window:
+            offset = pr.snapshot_sent
+            data = snapshot.data[offset : offset + chunk]
+            end = offset + len(data)
+            message = InstallSnapshot(
+                self._term,
+                snapshot.index,
+                snapshot.term,
+                snapshot.size,
+                snapshot.checksum,
+                offset,
+                data,
+                end == snapshot.size,
+            )
+            self._send(peer, message)
+            pr.snapshot_sent = end
+
     def _step_leader(self, src: NodeId, message: Message, now: float) -> None:
         pr = self._progress.get(src)
         if pr is None:
@@ -152,6 +198,15 @@ class PushEngine(ReplicaBase):
         match message:
             case AppendResponse():
                 pr.recent_active = True
+                if pr.state is ReplState.SNAPSHOT:
+                    # Only the acknowledgement of the installed snapshot moves it on.
+                    snapshot = pr.snapshot
+                    if not message.reject and snapshot and message.index >= snapshot.index:
+                        pr.maybe_update(message.index)
+                        pr.become_replicate()
+                        self._maybe_commit()
+                        self._dirty.add(src)
+                    return
                 if message.reject:
                     hint = message.hint_index
                     if message.hint_term > 0:
@@ -169,8 +224,27 @@ class PushEngine(ReplicaBase):
                     self._dirty.add(src)
                 elif was_paused:
                     self._dirty.add(src)
+            case InstallSnapshotResponse():
+                pr.recent_active = True
+                snapshot = pr.snapshot
+                if pr.state is not ReplState.SNAPSHOT or snapshot is None:
+                    return
+                if (message.index, message.snap_term) != (snapshot.index, snapshot.term):
+                    return  # about a transfer this one replaced
+                if message.reject:  # it did not verify at the follower: start over
+                    pr.snapshot_acked = pr.snapshot_sent = 0
+                else:
+                    pr.snapshot_acknowledged(message.offset)
+                self._dirty.add(src)
             case HeartbeatResponse():
                 pr.recent_active = True
+                if pr.state is ReplState.SNAPSHOT:
+                    if pr.snapshot_stalled():
+                        pr.snapshot_sent = pr.snapshot_acked  # chunks lost: resume from there
+                    self._dirty.add(src)
+                    if message.ctx:
+                        self._reads.ack(message.ctx, src, len(self.members))
+                    return
                 pr.probe_sent = False
                 if pr.stalled():
                     pr.become_probe()  # resend from the last acknowledged entry
@@ -192,6 +266,8 @@ class PushEngine(ReplicaBase):
         match message:
             case AppendEntries():
                 self._handle_append(src, message)
+            case InstallSnapshot():
+                self._handle_install_snapshot(src, message)
             case Heartbeat():
                 # The leader caps the commit index at what we are known to hold.
                 self._set_commit(min(message.commit, self.log.last_index))
@@ -230,3 +306,45 @@ class PushEngine(ReplicaBase):
             src,
             AppendResponse(self._term, message.prev_index, True, hint_index, hint_term),
         )
+
+    def _handle_install_snapshot(self, src: NodeId, message: InstallSnapshot) -> None:
+        """Collect chunks in order; install the completed snapshot if it verifies.
+
+        Every chunk is answered with the bytes held, which is the leader's window and, after a
+        loss or a new leader, its resume point. The installed snapshot is acknowledged with an
+        AppendResponse at its index, sent after the Ready that saves it (so it is durable).
+        """
+        if message.index <= self._commit:
+            self._incoming = None  # we have all of it already
+            self._send(src, AppendResponse(self._term, self._commit))
+            return
+        incoming = self._incoming
+        identity = (message.index, message.snap_term, message.total_size, message.checksum)
+        if incoming is None or identity != (
+            incoming.index,
+            incoming.term,
+            incoming.total_size,
+            incoming.checksum,
+        ):
+            if message.offset != 0:
+                self._send(src, InstallSnapshotResponse(self._term, *identity[:2], 0))
+                return
+            incoming = _Incoming(*identity, bytearray())
+            self._incoming = incoming
+        if message.offset == len(incoming.received):
+            incoming.received += message.data
+        # (a duplicate, or a chunk after a gap: the answer tells the leader where we are)
+        if len(incoming.received) == incoming.total_size:
+            self._incoming = None
+            snapshot = Snapshot(
+                incoming.index, incoming.term, bytes(incoming.received), incoming.checksum
+            )
+            if self._install_snapshot(snapshot):
+                self._send(src, AppendResponse(self._term, snapshot.index))
+            else:
+                self._send(
+                    src,
+                    InstallSnapshotResponse(self._term, *identity[:2], 0, reject=True),
+                )
+            return
+        self._send(src, InstallSnapshotResponse(self._term, *identity[:2], len(incoming.received)))

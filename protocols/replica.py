@@ -34,6 +34,7 @@ from protocols.messages import (
     Envelope,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     TimeoutNow,
     VoteRequest,
@@ -41,11 +42,12 @@ from protocols.messages import (
 )
 from protocols.quorum import VoteResult, vote_result
 from protocols.reads import ReadBarrier
+from protocols.snapshot import Snapshot, SnapshotError, restore, take
 from protocols.storage import StoredState
 from protocols.types import NOOP, Entry, HardState, NodeId, Position, Role
 
 # Messages only a leader sends: receiving one in the current term names the leader.
-LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow)
+LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)
 
 
 class ReplicaBase:
@@ -60,7 +62,20 @@ class ReplicaBase:
         self.peers: tuple[NodeId, ...] = tuple(m for m in config.members if m != self.node_id)
 
         hard = stored.hard_state
-        self.log = RaftLog(stored.entries)
+        snapshot = stored.snapshot
+        self.kv = KVStateMachine()
+        self._snapshot: Snapshot | None = snapshot  # the latest, served to lagging members
+        self._snapshot_to_save: Snapshot | None = None  # goes out in the next Ready
+        self.snapshots_taken = 0
+        self.snapshots_installed = 0
+        if snapshot is None:
+            self.log = RaftLog(stored.entries)
+        else:
+            try:
+                _members, self.kv = restore(snapshot)
+            except SnapshotError as error:
+                raise CallerError(f"stored snapshot is unusable: {error}") from error
+            self.log = RaftLog(stored.entries, snapshot.index, snapshot.term)
         self._term = hard.term
         self._vote = hard.vote
         if self.log.last_term > hard.term:
@@ -68,9 +83,8 @@ class ReplicaBase:
             # them: no vote of that term was sent (it waits for the hard state), so adopt it.
             self._term, self._vote = self.log.last_term, None
         self._rollback_id = hard.rollback_id
-        self._commit = min(hard.commit, self.log.last_index)
+        self._commit = max(min(hard.commit, self.log.last_index), self.log.snapshot_index)
         self._handed_hard_state = hard
-        self.kv = KVStateMachine()
 
         self._role = Role.FOLLOWER
         self._leader: NodeId | None = None
@@ -122,6 +136,9 @@ class ReplicaBase:
             last_term=self.log.last_term,
             sync_source=self._sync_source(),
             peers_seen=self._peers_seen(),
+            snapshot_index=self.log.snapshot_index,
+            log_entries=self.log.entry_count,
+            log_bytes=self.log.size_bytes,
         )
 
     @property
@@ -241,6 +258,7 @@ class ReplicaBase:
             or self._reads.has_servable(self.kv.applied_index)
             or self._can_start_read_round()
             or bool(self._events)
+            or self._snapshot_to_save is not None
         )
 
     def _can_start_read_round(self) -> bool:
@@ -257,8 +275,9 @@ class ReplicaBase:
         hard = self.hard_state()
         changed_hard = hard if hard != self._handed_hard_state else None
         self._handed_hard_state = hard
-        truncate_after, entries = self.log.take_unstable()
         committed = self._apply_committed()
+        self._maybe_take_snapshot()
+        truncate_after, entries = self.log.take_unstable()
         # Answered with the applied index, not the read index: the state may have moved past
         # the read index, and the answer must not look older than the value it carries.
         for _, request in self._reads.take_servable(self.kv.applied_index):
@@ -271,7 +290,9 @@ class ReplicaBase:
             committed=committed,
             replies=self._replies,
             events=self._events.drain(),
+            snapshot=self._snapshot_to_save,
         )
+        self._snapshot_to_save = None
         self._outbox, self._replies = [], []
         self._ready_outstanding = True
         return ready
@@ -301,6 +322,57 @@ class ReplicaBase:
             else:  # our entry was overwritten: it never applied, but a retry may have
                 self._replies.append(ClientReply(request_id, ReplyStatus.UNKNOWN))
         return committed
+
+    # ---- snapshots ---------------------------------------------------------------------------
+
+    def _maybe_take_snapshot(self) -> None:
+        """Compact the log once it passed the configured size (only what is applied and durable).
+
+        The state machine holds exactly entries 1..applied, so that is the snapshot's point; if
+        the log is not yet durable that far (a follower applies what the leader committed, which
+        may still be in flight to its own disk), a later Ready takes it.
+        """
+        config = self.config
+        applied = self.kv.applied_index
+        since = applied - self.log.snapshot_index
+        if since <= 0 or applied > self.log.stable_index:
+            return
+        due = (config.snapshot_entries > 0 and since >= config.snapshot_entries) or (
+            config.snapshot_bytes > 0 and self.log.size_bytes >= config.snapshot_bytes
+        )
+        if not due:
+            return
+        term = self.log.term_at(applied)
+        assert term is not None  # applied > snapshot index and <= last index
+        snapshot = take(applied, term, self.members, self.kv)
+        self.log.compact(applied)
+        self._snapshot = snapshot
+        self._snapshot_to_save = snapshot
+        self.snapshots_taken += 1
+
+    def _install_snapshot(self, snapshot: Snapshot) -> bool:
+        """Replace log and state by a received snapshot; False (nothing changed) if unusable.
+
+        Only a snapshot beyond our commit point is installed: one at or below it would take
+        back state we applied (and it tells us nothing we do not have).
+        """
+        if snapshot.index <= self._commit:
+            return False
+        try:
+            _members, kv = restore(snapshot)
+        except SnapshotError:
+            return False
+        if self._role is Role.LEADER:
+            raise InvariantViolation(f"{self.node_id}: a leader installing a snapshot")
+        self._truncate_after(self._commit)  # answers any client waiting on a removed entry
+        self.log.restore(snapshot.index, snapshot.term)
+        self.kv = kv
+        self._commit = snapshot.index
+        self._snapshot = snapshot
+        self._snapshot_to_save = snapshot
+        self.snapshots_installed += 1
+        self._event(EventKind.SNAPSHOT_INSTALLED, f"index {snapshot.index}, {snapshot.size} bytes")
+        return True
 
     def _committed_in_term(self) -> bool:
         """Raft §6.4: a leader serves reads only once an entry of its term is committed."""

@@ -17,22 +17,38 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from protocols.errors import CallerError
+from protocols.snapshot import Snapshot
 from protocols.types import Entry, HardState
 
 
 @dataclass(slots=True)
 class StoredState:
-    """What a store hands back on start: the hard state and the whole log after the sentinel."""
+    """What a store hands back on start: hard state, latest snapshot, the log after it."""
 
     hard_state: HardState = field(default_factory=HardState)
     entries: list[Entry] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+
+    @property
+    def first_index(self) -> int:
+        """The index `entries` start at."""
+        return (self.snapshot.index if self.snapshot else 0) + 1
 
 
 class LogStore(Protocol):
     """Durable home of the log and hard state. Implementations live outside `protocols/`."""
 
     def load(self) -> StoredState:
-        """Everything that survived, in index order, contiguous from index 1."""
+        """Everything that survived: entries contiguous from just after the snapshot."""
+        ...
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Make `snapshot` durable, then drop the entries it covers; durable on return.
+
+        Entries after it are kept only when the entry at its index has its term (the log
+        continues the snapshot); otherwise the whole log goes. A snapshot not newer than the
+        stored one is ignored. Called before persist() for the same Ready.
+        """
         ...
 
     def persist(
@@ -55,9 +71,25 @@ class MemoryLogStore:
     def __init__(self) -> None:
         self._state = StoredState()
         self.persist_calls = 0
+        self.snapshots_saved = 0
 
     def load(self) -> StoredState:
-        return StoredState(self._state.hard_state, list(self._state.entries))
+        state = self._state
+        return StoredState(state.hard_state, list(state.entries), state.snapshot)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        state = self._state
+        base = state.first_index - 1
+        if snapshot.index <= base:
+            return
+        log = state.entries
+        position = snapshot.index - base  # 1-based position of the entry at snapshot.index
+        if position <= len(log) and log[position - 1].term == snapshot.term:
+            del log[:position]
+        else:
+            log.clear()
+        state.snapshot = snapshot
+        self.snapshots_saved += 1
 
     def persist(
         self,
@@ -66,15 +98,18 @@ class MemoryLogStore:
         entries: list[Entry],
     ) -> None:
         log = self._state.entries
+        base = self._state.first_index - 1
         if truncate_after is not None:
-            if truncate_after < 0:
-                raise CallerError(f"truncate_after {truncate_after} < 0")
-            del log[truncate_after:]
+            if truncate_after < base:
+                raise CallerError(f"truncate_after {truncate_after} below the snapshot at {base}")
+            del log[truncate_after - base :]
         if entries:
             first = entries[0].index
-            if first > len(log) + 1:
-                raise CallerError(f"gap: appending {first} after {len(log)}")
-            del log[first - 1 :]
+            if first <= base:
+                raise CallerError(f"appending {first}, covered by the snapshot at {base}")
+            if first > base + len(log) + 1:
+                raise CallerError(f"gap: appending {first} after {base + len(log)}")
+            del log[first - 1 - base :]
             for offset, entry in enumerate(entries):
                 if entry.index != first + offset:
                     raise CallerError("entries to persist are not contiguous")
@@ -85,4 +120,4 @@ class MemoryLogStore:
 
     @property
     def last_index(self) -> int:
-        return len(self._state.entries)
+        return self._state.first_index - 1 + len(self._state.entries)

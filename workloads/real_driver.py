@@ -91,6 +91,8 @@ def cluster_spec(
         fsync=FsyncPolicy(scenario.fsync),
         election_timeout=scenario.election_timeout,
         heartbeat_interval=scenario.heartbeat_interval,
+        snapshot_entries=scenario.snapshot_entries,
+        snapshot_bytes=scenario.snapshot_bytes,
         regions=scenario.regions,
         priorities=dict(scenario.priorities),
         topology=scenario.topology,

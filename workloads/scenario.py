@@ -16,6 +16,8 @@ file is loaded, before anything starts, and every error names its field::
     heartbeat_interval = 0.1
     sync_policy = "nearest"
     fsync = "always"
+    snapshot_entries = 0               # optional: compact every N applied entries (0: off)
+    snapshot_bytes = 0                 # optional: ... or at this many log payload bytes
     [topology]                         # optional; see cluster/config.py
     default_delay_ms = 0.0
     [[topology.links]]
@@ -157,6 +159,8 @@ class Scenario:
     load: LoadSpread
     faults: tuple[FaultSpec, ...]
     source: str = ""  # the file it came from
+    snapshot_entries: int = 0  # log compaction thresholds (protocols.config.Config); 0: off
+    snapshot_bytes: int = 0
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -216,6 +220,8 @@ class Scenario:
                 "heartbeat_interval": self.heartbeat_interval,
                 "sync_policy": self.sync_policy,
                 "fsync": self.fsync,
+                "snapshot_entries": self.snapshot_entries,
+                "snapshot_bytes": self.snapshot_bytes,
             },
             "members": members,
             "topology": _topology_table(self.topology),
@@ -272,6 +278,8 @@ _CLUSTER_KEYS = {
     "heartbeat_interval",
     "sync_policy",
     "fsync",
+    "snapshot_entries",
+    "snapshot_bytes",
 }
 _FAULT_KEYS = {
     "at",
@@ -384,6 +392,8 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         load=spread,
         faults=faults,
         raw=raw,
+        snapshot_entries=_int(cluster.get("snapshot_entries", 0), "cluster.snapshot_entries", 0),
+        snapshot_bytes=_int(cluster.get("snapshot_bytes", 0), "cluster.snapshot_bytes", 0),
     )
     topology_raw = dict(_table(raw.get("topology", {}), "topology"))
     network = _table(raw.get("network", {}), "network")

@@ -93,6 +93,8 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
     }
     if scenario.priorities:
         overrides["priorities"] = scenario.priorities
+    overrides["snapshot_entries"] = scenario.snapshot_entries
+    overrides["snapshot_bytes"] = scenario.snapshot_bytes
     return SimConfig(
         protocol=protocol,
         nodes=scenario.nodes,

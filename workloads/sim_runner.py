@@ -45,7 +45,17 @@ def replay_command(config: SimConfig, trace: int = 200) -> str:
         f"raftbench sim --protocol {config.protocol} --seeds 1 --start-seed {config.seed} "
         f"--nodes {config.nodes} --duration {config.duration:g} --faults {config.faults} "
         f"--clients {config.clients} --trace {trace}{_policy_flag(config)}"
+        f"{_snapshot_flags(config)}"
     )
+
+
+def _snapshot_flags(config: SimConfig) -> str:
+    flags = ""
+    for name in ("snapshot_entries", "snapshot_bytes", "snapshot_chunk_bytes"):
+        value = config.config_overrides.get(name)
+        if value:
+            flags += f" --{name.replace('_', '-')} {value}"
+    return flags
 
 
 def _policy_flag(config: SimConfig) -> str:

@@ -94,6 +94,8 @@ class Harness:
         engine = self.engines[node]
         while engine.has_ready():
             ready = engine.ready()
+            if ready.snapshot is not None:
+                self.stores[node].save_snapshot(ready.snapshot)
             self.stores[node].persist(ready.hard_state, ready.truncate_after, ready.entries)
             self.inflight.extend(ready.messages)
             self.applied[node].extend(ready.committed)

@@ -12,7 +12,9 @@ predecessor's term; every committed entry under its index. From those two maps f
 - state-machine safety: no two nodes apply different commands at one index;
 - commit indexes never move backwards within a node's lifetime, nor pass the node's last entry;
 - (pull) the sync-source graph never has a cycle;
-- no acknowledged write is missing from the committed log.
+- no acknowledged write is missing from the committed log;
+- a snapshot (taken or installed) holds exactly the state, client sessions included, that the
+  committed entries up to its index give: it loses no committed entry and no session.
 """
 
 from __future__ import annotations
@@ -20,7 +22,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from protocols.engine import Engine, Ready
+from protocols.kv import KVStateMachine, Session
+from protocols.snapshot import take
+from protocols.storage import StoredState
 from protocols.types import Command, Entry, NodeId, Role
+
+SNAPSHOT_CHECKPOINT = 256  # the snapshot checks keep a reference state this often
+
+
+def _copy(machine: KVStateMachine) -> KVStateMachine:
+    """An independent copy (applying replaces Session objects, never mutates them)."""
+    sessions: dict[str, Session] = dict(machine.session_items())
+    return KVStateMachine.restored(machine.applied_index, dict(machine.data_items()), sessions)
 
 
 @dataclass(slots=True)
@@ -49,6 +62,13 @@ class Invariants:
     _commits_version: int = 0
     _leader_checked: dict[NodeId, tuple[int, int]] = field(default_factory=dict)
     violations: list[Violation] = field(default_factory=list)
+    # Snapshot checks: a reference state machine follows the contiguous committed prefix; a
+    # snapshot is compared with it when it reaches the snapshot's index.
+    reference: KVStateMachine = field(default_factory=KVStateMachine)
+    snapshots_pending: dict[int, list[tuple[float, NodeId, bytes]]] = field(default_factory=dict)
+    snapshots_checked: int = 0
+    members: tuple[NodeId, ...] = ()
+    _checkpoints: dict[int, KVStateMachine] = field(default_factory=dict)
 
     def _fail(self, now: float, node: NodeId, rule: str, detail: str) -> None:
         self.violations.append(Violation(now, node, rule, detail))
@@ -86,7 +106,7 @@ class Invariants:
             self._fail(now, node, "election-safety", f"{known} also leads term {term}")
             return
         index = self._committed_before(term)
-        if index:
+        if index > engine.log.snapshot_index:  # (below it: the snapshot checks cover it)
             entry = self.committed[index]
             if engine.log.term_at(index) != entry.term:
                 self._fail(
@@ -167,6 +187,51 @@ class Invariants:
                     "state-machine-safety",
                     f"index {entry.index}: applied {entry}, elsewhere {known}",
                 )
+        if ready.snapshot is not None or self.snapshots_pending:
+            self._check_snapshots(now, engine, ready)
+
+    def _check_snapshots(self, now: float, engine: Engine, ready: Ready) -> None:
+        snapshot = ready.snapshot
+        if snapshot is not None:
+            pending = self.snapshots_pending.setdefault(snapshot.index, [])
+            pending.append((now, engine.node_id, snapshot.data))
+        while self.snapshots_pending:
+            index = min(self.snapshots_pending)
+            expected = self._state_at(index)
+            if expected is None:
+                return  # not all of 1..index seen committed yet: checked later
+            term = self.committed[index].term
+            data = take(index, term, self.members, expected).data
+            for taken_at, node, got in self.snapshots_pending.pop(index):
+                self.snapshots_checked += 1
+                if got != data:
+                    self._fail(
+                        taken_at,
+                        node,
+                        "snapshot-state",
+                        f"snapshot at {index} differs from the committed entries 1..{index}"
+                        " (data or client sessions)",
+                    )
+
+    def _state_at(self, index: int) -> KVStateMachine | None:
+        """The state after committed entries 1..index, or None while some are unknown.
+
+        The reference state machine moves forward through the committed entries and leaves a
+        copy every SNAPSHOT_CHECKPOINT entries, so a check behind it costs at most that many.
+        """
+        reference = self.reference
+        while reference.applied_index < index:
+            following = self.committed.get(reference.applied_index + 1)
+            if following is None:
+                return None
+            reference.apply(following)
+            if reference.applied_index % SNAPSHOT_CHECKPOINT == 0:
+                self._checkpoints[reference.applied_index] = _copy(reference)
+        base = index - index % SNAPSHOT_CHECKPOINT
+        machine = _copy(self._checkpoints[base]) if base else KVStateMachine()
+        for position in range(base + 1, index + 1):
+            machine.apply(self.committed[position])
+        return machine
 
     def on_write_acked(self, now: float, client: str, seq: int, index: int) -> None:
         """A client got an OK for (client, seq) at `index`: it must be committed there."""
@@ -179,23 +244,34 @@ class Invariants:
                 f"write {client}#{seq} acknowledged at {index}, committed log has {entry}",
             )
 
-    def final_check(self, now: float, logs: dict[NodeId, list[Entry]], commit: int) -> None:
+    def final_check(self, now: float, stores: dict[NodeId, StoredState], commit: int) -> None:
         """At the end: the committed prefix agreed on by the cluster holds every acked write.
 
-        `logs` are the durable logs of the surviving nodes; `commit` the highest commit index
-        any live node reports. Every index the simulator saw committed must be present, with
-        the same entry, on a majority of the durable logs.
+        `stores` are the durable states of the surviving nodes; `commit` the highest commit
+        index any live node reports. Every index the simulator saw committed must be present,
+        with the same entry, on a majority of the durable logs, or covered by a durable
+        snapshot there (which the snapshot checks compared with the committed entries).
         """
-        majority = len(logs) // 2 + 1
+        majority = len(stores) // 2 + 1
+        for waiting in self.snapshots_pending.values():
+            for taken_at, node, _ in waiting:
+                self._fail(taken_at, node, "snapshot-state", "snapshot beyond the committed log")
+        self.snapshots_pending.clear()
+
+        def holds(stored: StoredState, index: int, entry: Entry) -> bool:
+            first = stored.first_index
+            if index < first:
+                return True
+            position = index - first
+            return position < len(stored.entries) and stored.entries[position] == entry
+
         for index, entry in sorted(self.committed.items()):
-            holders = sum(
-                1 for log in logs.values() if len(log) >= index and log[index - 1] == entry
-            )
+            holders = sum(1 for stored in stores.values() if holds(stored, index, entry))
             if holders < majority:
                 self._fail(
                     now,
                     "cluster",
                     "committed-durable-on-majority",
-                    f"entry {entry} is durable on {holders} of {len(logs)} nodes",
+                    f"entry {entry} is durable on {holders} of {len(stores)} nodes",
                 )
                 return

@@ -178,7 +178,7 @@ class Simulator:
             n: _Node(n, MemoryLogStore(), disk_latency=config.disk_latency_of.get(n, base_disk))
             for n in self.node_ids
         }
-        self.invariants = Invariants()
+        self.invariants = Invariants(members=self.node_ids)
         self.stats = SimStats()
         self.faults = (
             list(config.faults_scripted)
@@ -325,7 +325,7 @@ class Simulator:
         self._at(fault.time, _FAULT, fault)
 
     def _final_check(self) -> None:
-        logs = {n: node.store.load().entries for n, node in self.nodes.items()}
+        logs = {n: node.store.load() for n, node in self.nodes.items()}
         commit = max((nd.engine.commit_index for nd in self.nodes.values() if nd.engine), default=0)
         self.invariants.final_check(self.now, logs, commit)
 
@@ -484,6 +484,8 @@ class Simulator:
         if incarnation != node.incarnation or node.inflight is None:
             return
         ready = node.inflight
+        if ready.snapshot is not None:
+            node.store.save_snapshot(ready.snapshot)
         node.store.persist(ready.hard_state, ready.truncate_after, ready.entries)
         self._finish(node, ready)
         if node.engine is not None:
@@ -592,10 +594,15 @@ class Simulator:
         self.stats.crashes += 1
         ready = node.inflight
         if ready is not None and self._disk_rng.random() < 0.5:
-            # A torn write: the truncation and a prefix of the entries made it, the hard state
-            # (written last) did not.
+            # A torn write: the snapshot (written first), the truncation and a prefix of the
+            # entries made it, the hard state (written last) did not. Or the crash came right
+            # after the snapshot, before the log behind it was truncated.
+            snapshot_only = False
+            if ready.snapshot is not None:
+                node.store.save_snapshot(ready.snapshot)
+                snapshot_only = self._disk_rng.random() < 0.5
             kept = self._disk_rng.randrange(len(ready.entries) + 1)
-            if ready.truncate_after is not None or kept:
+            if not snapshot_only and (ready.truncate_after is not None or kept):
                 node.store.persist(None, ready.truncate_after, ready.entries[:kept])
         node.engine = None
         node.inflight = None

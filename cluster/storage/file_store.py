@@ -5,7 +5,14 @@ Files in the data directory::
     raft.log      the file header, then one checksummed record per persist() call
     raft.log.tmp  a log being created or compacted; only ever renamed over raft.log when
                   complete and fsynced, and deleted if found on open
+    snapshot      the latest snapshot (see snapshot_file); snapshot.tmp: one being written
     LOCK          held with flock() while the store is open: two processes never share a log
+
+save_snapshot() writes the snapshot file atomically first, then rewrites the log without the
+entries it covers (a BASE record, the entries after it, the hard state). A crash between the
+two leaves a new snapshot and an old log: opening drops the covered entries and finishes the
+rewrite. The rewrite reads the log back, so its cost is the log since the last snapshot, which
+the snapshot threshold bounds.
 
 persist() encodes its truncation point, entries and hard state as one record, writes it with
 one write and makes it durable with one fdatasync (policy `always`). Group commit comes from
@@ -33,9 +40,11 @@ from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
 
-from cluster.storage.records import Batch, encode_batch, file_header
-from cluster.storage.recovery import RecoveryReport, Replay, replay, scan
+from cluster.storage import snapshot_file
+from cluster.storage.records import Batch, encode_base, encode_batch, file_header
+from cluster.storage.recovery import RecoveryReport, Replay, replay, scan, with_snapshot
 from protocols.errors import CallerError, StorageError
+from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.types import Entry, HardState
 
@@ -84,7 +93,7 @@ class FileLogStore:
         *,
         lock_fd: int,
         log_fd: int,
-        recovered: Replay,
+        recovered: StoredState,
         recovery: RecoveryReport,
     ) -> None:
         """Use `open_store()`: this takes over already opened and recovered files."""
@@ -101,12 +110,16 @@ class FileLogStore:
         self.fsync_seconds = 0.0
         self.bytes_written = 0
         self.entries_written = 0
+        self.snapshots_saved = 0
+        self.snapshot_bytes = 0  # size of the snapshot file
         self._lock = threading.Lock()
         self._lock_fd = lock_fd
         self._fd: int | None = log_fd
         self._end = recovery.compacted_to or recovery.valid_bytes
-        self._last_index = len(recovered.state.entries)
-        self._loaded: StoredState | None = recovered.state  # served by the first load()
+        self._snapshot = recovered.snapshot
+        self._base = recovered.first_index - 1
+        self._last_index = self._base + len(recovered.entries)
+        self._loaded: StoredState | None = recovered  # served by the first load()
         self._failed: str | None = None
 
     # ---- opening ---------------------------------------------------------------------------
@@ -142,12 +155,15 @@ class FileLogStore:
         sync = fsync is FsyncPolicy.ALWAYS
         with _storage_errors(f"cannot open the log in {data_dir}"):
             (data_dir / TMP_FILE).unlink(missing_ok=True)  # an interrupted create or compaction
+            (data_dir / snapshot_file.SNAPSHOT_TMP).unlink(missing_ok=True)
             created = not path.exists()
             if created:
                 _write_new_file(data_dir, [], sync)
             data = path.read_bytes()
+        snapshot = snapshot_file.read(data_dir)
         found = scan(data, path)
         recovered = replay(found.records, path)
+        state = with_snapshot(recovered, snapshot, path)
         del data
         report = RecoveryReport(
             path, created, found.file_bytes, found.valid_end, len(found.records), found.tail_problem
@@ -165,13 +181,16 @@ class FileLogStore:
                     file.truncate(found.valid_end)
                     if sync:
                         os.fsync(file.fileno())
-            if _worth_compacting(recovered, found.valid_end, compact_min_bytes):
-                size = _write_new_file(data_dir, _compact_records(recovered.state), sync)
+            unfinished = snapshot is not None and snapshot.index > recovered.base_index
+            if unfinished:
+                logger.warning("%s: finishing the log's compaction behind the snapshot", path)
+            if unfinished or _worth_compacting(recovered, found.valid_end, compact_min_bytes):
+                size = _write_new_file(data_dir, _compact_records(state), sync)
                 logger.info("%s: compacted %d bytes to %d", path, found.valid_end, size)
                 report = dataclasses.replace(report, compacted_to=size)
             log_fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
         return cls(
-            data_dir, fsync, lock_fd=lock_fd, log_fd=log_fd, recovered=recovered, recovery=report
+            data_dir, fsync, lock_fd=lock_fd, log_fd=log_fd, recovered=state, recovery=report
         )
 
     # ---- the LogStore contract -------------------------------------------------------------
@@ -186,9 +205,38 @@ class FileLogStore:
                 found = scan(data, self.path)
                 if found.tail_problem is not None:
                     raise StorageError(f"{self.path}: damaged while open ({found.tail_problem})")
-                self._loaded = replay(found.records, self.path).state
+                self._loaded = with_snapshot(
+                    replay(found.records, self.path), self._snapshot, self.path
+                )
             state = self._loaded
-            return StoredState(state.hard_state, list(state.entries))
+            return StoredState(state.hard_state, list(state.entries), state.snapshot)
+
+    def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Write the snapshot file atomically, then rewrite the log without what it covers."""
+        with self._lock:
+            self._check_usable()
+            if snapshot.index <= self._base:
+                return
+            sync = self.fsync_policy is FsyncPolicy.ALWAYS
+            self.snapshot_bytes = snapshot_file.write(self.data_dir, snapshot, sync)
+            self._snapshot = snapshot
+            self.snapshots_saved += 1
+            try:
+                data = self.path.read_bytes()
+                found = scan(data, self.path)
+                state = with_snapshot(replay(found.records, self.path), snapshot, self.path)
+                del data
+                size = _write_new_file(self.data_dir, _compact_records(state), sync)
+                assert self._fd is not None
+                os.close(self._fd)
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CLOEXEC)
+            except (OSError, StorageError) as error:
+                self._failed = f"compacting the log behind snapshot {snapshot.index}: {error}"
+                raise StorageError(f"{self.path}: {self._failed}; restart to recover") from error
+            self._end = size
+            self._base = snapshot.index
+            self._last_index = snapshot.index + len(state.entries)
+            self._loaded = state
 
     def persist(
         self,
@@ -261,13 +309,15 @@ class FileLogStore:
         """The last index after the call, or CallerError (the same rules as MemoryLogStore)."""
         last = self._last_index
         if truncate_after is not None:
-            if truncate_after < 0:
-                raise CallerError(f"truncate_after {truncate_after} < 0")
+            if truncate_after < self._base:
+                raise CallerError(
+                    f"truncate_after {truncate_after} below the snapshot {self._base}"
+                )
             last = min(last, truncate_after)
         if entries:
             first = entries[0].index
-            if first < 1:
-                raise CallerError(f"entry index {first} < 1")
+            if first <= self._base:
+                raise CallerError(f"entry index {first} is covered by the snapshot {self._base}")
             if first > last + 1:
                 raise CallerError(f"gap: appending {first} after {last}")
             for offset, entry in enumerate(entries):
@@ -329,9 +379,11 @@ def _write_new_file(data_dir: Path, records: list[bytes], sync: bool) -> int:
 
 
 def _compact_records(state: StoredState) -> list[bytes]:
-    """The live state as fresh records (chunks of entries, then the hard state)."""
+    """The live state as fresh records (base, chunks of entries, then the hard state)."""
     entries = state.entries
-    records = [
+    snapshot = state.snapshot
+    base = [encode_base(snapshot.index, snapshot.term)] if snapshot is not None else []
+    records = base + [
         encode_batch(Batch(None, entries[start : start + COMPACT_CHUNK], None))
         for start in range(0, len(entries), COMPACT_CHUNK)
     ]

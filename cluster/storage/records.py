@@ -15,7 +15,8 @@ good record ends; the fixed marker lets it look for valid records after a bad on
 
 One `persist()` call is one BATCH record holding its truncation point, its entries and its hard
 state. A record is all-or-nothing, so a call's hard state is never visible without its entries
-(the commit point never points past the recovered log).
+(the commit point never points past the recovered log). A BASE record says the log continues
+after (index, term), a snapshot's point: a compacted log starts with one.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ MAX_PAYLOAD = 1 << 30  # a sanity bound: one persist call never writes a gigabyt
 
 class RecordType(IntEnum):
     BATCH = 1  # one persist() call: [truncate_after, hard_state, first_index, rows]
+    BASE = 2  # the log starts after [index, term] (a snapshot covers what came before)
 
 
 class MalformedRecord(ValueError):
@@ -159,6 +161,21 @@ def decode_batch(payload: memoryview) -> Batch:
         raise MalformedRecord(f"first entry index {first} < 1")
     entries = [_entry(row, first + offset) for offset, row in enumerate(rows)]
     return Batch(truncate_after, entries, hard_state)
+
+
+def encode_base(index: int, term: int) -> bytes:
+    """A framed BASE record: the entries that follow start at index + 1."""
+    return frame(RecordType.BASE, msgpack.packb([index, term], use_bin_type=True))
+
+
+def decode_base(payload: memoryview) -> tuple[int, int]:
+    try:
+        raw = msgpack.unpackb(payload, raw=False, use_list=True, strict_map_key=True)
+    except Exception as error:  # msgpack raises several unrelated types on garbage
+        raise MalformedRecord(f"not msgpack: {error}") from error
+    if type(raw) is not list or len(raw) != 2:
+        raise MalformedRecord("a base is [index, term]")
+    return _int(raw[0], "base index"), _int(raw[1], "base term")
 
 
 def _int(value: Any, what: str) -> int:

@@ -25,10 +25,12 @@ from cluster.storage.records import (
     RawRecord,
     RecordType,
     check_file_header,
+    decode_base,
     decode_batch,
     parse_record,
 )
 from protocols.errors import StorageError
+from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.types import Entry, HardState
 
@@ -50,6 +52,8 @@ class Replay:
     state: StoredState = field(default_factory=StoredState)
     records: int = 0
     dead_items: int = 0  # entries removed by truncation + hard states superseded by later ones
+    base_index: int = 0  # the file's log starts after (base_index, base_term)
+    base_term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +117,17 @@ def replay(records: list[tuple[int, RawRecord]], path: Path) -> Replay:
     hard_state = HardState()
     dead = 0
     hard_states = 0
+    base = base_term = 0
     for offset, record in records:
         where = f"{path}: record at offset {offset}"
+        if record.record_type == RecordType.BASE and record.flags == 0:
+            try:
+                base, base_term = decode_base(record.payload)
+            except MalformedRecord as error:
+                raise StorageError(f"{where}: bad base record ({error}); refusing") from error
+            dead += len(entries)
+            entries = []
+            continue
         if record.record_type != RecordType.BATCH or record.flags != 0:
             raise StorageError(
                 f"{where} has type {record.record_type} and flags {record.flags:#x}, which this"
@@ -126,20 +139,59 @@ def replay(records: list[tuple[int, RawRecord]], path: Path) -> Replay:
             raise StorageError(
                 f"{where} passes its checksums but does not decode ({error}); refusing to start"
             ) from error
-        if batch.truncate_after is not None and batch.truncate_after < len(entries):
-            dead += len(entries) - batch.truncate_after
-            del entries[batch.truncate_after :]
+        truncate = batch.truncate_after
+        if truncate is not None and truncate < base:
+            raise StorageError(f"{where} truncates below the log's base {base}; refusing")
+        if truncate is not None and truncate - base < len(entries):
+            dead += len(entries) - (truncate - base)
+            del entries[truncate - base :]
         if batch.entries:
             first = batch.entries[0].index
-            if first > len(entries) + 1:
+            if not base < first <= base + len(entries) + 1:
                 raise StorageError(
-                    f"{where} appends entries from index {first} to a log ending at"
-                    f" {len(entries)}: a gap; refusing to start"
+                    f"{where} appends entries from index {first} to a log holding"
+                    f" {base + 1}..{base + len(entries)}: a gap; refusing to start"
                 )
-            dead += len(entries) - (first - 1)
-            del entries[first - 1 :]
+            dead += len(entries) - (first - 1 - base)
+            del entries[first - 1 - base :]
             entries.extend(batch.entries)
         if batch.hard_state is not None:
             hard_state = batch.hard_state
             hard_states += 1
-    return Replay(StoredState(hard_state, entries), len(records), dead + max(hard_states - 1, 0))
+    return Replay(
+        StoredState(hard_state, entries),
+        len(records),
+        dead + max(hard_states - 1, 0),
+        base,
+        base_term,
+    )
+
+
+def with_snapshot(found: Replay, snapshot: Snapshot | None, path: Path) -> StoredState:
+    """The stored state: the snapshot, and the file's log without what the snapshot covers.
+
+    The log may still hold entries the snapshot covers (a crash between writing the snapshot
+    and compacting the log): they are dropped here. Entries after the snapshot are kept only
+    when the log's entry at its index has its term, as save_snapshot() does.
+    """
+    state = found.state
+    base = found.base_index
+    if snapshot is None:
+        if base:
+            raise StorageError(
+                f"{path}: the log starts after index {base} but there is no snapshot file;"
+                f" entries 1..{base} are lost; refusing to start"
+            )
+        return state
+    if snapshot.index < base:
+        raise StorageError(
+            f"{path}: the log starts after index {base}, beyond the snapshot at"
+            f" {snapshot.index}: entries in between are lost; refusing to start"
+        )
+    entries = state.entries
+    position = snapshot.index - base  # entries before the snapshot point
+    at_point = found.base_term if position == 0 else None
+    if 0 < position <= len(entries):
+        at_point = entries[position - 1].term
+    kept = entries[position:] if at_point == snapshot.term else []
+    return StoredState(state.hard_state, kept, snapshot)

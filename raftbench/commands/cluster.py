@@ -57,6 +57,20 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument("--election-timeout", type=_seconds, default=1.0, help="seconds (1.0)")
     up.add_argument("--heartbeat", type=_seconds, default=0.1, help="seconds (0.1)")
     up.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="snapshot and compact each node's log every N applied entries (0: off)",
+    )
+    up.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=0,
+        metavar="B",
+        help="snapshot once a log holds B payload bytes (0: off)",
+    )
+    up.add_argument(
         "--topology",
         type=Path,
         help="TOML file: `regions` (one per node) and a [topology] latency table",
@@ -145,6 +159,8 @@ def _up(args: argparse.Namespace) -> int:
             fsync=FsyncPolicy(args.fsync),
             election_timeout=args.election_timeout,
             heartbeat_interval=args.heartbeat,
+            snapshot_entries=args.snapshot_entries,
+            snapshot_bytes=args.snapshot_bytes,
             regions=regions,
             netns=args.netns,
             base_port=args.base_port,

@@ -37,6 +37,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         choices=[p.value for p in FsyncPolicy],
         help="override the cluster file's fsync policy",
     )
+    parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        metavar="N",
+        help="override the cluster file: snapshot and compact every N applied entries (0: off)",
+    )
+    parser.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        metavar="B",
+        help="override the cluster file: snapshot once the log holds B payload bytes (0: off)",
+    )
     parser.add_argument("--seed", type=int, help="seed of the node's randomness (default: OS)")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
@@ -63,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         data_dir=data_dir,
         fsync=FsyncPolicy(args.fsync) if args.fsync else None,
+        snapshot_entries=args.snapshot_entries,
+        snapshot_bytes=args.snapshot_bytes,
         seed=args.seed,
     )
     return main(options)

@@ -35,6 +35,27 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="pull only: sync-source policy (fixed uses a binary tree rooted at n1)",
     )
     parser.add_argument(
+        "--snapshot-entries",
+        type=int,
+        default=0,
+        metavar="N",
+        help="snapshot and compact the log every N applied entries (0: off)",
+    )
+    parser.add_argument(
+        "--snapshot-bytes",
+        type=int,
+        default=0,
+        metavar="B",
+        help="snapshot once the log holds B payload bytes (0: off)",
+    )
+    parser.add_argument(
+        "--snapshot-chunk-bytes",
+        type=positive_int,
+        default=None,
+        metavar="B",
+        help="bytes per snapshot chunk (default: the engine's)",
+    )
+    parser.add_argument(
         "--trace", type=int, default=0, metavar="N", help="dump the last N events of failing seeds"
     )
     parser.add_argument("--budget", type=positive_float, default=10.0, help="checker budget (s)")
@@ -55,6 +76,17 @@ def sync_settings(policy: str, nodes: int) -> SyncSettings:
     return SyncSettings(policy=policy, fixed_tree=tree)
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, object]:
+    overrides: dict[str, object] = {"sync": sync_settings(args.sync_policy, args.nodes)}
+    if args.snapshot_entries < 0 or args.snapshot_bytes < 0:
+        raise SystemExit("raftbench sim: --snapshot-entries/--snapshot-bytes must be >= 0")
+    overrides["snapshot_entries"] = args.snapshot_entries
+    overrides["snapshot_bytes"] = args.snapshot_bytes
+    if args.snapshot_chunk_bytes is not None:
+        overrides["snapshot_chunk_bytes"] = args.snapshot_chunk_bytes
+    return overrides
+
+
 def run(args: argparse.Namespace) -> int:
     base = SimConfig(
         protocol=args.protocol,
@@ -64,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         clients=args.clients,
         trace=args.trace,
         count_bytes=False,  # this command judges safety; scenarios measure bytes
-        config_overrides={"sync": sync_settings(args.sync_policy, args.nodes)},
+        config_overrides=_overrides(args),
     )
     violations = nonlinearizable = 0
     virtual = sim_wall = sim_cpu = 0.0
