@@ -106,6 +106,8 @@ class Status:
     last_term: int
     sync_source: NodeId | None = None
     peers_seen: tuple[NodeId, ...] = ()
+    sync_depth: int | None = None  # pull: hops from the primary (0: it is; None: no source)
+    pullers: tuple[NodeId, ...] = ()  # pull: the members pulling from this node
 
 
 class Engine(Protocol):

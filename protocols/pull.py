@@ -48,6 +48,7 @@ from protocols.messages import (
     StatusReply,
     UpdatePosition,
 )
+from protocols.pullers import PullerSlots
 from protocols.quorum import committed_index, has_quorum
 from protocols.replica import ReplicaBase
 from protocols.storage import StoredState
@@ -67,6 +68,8 @@ class _Member:
     last_heard: float = -math.inf
     rtt: float | None = None
     sync_source: NodeId | None = None
+    pullers: int = 0
+    overflow: bool = False
 
 
 @dataclass(slots=True)
@@ -151,8 +154,12 @@ class PullEngine(ReplicaBase):
         self._reported: Position | None = None  # last durable position sent upstream
         self._positions_dirty = False
         self._next_keepalive = now
+        self._depth: int | None = None  # our source's depth + 1, from its last answer
         # Source side.
         self._held: dict[NodeId, _Held] = {}
+        self._pullers = PullerSlots(
+            self._selector.settings.puller_cap, self._selector.silence_limit
+        )
         # Primary side.
         self._positions: dict[NodeId, Position] = {}
         self._heard: dict[NodeId, float] = {}
@@ -166,6 +173,20 @@ class PullEngine(ReplicaBase):
     def _sync_source(self) -> NodeId | None:
         """The source we pull from, once it has served us (a chosen one may still refuse)."""
         return self._selector.source if self._syncing and self._established else None
+
+    def _sync_depth(self) -> int | None:
+        """Hops from the primary to us: 0 for the primary, None while we have no source."""
+        if self._role is Role.LEADER:
+            return 0
+        return self._depth if self._sync_source() is not None else None
+
+    def _overflowing(self) -> bool:
+        """Do we pull beyond our source's cap (`spread`: no source had a free slot)?"""
+        return self._selector.overflow and self._sync_source() is not None
+
+    def pullers(self) -> tuple[NodeId, ...]:
+        """The members holding a slot here (`spread`; others: those recently admitted)."""
+        return self._pullers.pullers(self._now)
 
     @property
     def sync_source_since(self) -> float:
@@ -289,6 +310,8 @@ class PullEngine(ReplicaBase):
             self.log.term_at(self._commit) or 0,
             self._role is Role.LEADER,
             self._sync_source(),
+            self._pullers.count(now),
+            self._overflowing(),
         )
         for peer in self.peers:
             self._send(peer, probe)
@@ -310,13 +333,17 @@ class PullEngine(ReplicaBase):
                 held = self._held.get(src)
                 if held is not None and held.request.request_id == message.request_id:
                     del self._held[src]
+                    self._pullers.release(src)  # it closed the stream it held a slot for
             case PullResponse():
                 self._handle_pull_response(src, message, now)
             case UpdatePosition():
                 self._handle_update_position(src, message, now)
             case StatusProbe():
-                self._heard_member(src, now, Position(message.last_term, message.last_index))
-                self._info[src].sync_source = message.sync_source
+                member = self._heard_member(
+                    src, now, Position(message.last_term, message.last_index)
+                )
+                member.sync_source = message.sync_source
+                member.pullers, member.overflow = message.pullers, message.overflow
                 last = self.log.last_position
                 self._send(
                     src,
@@ -330,6 +357,8 @@ class PullEngine(ReplicaBase):
                         self._role is Role.LEADER,
                         self._sync_source(),
                         self._leader,
+                        self._pullers.count(now),
+                        self._overflowing(),
                     ),
                 )
             case StatusReply():
@@ -337,6 +366,7 @@ class PullEngine(ReplicaBase):
                     src, now, Position(message.last_term, message.last_index)
                 )
                 member.sync_source = message.sync_source
+                member.pullers, member.overflow = message.pullers, message.overflow
                 sample = max(0.0, now - message.sent_at)
                 member.rtt = (
                     sample
@@ -402,6 +432,10 @@ class PullEngine(ReplicaBase):
         """How to answer `request` now, or None to keep holding it (long poll)."""
         if not self._accepts(src, request):
             return PullStatus.NOT_SYNCING, 0
+        if self._pullers.limit is not None and not self._pullers.holds(src, self._now):
+            # `spread`: its slot expired (it went quiet) or it never got one: a full source
+            # refuses it as it refuses a would-be cycle, and a stream to it ends here.
+            return PullStatus.NOT_SYNCING, 0
         after, after_term = request.after_index, request.after_term
         ours = self.log.term_at(after)
         if ours is None and self.log.last_position <= Position(after_term, after):
@@ -417,6 +451,10 @@ class PullEngine(ReplicaBase):
 
     def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
         self._held.pop(src, None)  # a new request replaces a held one
+        if self._accepts(src, request):
+            # A puller we would serve takes (or keeps) a slot; beyond `spread`'s cap only one
+            # that found no free slot anywhere gets in. Refused ones get NOT_SYNCING below.
+            self._pullers.admit(src, now, overflow=request.overflow)
         decision = self._decide(src, request, final=not request.wait, commit_seen=self._commit)
         if decision is None:
             self._hold(src, request)
@@ -431,6 +469,8 @@ class PullEngine(ReplicaBase):
         self, src: NodeId, request: PullRequest, status: PullStatus, hint: int = 0
     ) -> None:
         entries: tuple[Entry, ...] = ()
+        if status is PullStatus.NOT_SYNCING:
+            self._pullers.release(src)  # refused: it will look elsewhere
         if status is PullStatus.OK:
             entries = tuple(
                 self.log.batch_after(
@@ -469,6 +509,7 @@ class PullEngine(ReplicaBase):
                 hint_term=self.log.term_at(hint) or 0 if hint else 0,
                 prev_index=request.after_index,
                 prev_term=request.after_term,
+                depth=self._sync_depth(),
             ),
         )
 
@@ -507,6 +548,8 @@ class PullEngine(ReplicaBase):
                 info.last_heard,
                 rtt=info.rtt,
                 sync_source=info.sync_source,
+                pullers=info.pullers,
+                overflow=info.overflow,
             )
             for peer, info in self._info.items()
         )
@@ -538,6 +581,7 @@ class PullEngine(ReplicaBase):
         self.stats.source_changes += 1
         self._failed_pulls = 0
         self._established = False
+        self._depth = None
         self._recheck_held()
         self.stats.history.append((now, source, why))
         self._event(EventKind.SOURCE_CHANGED, f"{source} ({why})")
@@ -573,6 +617,8 @@ class PullEngine(ReplicaBase):
             last_index=last.index,
             last_term=last.term,
             stream=self.config.pull_streaming,
+            # A catching-up primary must get what it needs, however full the source is.
+            overflow=self._selector.overflow or self._catchup is not None,
         )
         self._send(source, request)
 
@@ -580,6 +626,7 @@ class PullEngine(ReplicaBase):
         self._cancel_pull()
         source = self._selector.drop(now, deny_seconds=deny_seconds, reason=reason)
         self._established = False
+        self._depth = None
         self._recheck_held()
         if self._catchup is not None and self._catchup.source == source:
             self._catchup.source = None
@@ -642,6 +689,7 @@ class PullEngine(ReplicaBase):
             case PullStatus.OK:
                 if not self._apply_batch(src, pull, response, now):
                     return False
+                self._depth = None if response.depth is None else response.depth + 1
                 if self._catchup is None and not self._established:
                     self._established = True
                     self._established_at = now
@@ -707,6 +755,7 @@ class PullEngine(ReplicaBase):
 
     def _handle_update_position(self, src: NodeId, message: UpdatePosition, now: float) -> None:
         self._heard_member(src, now, None)
+        self._pullers.refresh(src, now)  # it still pulls from us: keep its slot
         for reported in message.positions:
             node = reported.node
             if node == self.node_id or node not in self.members:

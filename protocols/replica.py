@@ -122,6 +122,8 @@ class ReplicaBase:
             last_term=self.log.last_term,
             sync_source=self._sync_source(),
             peers_seen=self._peers_seen(),
+            sync_depth=self._sync_depth(),
+            pullers=self.pullers(),
         )
 
     @property
@@ -131,6 +133,13 @@ class ReplicaBase:
 
     def _sync_source(self) -> NodeId | None:
         return None
+
+    def _sync_depth(self) -> int | None:
+        return None
+
+    def pullers(self) -> tuple[NodeId, ...]:
+        """The members pulling from this node (pull engine); () for push."""
+        return ()
 
     def _peers_seen(self) -> tuple[NodeId, ...]:
         return ()

@@ -14,7 +14,8 @@ file is loaded, before anything starts, and every error names its field::
     priorities = { n1 = 2.0 }          # optional
     election_timeout = 1.0
     heartbeat_interval = 0.1
-    sync_policy = "nearest"
+    sync_policy = "nearest"            # pull only: primary|nearest|freshest|random|fixed|spread
+    max_pullers = 2                    # optional, `spread`: members one source serves
     fsync = "always"
     [topology]                         # optional; see cluster/config.py
     default_delay_ms = 0.0
@@ -151,6 +152,7 @@ class Scenario:
     timing: Timing
     load: LoadSpread
     faults: tuple[FaultSpec, ...]
+    max_pullers: int = 2  # `spread`: members one source serves (SyncSettings.max_pullers)
     source: str = ""  # the file it came from
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
@@ -200,6 +202,7 @@ class Scenario:
                 "sync_policy": self.sync_policy,
                 "fsync": self.fsync,
             },
+            "sync": {"max_pullers": self.max_pullers},
             "members": members,
             "topology": _topology_table(self.topology),
         }
@@ -239,6 +242,7 @@ _CLUSTER_KEYS = {
     "election_timeout",
     "heartbeat_interval",
     "sync_policy",
+    "max_pullers",
     "fsync",
 }
 _FAULT_KEYS = {
@@ -309,6 +313,7 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
     if policy not in SyncSettings.POLICIES:
         choices = ", ".join(SyncSettings.POLICIES)
         raise ScenarioError("cluster.sync_policy", f"unknown policy {policy!r} ({choices})")
+    max_pullers = _int(cluster.get("max_pullers", 2), "cluster.max_pullers", least=1)
     fsync = _text(cluster.get("fsync", "always"), "cluster.fsync")
     if fsync not in ("always", "never"):
         raise ScenarioError("cluster.fsync", f"expected always or never, got {fsync!r}")
@@ -351,6 +356,7 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         timing=timing,
         load=spread,
         faults=faults,
+        max_pullers=max_pullers,
         raw=raw,
     )
     topology_raw = raw.get("topology", {})

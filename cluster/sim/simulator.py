@@ -738,6 +738,7 @@ class Simulator:
                     "applied": status.applied,
                     "last": status.last_index,
                     "sync_source": status.sync_source,
+                    "sync_depth": status.sync_depth,
                 }
             )
         self._at(self.now + interval, _SAMPLE)
