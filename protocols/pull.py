@@ -120,6 +120,7 @@ class PullStats:
     catchups: int = 0
     pulls_sent: int = 0
     pulls_timed_out: int = 0
+    pullers_refused: int = 0  # `spread`: pull requests refused because every slot was taken
     history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
 
 
@@ -451,10 +452,12 @@ class PullEngine(ReplicaBase):
 
     def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
         self._held.pop(src, None)  # a new request replaces a held one
-        if self._accepts(src, request):
-            # A puller we would serve takes (or keeps) a slot; beyond `spread`'s cap only one
-            # that found no free slot anywhere gets in. Refused ones get NOT_SYNCING below.
-            self._pullers.admit(src, now, overflow=request.overflow)
+        # A puller we would serve takes (or keeps) a slot; beyond `spread`'s cap only one that
+        # found no free slot anywhere gets in. Refused ones get NOT_SYNCING from `_decide`.
+        if self._accepts(src, request) and not self._pullers.admit(
+            src, now, overflow=request.overflow
+        ):
+            self.stats.pullers_refused += 1
         decision = self._decide(src, request, final=not request.wait, commit_seen=self._commit)
         if decision is None:
             self._hold(src, request)
@@ -569,7 +572,10 @@ class PullEngine(ReplicaBase):
             decision = self._selector.update(self._view(now), record=False)
             if decision.source != previous:
                 self._cancel_pull()  # abandon the request (or stream) to the old source
-                self._source_changed(now, decision.source, str(decision.reason or "chosen"))
+                why = str(decision.reason or "chosen")
+                if self._selector.overflow:
+                    why += ", overflow"  # `spread`: no source had a free slot
+                self._source_changed(now, decision.source, why)
         source = self._selector.source
         if source is None:
             self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
