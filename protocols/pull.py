@@ -19,8 +19,10 @@ batch it came with has been validated, capped at the validated prefix) and on th
 heartbeats (trusted only when its term equals the term of the receiver's last entry).
 
 Members probe each other (`StatusProbe`, like replSetHeartbeat) for liveness, positions,
-round-trip times and each other's sync sources: the selector's inputs. Elections are the shared
-Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
+round-trip times, each other's sync sources and puller counts: the selector's inputs. Under
+the `spread` policy a source serves at most `max_pullers` members (protocols/pullers.py) unless
+a puller says it found no free slot anywhere (see protocols/sync_source.py). Elections are
+the shared Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
 (priority 0 never stands; a caught-up member of higher priority than the primary takes over)
 and a catch-up phase: a new primary first pulls whatever the freshest member it knows of has,
 bounded by `catchup_bound`, then appends a no-op of its term and takes writes. A primary that
@@ -407,6 +409,8 @@ class PullEngine(ReplicaBase):
         the puller never overtakes its source (it gets entries only from it); an edge into a
         member that syncs from the primary ends a chain, since the primary pulls from nobody,
         and that member releases its pullers (`_recheck_held`) the moment it changes source.
+        Under `spread` a puller must also hold one of our slots (`PullerSlots`, taken in
+        `_serve_pull`, checked in `_decide`): a cap refuses, it never adds an edge.
         """
         if self._role is Role.LEADER:
             return True
