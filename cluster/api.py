@@ -308,6 +308,8 @@ class _Api:
             "last_index": st.last_index,
             "last_term": st.last_term,
             "sync_source": st.sync_source,
+            "sync_depth": st.sync_depth,
+            "pullers": list(st.pullers),
             "peers_seen": list(st.peers_seen),
             "is_leader": st.role is Role.LEADER,
             "snapshot_index": st.snapshot_index,

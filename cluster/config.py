@@ -15,7 +15,7 @@ Schema (all times in seconds unless the name says otherwise)::
     #                                toml), surrounding whitespace stripped
     election_timeout = 1.0
     heartbeat_interval = 0.1
-    sync_policy = "nearest"        # pull engine only: primary|nearest|freshest|random|fixed
+    sync_policy = "nearest"        # pull engine only: primary|nearest|freshest|random|fixed|spread
     fsync = "always"               # always | never
     request_timeout = 3.0          # optional: how long the HTTP API waits for a commit
     snapshot_entries = 0           # optional: snapshot + compact every N applied entries (0: off)
@@ -25,6 +25,7 @@ Schema (all times in seconds unless the name says otherwise)::
     [sync]                         # optional: the other pull-engine knobs of
     max_lag_seconds = 30.0         # protocols.config.SyncSettings, by their field names
     # fixed_tree = [["n2", "n1"], ["n3", "n2"]]
+    # max_pullers = 2              # `spread`: members one source serves before refusing more
 
     [[members]]
     id = "n1"

@@ -428,6 +428,7 @@ class EtcdCluster:
             "applied": int(body.get("raftAppliedIndex", 0)),
             "last": None,
             "sync_source": None,
+            "sync_depth": None,
             "leader": names.get(leader_id),
         }
 

@@ -41,7 +41,7 @@ import sys
 import time
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -87,6 +87,7 @@ class ClusterSpec:
     nodes: int = 3
     protocol: str = "push"
     sync_policy: str | None = None  # pull engine; None: the config's default ("nearest")
+    max_pullers: int | None = None  # pull engine, `spread`; None: the default (2)
     fsync: FsyncPolicy = FsyncPolicy.ALWAYS
     election_timeout: float = 1.0
     heartbeat_interval: float = 0.1
@@ -103,6 +104,15 @@ class ClusterSpec:
     seed: int | None = None  # node i gets seed+i; None: each node seeds from the OS
     log_level: str = "warning"
 
+    def sync_settings(self) -> SyncSettings:
+        """The pull engine's sync settings this spec asks for (defaults where it says None)."""
+        settings = SyncSettings()
+        if self.sync_policy is not None:
+            settings = replace(settings, policy=self.sync_policy)
+        if self.max_pullers is not None:
+            settings = replace(settings, max_pullers=self.max_pullers)
+        return settings
+
     def validate(self) -> ClusterSpec:
         if self.nodes < 1:
             raise LauncherError(f"--nodes: must be >= 1, got {self.nodes}")
@@ -115,6 +125,8 @@ class ClusterSpec:
                 f"--sync-policy: unknown {self.sync_policy!r} "
                 f"(one of {', '.join(SyncSettings.POLICIES)})"
             )
+        if self.max_pullers is not None and self.max_pullers < 1:
+            raise LauncherError(f"--max-pullers: must be >= 1, got {self.max_pullers}")
         if len(self.regions) > self.nodes:
             raise LauncherError(f"regions: {len(self.regions)} given for {self.nodes} nodes")
         if not self.start_timeout > 0:
@@ -238,7 +250,7 @@ class LocalCluster:
                 snapshot_entries=spec.snapshot_entries,
                 snapshot_bytes=spec.snapshot_bytes,
                 fsync=spec.fsync,
-                sync=SyncSettings(policy=spec.sync_policy) if spec.sync_policy else SyncSettings(),
+                sync=spec.sync_settings(),
                 topology=spec.topology,
             )
         except ConfigError as error:

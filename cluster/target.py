@@ -189,6 +189,7 @@ class RaftbenchTarget:
             "applied": body.get("applied_index"),
             "last": body.get("last_index"),
             "sync_source": body.get("sync_source"),
+            "sync_depth": body.get("sync_depth"),
             "leader": body.get("leader"),
         }
 

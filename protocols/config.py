@@ -27,7 +27,14 @@ class SyncSettings:
     sync_source.PrimaryProgress); `max_lag_entries` adds an optional limit in log entries.
     """
 
-    POLICIES: ClassVar[tuple[str, ...]] = ("primary", "nearest", "freshest", "random", "fixed")
+    POLICIES: ClassVar[tuple[str, ...]] = (
+        "primary",
+        "nearest",
+        "freshest",
+        "random",
+        "fixed",
+        "spread",
+    )
 
     policy: str = "nearest"
     max_lag_seconds: float = 30.0  # a member this far behind the primary is not a candidate; 0: off
@@ -38,6 +45,7 @@ class SyncSettings:
     stale_deny_seconds: float = 60.0  # avoid a source we are too stale for / that sent garbage
     unreachable_after: float = 0.0  # silence meaning "stopped answering"; 0: election timeout
     fixed_tree: tuple[tuple[NodeId, NodeId], ...] = ()  # (member, its source) for `fixed`
+    max_pullers: int = 2  # `spread`: pullers a source admits (see sync_source.py, "spread")
     rate_window: float = 3600.0  # the "hour" of max_changes_per_hour
     # MongoDB's durations assume its 10 s election timeout. When True, the engine scales the
     # durations above by (its election timeout / 10 s), so a cluster with 1 s timeouts keeps
@@ -60,6 +68,15 @@ class SyncSettings:
             scale_with_election_timeout=False,
         )
 
+    @property
+    def puller_cap(self) -> int | None:
+        """How many pullers this node serves before refusing more (None: no limit).
+
+        Only `spread` limits them: a source applies its own settings, so a cluster is expected
+        to run one policy throughout.
+        """
+        return self.max_pullers if self.policy == "spread" else None
+
     def validate(self, members: Collection[NodeId] = ()) -> SyncSettings:
         """Raise CallerError naming the first bad field; return self for chaining.
 
@@ -77,7 +94,11 @@ class SyncSettings:
             value = getattr(self, name)
             if not (self._is_number(value) and math.isfinite(value) and value > 0):
                 raise CallerError(f"sync.{name}: must be a finite number > 0, got {value!r}")
-        for name, least in (("max_lag_entries", 0), ("max_changes_per_hour", 1)):
+        for name, least in (
+            ("max_lag_entries", 0),
+            ("max_changes_per_hour", 1),
+            ("max_pullers", 1),
+        ):
             value = getattr(self, name)
             if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
                 raise CallerError(f"sync.{name}: must be an integer >= {least}, got {value!r}")

@@ -117,6 +117,8 @@ class Status:
     snapshot_index: int = 0  # entries up to here are compacted into the snapshot
     log_entries: int = 0  # entries held in memory after the snapshot
     log_bytes: int = 0  # their payload bytes
+    sync_depth: int | None = None  # pull: hops from the primary (0: it is; None: no source)
+    pullers: tuple[NodeId, ...] = ()  # pull: the members pulling from this node
 
 
 class Engine(Protocol):

@@ -187,6 +187,7 @@ class PullRequest:
     last_index: int = 0  # the puller's last entry (after_* is lower while it searches back)
     last_term: int = 0
     stream: bool = False  # keep answering: each batch re-arms the request after it (exhaust)
+    overflow: bool = False  # `spread`: the puller found no source with a free slot; admit it
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -225,8 +226,11 @@ class PullResponse:
     hint_term: int = 0
     prev_index: int = 0
     prev_term: int = 0
+    depth: int | None = None  # the source's hops from the primary (0: it is; None: unknown)
 
     def __post_init__(self) -> None:
+        if self.depth is not None and self.depth < 0:
+            raise ValueError(f"depth must be >= 0, got {self.depth}")
         _check_non_negative(
             term=self.term,
             request_id=self.request_id,
@@ -289,6 +293,8 @@ class StatusProbe:
     commit_term: int
     is_primary: bool
     sync_source: NodeId | None = None
+    pullers: int = 0  # members holding a slot at the sender (the `spread` policy's input)
+    overflow: bool = False  # the sender pulls beyond its source's cap (`spread`)
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -297,6 +303,7 @@ class StatusProbe:
             last_term=self.last_term,
             commit=self.commit,
             commit_term=self.commit_term,
+            pullers=self.pullers,
         )
 
 
@@ -313,6 +320,8 @@ class StatusReply:
     is_primary: bool
     sync_source: NodeId | None = None
     primary: NodeId | None = None
+    pullers: int = 0
+    overflow: bool = False
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -321,6 +330,7 @@ class StatusReply:
             last_term=self.last_term,
             commit=self.commit,
             commit_term=self.commit_term,
+            pullers=self.pullers,
         )
 
 

@@ -19,8 +19,10 @@ batch it came with has been validated, capped at the validated prefix) and on th
 heartbeats (trusted only when its term equals the term of the receiver's last entry).
 
 Members probe each other (`StatusProbe`, like replSetHeartbeat) for liveness, positions,
-round-trip times and each other's sync sources: the selector's inputs. Elections are the shared
-Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
+round-trip times, each other's sync sources and puller counts: the selector's inputs. Under
+the `spread` policy a source serves at most `max_pullers` members (protocols/pullers.py) unless
+a puller says it found no free slot anywhere (see protocols/sync_source.py). Elections are
+the shared Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
 (priority 0 never stands; a caught-up member of higher priority than the primary takes over)
 and a catch-up phase: a new primary first pulls whatever the freshest member it knows of has,
 bounded by `catchup_bound`, then appends a no-op of its term and takes writes. A primary that
@@ -50,6 +52,7 @@ from protocols.messages import (
     StatusReply,
     UpdatePosition,
 )
+from protocols.pullers import PullerSlots
 from protocols.quorum import committed_index, has_quorum
 from protocols.replica import ReplicaBase
 from protocols.snapshot import Snapshot
@@ -70,6 +73,8 @@ class _Member:
     last_heard: float = -math.inf
     rtt: float | None = None
     sync_source: NodeId | None = None
+    pullers: int = 0
+    overflow: bool = False
 
 
 @dataclass(slots=True)
@@ -140,6 +145,7 @@ class PullStats:
     pulls_timed_out: int = 0
     snapshot_fetches: int = 0  # too stale for a source: copied its snapshot (initial sync)
     snapshot_chunks_served: int = 0
+    pullers_refused: int = 0  # `spread`: pull requests refused because every slot was taken
     history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
 
 
@@ -175,9 +181,13 @@ class PullEngine(ReplicaBase):
         self._reported: Position | None = None  # last durable position sent upstream
         self._positions_dirty = False
         self._next_keepalive = now
+        self._depth: int | None = None  # our source's depth + 1, from its last answer
         # Source side.
         self._held: dict[NodeId, _Held] = {}
         self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
+        self._pullers = PullerSlots(
+            self._selector.settings.puller_cap, self._selector.silence_limit
+        )
         # Primary side.
         self._positions: dict[NodeId, Position] = {}
         self._heard: dict[NodeId, float] = {}
@@ -191,6 +201,20 @@ class PullEngine(ReplicaBase):
     def _sync_source(self) -> NodeId | None:
         """The source we pull from, once it has served us (a chosen one may still refuse)."""
         return self._selector.source if self._syncing and self._established else None
+
+    def _sync_depth(self) -> int | None:
+        """Hops from the primary to us: 0 for the primary, None while we have no source."""
+        if self._role is Role.LEADER:
+            return 0
+        return self._depth if self._sync_source() is not None else None
+
+    def _overflowing(self) -> bool:
+        """Do we pull beyond our source's cap (`spread`: no source had a free slot)?"""
+        return self._selector.overflow and self._sync_source() is not None
+
+    def pullers(self) -> tuple[NodeId, ...]:
+        """The members holding a slot here (`spread`; others: those recently admitted)."""
+        return self._pullers.pullers(self._now)
 
     @property
     def sync_source_since(self) -> float:
@@ -327,6 +351,8 @@ class PullEngine(ReplicaBase):
             self.log.term_at(self._commit) or 0,
             self._role is Role.LEADER,
             self._sync_source(),
+            self._pullers.count(now),
+            self._overflowing(),
         )
         for peer in self.peers:
             self._send(peer, probe)
@@ -348,6 +374,7 @@ class PullEngine(ReplicaBase):
                 held = self._held.get(src)
                 if held is not None and held.request.request_id == message.request_id:
                     del self._held[src]
+                    self._pullers.release(src)  # it closed the stream it held a slot for
             case PullResponse():
                 self._handle_pull_response(src, message, now)
             case SnapshotRequest():
@@ -357,8 +384,11 @@ class PullEngine(ReplicaBase):
             case UpdatePosition():
                 self._handle_update_position(src, message, now)
             case StatusProbe():
-                self._heard_member(src, now, Position(message.last_term, message.last_index))
-                self._info[src].sync_source = message.sync_source
+                member = self._heard_member(
+                    src, now, Position(message.last_term, message.last_index)
+                )
+                member.sync_source = message.sync_source
+                member.pullers, member.overflow = message.pullers, message.overflow
                 last = self.log.last_position
                 self._send(
                     src,
@@ -372,6 +402,8 @@ class PullEngine(ReplicaBase):
                         self._role is Role.LEADER,
                         self._sync_source(),
                         self._leader,
+                        self._pullers.count(now),
+                        self._overflowing(),
                     ),
                 )
             case StatusReply():
@@ -379,6 +411,7 @@ class PullEngine(ReplicaBase):
                     src, now, Position(message.last_term, message.last_index)
                 )
                 member.sync_source = message.sync_source
+                member.pullers, member.overflow = message.pullers, message.overflow
                 sample = max(0.0, now - message.sent_at)
                 member.rtt = (
                     sample
@@ -418,6 +451,8 @@ class PullEngine(ReplicaBase):
         the puller never overtakes its source (it gets entries only from it); an edge into a
         member that syncs from the primary ends a chain, since the primary pulls from nobody,
         and that member releases its pullers (`_recheck_held`) the moment it changes source.
+        Under `spread` a puller must also hold one of our slots (`PullerSlots`, taken in
+        `_serve_pull`, checked in `_decide`): a cap refuses, it never adds an edge.
         """
         if self._role is Role.LEADER:
             return True
@@ -444,6 +479,10 @@ class PullEngine(ReplicaBase):
         """How to answer `request` now, or None to keep holding it (long poll)."""
         if not self._accepts(src, request):
             return PullStatus.NOT_SYNCING, 0
+        if self._pullers.limit is not None and not self._pullers.holds(src, self._now):
+            # `spread`: its slot expired (it went quiet) or it never got one: a full source
+            # refuses it as it refuses a would-be cycle, and a stream to it ends here.
+            return PullStatus.NOT_SYNCING, 0
         after, after_term = request.after_index, request.after_term
         if after < self.log.snapshot_index:
             # We compacted what follows its point: it must copy our snapshot (initial sync).
@@ -462,6 +501,12 @@ class PullEngine(ReplicaBase):
 
     def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
         self._held.pop(src, None)  # a new request replaces a held one
+        # A puller we would serve takes (or keeps) a slot; beyond `spread`'s cap only one that
+        # found no free slot anywhere gets in. Refused ones get NOT_SYNCING from `_decide`.
+        if self._accepts(src, request) and not self._pullers.admit(
+            src, now, overflow=request.overflow
+        ):
+            self.stats.pullers_refused += 1
         decision = self._decide(src, request, final=not request.wait, commit_seen=self._commit)
         if decision is None:
             self._hold(src, request)
@@ -476,6 +521,8 @@ class PullEngine(ReplicaBase):
         self, src: NodeId, request: PullRequest, status: PullStatus, hint: int = 0
     ) -> None:
         entries: tuple[Entry, ...] = ()
+        if status is PullStatus.NOT_SYNCING:
+            self._pullers.release(src)  # refused: it will look elsewhere
         if status is PullStatus.OK:
             entries = tuple(
                 self.log.batch_after(
@@ -514,6 +561,7 @@ class PullEngine(ReplicaBase):
                 hint_term=self.log.term_at(hint) or 0 if hint else 0,
                 prev_index=request.after_index,
                 prev_term=request.after_term,
+                depth=self._sync_depth(),
             ),
         )
 
@@ -552,6 +600,8 @@ class PullEngine(ReplicaBase):
                 info.last_heard,
                 rtt=info.rtt,
                 sync_source=info.sync_source,
+                pullers=info.pullers,
+                overflow=info.overflow,
             )
             for peer, info in self._info.items()
         )
@@ -571,7 +621,10 @@ class PullEngine(ReplicaBase):
             decision = self._selector.update(self._view(now), record=False)
             if decision.source != previous:
                 self._cancel_pull()  # abandon the request (or stream) to the old source
-                self._source_changed(now, decision.source, str(decision.reason or "chosen"))
+                why = str(decision.reason or "chosen")
+                if self._selector.overflow:
+                    why += ", overflow"  # `spread`: no source had a free slot
+                self._source_changed(now, decision.source, why)
         source = self._selector.source
         if source is None:
             self._pull_retry_at = max(self._pull_retry_at, now + self.config.heartbeat_interval)
@@ -588,6 +641,7 @@ class PullEngine(ReplicaBase):
             self._fetch.source = None  # pull at the new source; it may have what we need
         self._failed_pulls = 0
         self._established = False
+        self._depth = None
         self._recheck_held()
         self.stats.history.append((now, source, why))
         self._event(EventKind.SOURCE_CHANGED, f"{source} ({why})")
@@ -623,6 +677,8 @@ class PullEngine(ReplicaBase):
             last_index=last.index,
             last_term=last.term,
             stream=self.config.pull_streaming,
+            # A catching-up primary must get what it needs, however full the source is.
+            overflow=self._selector.overflow or self._catchup is not None,
         )
         self._send(source, request)
 
@@ -632,6 +688,7 @@ class PullEngine(ReplicaBase):
             self._fetch.source = None  # the copy resumes at the next source (same snapshot)
         source = self._selector.drop(now, deny_seconds=deny_seconds, reason=reason)
         self._established = False
+        self._depth = None
         self._recheck_held()
         if self._catchup is not None and self._catchup.source == source:
             self._catchup.source = None
@@ -695,6 +752,7 @@ class PullEngine(ReplicaBase):
                 if not self._apply_batch(src, pull, response, now):
                     return False
                 self._fetch = None  # this source has what we need: no copy to resume
+                self._depth = None if response.depth is None else response.depth + 1
                 if self._catchup is None and not self._established:
                     self._established = True
                     self._established_at = now
@@ -860,6 +918,7 @@ class PullEngine(ReplicaBase):
 
     def _handle_update_position(self, src: NodeId, message: UpdatePosition, now: float) -> None:
         self._heard_member(src, now, None)
+        self._pullers.refresh(src, now)  # it still pulls from us: keep its slot
         for reported in message.positions:
             node = reported.node
             if node == self.node_id or node not in self.members:

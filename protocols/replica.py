@@ -139,6 +139,8 @@ class ReplicaBase:
             snapshot_index=self.log.snapshot_index,
             log_entries=self.log.entry_count,
             log_bytes=self.log.size_bytes,
+            sync_depth=self._sync_depth(),
+            pullers=self.pullers(),
         )
 
     @property
@@ -148,6 +150,13 @@ class ReplicaBase:
 
     def _sync_source(self) -> NodeId | None:
         return None
+
+    def _sync_depth(self) -> int | None:
+        return None
+
+    def pullers(self) -> tuple[NodeId, ...]:
+        """The members pulling from this node (pull engine); () for push."""
+        return ()
 
     def _peers_seen(self) -> tuple[NodeId, ...]:
         return ()

@@ -56,6 +56,16 @@ Policies (`SyncSettings.policy`)
 ``random``    uniformly among the candidates, drawn from the injected `random.Random`.
 ``fixed``     the source named by `fixed_tree` for this node; when that member is not usable
               (or this node is the root or is not in the tree) the primary, if usable.
+``spread``    like ``nearest``, but only among candidates with a free slot: each source admits
+              at most `max_pullers` members (as they last reported their count; the source's
+              own table, `protocols/pullers.py`, is the authority and refuses the rest the way
+              it refuses a would-be cycle: NOT_SYNCING, and the puller deny-lists it briefly).
+              When no usual candidate has a free slot, members one hop from the primary count
+              whatever their id (see `_primary_neighbour`). When none has one at all, the
+              choice is an *overflow*: the primary if usable, else the nearest candidate; the
+              pull request says so and the source admits it beyond its cap. So the cap never
+              strands a member: whatever ``nearest`` could pull from, ``spread`` can. An
+              overflow member moves on (``policy``) as soon as a slot is free elsewhere.
 A primary that is still catching up (the view says the chooser is the primary) always uses the
 ``nearest`` rules: it needs whoever is ahead of it, whatever the configured policy.
 
@@ -68,13 +78,16 @@ Re-selection (`should_change`, first reason wins)
 ``cycle``            it now syncs from us;
 ``policy``           `primary`: the primary is usable and is not our source; `fixed`: the
                      configured source (or its fallback) is usable and is not our source;
+                     `spread`: we pull beyond our source's cap (overflow) and another
+                     candidate has a free slot (checked after the lag rule, see below);
 ``source-not-ahead`` it is behind us, or level with us while neither the primary nor syncing
                      from anyone (so it will never have more for us) — MongoDB's rule;
 ``source-lagging``   (chaining policies) another candidate is ahead of it by more than the lag
                      limit;
-``closer-member``    (`nearest` only) a candidate's RTT is lower than the source's by more than
-                     `change_threshold`, unless `max_changes_per_hour` choices were already made
-                     in the last hour (every successful `choose` counts, as in MongoDB).
+``closer-member``    (`nearest`; `spread`: only towards a free slot) a candidate's RTT is lower
+                     than the source's by more than `change_threshold`, unless
+                     `max_changes_per_hour` choices were already made in the last hour (every
+                     successful `choose` counts, as in MongoDB).
 `update` deny-lists a source it dropped as ``source-silent`` or ``source-lagging`` for
 `deny_seconds`, so that the next choice does not land on it again at once.
 
@@ -124,7 +137,7 @@ from protocols.types import NodeId, Position
 
 POLICIES: tuple[str, ...] = SyncSettings.POLICIES
 
-CHAINING_POLICIES = frozenset({"nearest", "freshest", "random"})
+CHAINING_POLICIES = frozenset({"nearest", "freshest", "random", "spread"})
 RATE_WINDOW = 3600.0  # seconds over which `max_changes_per_hour` counts choices
 LAG_HISTORY = 3.0  # keep the primary's progress for this many times max_lag_seconds (see trim)
 
@@ -173,7 +186,9 @@ class MemberView:
 
     `position` is the member's last entry as freshly as known; `last_heard` the chooser's time of
     the last message from it (-inf: never); `rtt` the measured round trip in seconds (None: not
-    measured yet); `sync_source` the member's own source as it last reported it.
+    measured yet); `sync_source` the member's own source as it last reported it; `pullers`
+    how many members hold a slot at it and `overflow` whether it pulls beyond its own
+    source's cap, as it last reported them (`spread`).
     """
 
     node: NodeId
@@ -182,6 +197,8 @@ class MemberView:
     up: bool = True
     rtt: float | None = None
     sync_source: NodeId | None = None
+    pullers: int = 0
+    overflow: bool = False
 
     def __post_init__(self) -> None:
         if not self.node:
@@ -194,6 +211,8 @@ class MemberView:
             )
         if self.rtt is not None and not (math.isfinite(self.rtt) and self.rtt >= 0):
             raise CallerError(f"MemberView.rtt: must be a finite number >= 0, got {self.rtt}")
+        if self.pullers < 0:
+            raise CallerError(f"MemberView.pullers: must be >= 0, got {self.pullers}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +316,7 @@ class SyncSourceSelector:
         self._silence = settings.unreachable_after or election_timeout
         self._tree = dict(settings.fixed_tree)
         self._source: NodeId | None = None
+        self._overflow = False  # `spread`: the source was chosen beyond every cap
         self._denied: dict[NodeId, tuple[float, str]] = {}  # node -> (until, reason)
         self._choices: deque[float] = deque(maxlen=settings.max_changes_per_hour)
         self._progress = PrimaryProgress(horizon=LAG_HISTORY * settings.max_lag_seconds)
@@ -306,6 +326,11 @@ class SyncSourceSelector:
     def source(self) -> NodeId | None:
         """The member this node pulls from, or None."""
         return self._source
+
+    @property
+    def overflow(self) -> bool:
+        """`spread`: was the source chosen beyond every cap (no candidate had a free slot)?"""
+        return self._overflow
 
     @property
     def settings(self) -> SyncSettings:
@@ -389,8 +414,11 @@ class SyncSourceSelector:
         self._observe(view)
         policy = self._policy(view)
         pick: NodeId | None
+        self._overflow = False
         if policy == "primary":
             pick = self._usable_primary(view)
+        elif policy == "spread":
+            pick, self._overflow = self._spread_choice(view)
         elif policy == "fixed":
             pick = self._fixed_choice(view)
         else:
@@ -429,7 +457,13 @@ class SyncSourceSelector:
             return ChangeReason.NOT_AHEAD
         if policy not in ("primary", "fixed") and self._lagging(view, source):
             return ChangeReason.LAGGING
-        if policy == "nearest" and self._closer_exists(view, source):
+        if (
+            policy == "spread"
+            and self._overflow
+            and any(member.node != source.node for member in self._free_candidates(view))
+        ):
+            return ChangeReason.POLICY  # a slot freed up elsewhere: leave the overflow
+        if policy in ("nearest", "spread") and self._closer_exists(view, source):
             return ChangeReason.CLOSER
         return None
 
@@ -437,6 +471,7 @@ class SyncSourceSelector:
         """Stop using the current source (deny-listing it if `deny_seconds` > 0); return it."""
         dropped = self._source
         self._source = None
+        self._overflow = False
         if dropped is not None and deny_seconds > 0:
             self.deny(dropped, now, deny_seconds, reason)
         return dropped
@@ -457,6 +492,7 @@ class SyncSourceSelector:
         return {
             "policy": self._settings.policy,
             "source": self._source,
+            "overflow": self._overflow,
             "denied": {
                 node: {"until": until, "reason": why}
                 for node, (until, why) in sorted(self._denied.items())
@@ -492,25 +528,36 @@ class SyncSourceSelector:
         return policy == "fixed" and self._tree.get(view.self_id) == member.node
 
     @staticmethod
-    def _primary_neighbour(view: SyncView, member: MemberView, policy: str) -> bool:
+    def _primary_neighbour(
+        view: SyncView, member: MemberView, policy: str, relaxed: bool = False
+    ) -> bool:
         """A member that syncs straight from the primary, with an id before ours.
 
         It keeps within a round trip of the primary, so chaining to it costs little freshness
         even when our (periodic, hence stale) view shows it level or a little behind; its lag
         behind the primary is still bounded by the lag rule. The id order keeps two of them
-        from choosing each other at once. The member itself decides, with its own current
-        state, whether it will serve us (PullEngine._accepts), which keeps chains acyclic.
+        from choosing each other at once. `relaxed` (`spread`, when no such candidate has a
+        free slot) drops the id order for a member holding a normal slot at the primary: it
+        has no reason to leave that slot, so it is not choosing us meanwhile. The member
+        itself decides, with its own current state, whether it will serve us
+        (PullEngine._accepts), which keeps chains acyclic.
         """
         return (
             policy in CHAINING_POLICIES
             and view.primary is not None
             and view.primary != view.self_id
             and member.sync_source == view.primary
-            and member.node < view.self_id
+            and (member.node < view.self_id or (relaxed and not member.overflow))
         )
 
     def _exclusion(
-        self, view: SyncView, member: MemberView, policy: str, *, check_lag: bool
+        self,
+        view: SyncView,
+        member: MemberView,
+        policy: str,
+        *,
+        check_lag: bool,
+        relaxed: bool = False,
     ) -> Exclusion | None:
         if member.node == view.self_id:
             return Exclusion.SELF
@@ -520,7 +567,7 @@ class SyncSourceSelector:
         behind = member.position < view.self_position or (
             member.position == view.self_position and not self._may_be_level(view, member, policy)
         )
-        if behind and not self._primary_neighbour(view, member, policy):
+        if behind and not self._primary_neighbour(view, member, policy, relaxed):
             return Exclusion.NOT_AHEAD
         if check_lag and self._too_far_behind(view, member):
             return Exclusion.TOO_FAR_BEHIND
@@ -553,13 +600,52 @@ class SyncSourceSelector:
             and primary.position.index - member.position.index > settings.max_lag_entries
         )
 
-    def _candidates(self, view: SyncView, *, strict: bool) -> list[MemberView]:
+    def _candidates(
+        self, view: SyncView, *, strict: bool, relaxed: bool = False
+    ) -> list[MemberView]:
         policy = self._policy(view)
         return [
             member
             for member in view.members
-            if self._exclusion(view, member, policy, check_lag=strict) is None
+            if self._exclusion(view, member, policy, check_lag=strict, relaxed=relaxed) is None
         ]
+
+    def _free_candidates(self, view: SyncView) -> list[MemberView]:
+        """`spread`: the candidates with a free slot, in the first tier that has any.
+
+        Tier one is the usual candidates (every rule, then without the lag limit); tier two
+        adds members one hop from the primary whatever their id (`_primary_neighbour`).
+        """
+        cap = self._settings.max_pullers
+        for relaxed in (False, True):
+            candidates = self._candidates(view, strict=True, relaxed=relaxed) or self._candidates(
+                view, strict=False, relaxed=relaxed
+            )
+            free = [member for member in candidates if member.pullers < cap]
+            if free:
+                return free
+        return []
+
+    def _spread_choice(self, view: SyncView) -> tuple[NodeId | None, bool]:
+        """`spread`: the nearest candidate with a free slot; else an overflow choice.
+
+        Overflow (True): no candidate has a free slot, so the choice is the primary if it is
+        usable, else the nearest candidate at all; the pull request then says so and the
+        source admits it beyond its cap. Whatever `nearest` could pull from, `spread` can.
+        """
+        free = self._free_candidates(view)
+        threshold = self._settings.change_threshold
+        if free:
+            return _nearest(free, view.primary, threshold), False
+        primary = self._usable_primary(view)
+        if primary is not None:
+            return primary, True
+        candidates = self._candidates(view, strict=True, relaxed=True) or self._candidates(
+            view, strict=False, relaxed=True
+        )
+        if candidates:
+            return _nearest(candidates, view.primary, threshold), True
+        return None, False
 
     def _usable(self, view: SyncView, node: NodeId | None) -> bool:
         member = view.member(node)
@@ -607,9 +693,12 @@ class SyncSourceSelector:
         threshold = self._settings.change_threshold
         if threshold == 0 or source.rtt is None or self.changed_too_often(view.now):
             return False
+        candidates = self._candidates(view, strict=True)
+        if self._policy(view) == "spread":  # only towards a free slot
+            candidates = [c for c in candidates if c.pullers < self._settings.max_pullers]
         return any(
             candidate.rtt is not None and source.rtt - candidate.rtt > threshold
-            for candidate in self._candidates(view, strict=True)
+            for candidate in candidates
             if candidate.node != source.node
         )
 

@@ -301,6 +301,8 @@ async def test_status_and_metrics(cluster: InProcessCluster) -> None:
         assert status["commit_index"] == status["last_index"] >= 4
         assert status["protocol"] == "push" and status["term"] >= 1
         assert sorted(status["peers_seen"]) == sorted(n for n in cluster.nodes if n != leader)
+        # The sync tree's fields are there for every protocol; push has no tree.
+        assert (status["sync_source"], status["sync_depth"], status["pullers"]) == (None, None, [])
 
         r = await http.get("/metrics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")

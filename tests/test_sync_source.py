@@ -617,7 +617,7 @@ def test_time_going_backwards_is_a_caller_error() -> None:
 
 
 def test_policies_are_named_once() -> None:
-    assert POLICIES == ("primary", "nearest", "freshest", "random", "fixed")
+    assert POLICIES == ("primary", "nearest", "freshest", "random", "fixed", "spread")
     assert SyncSettings.POLICIES == POLICIES
 
 
@@ -688,6 +688,7 @@ def test_election_timeout_must_be_positive() -> None:
 # ---- properties ------------------------------------------------------------------------------
 
 NAMES = ("a", "b", "c", "d", "e", "f")
+CHAINING = ("nearest", "freshest", "random", "spread")  # every name sorts before "me"
 
 
 @st.composite
@@ -732,7 +733,7 @@ def test_chosen_source_is_always_eligible(
     chosen = sel.choose(v)
     assert sel.source == chosen
     if chosen is None:
-        if policy in ("nearest", "freshest", "random") or v.primary == "me":
+        if policy in CHAINING or v.primary == "me":
             assert relaxed == ()
         return
     assert chosen != "me"
@@ -740,12 +741,10 @@ def test_chosen_source_is_always_eligible(
     assert member is not None and member.up and chosen not in denied
     assert member.sync_source != "me"
     primary_neighbour = (
-        policy in ("nearest", "freshest", "random")
-        and member.sync_source == v.primary != "me"
-        and chosen < "me"
+        policy in CHAINING and member.sync_source == v.primary != "me" and chosen < "me"
     )
     assert member.position >= v.self_position or primary_neighbour
-    if v.primary == "me" or policy in ("nearest", "freshest", "random"):
+    if v.primary == "me" or policy in CHAINING:
         assert chosen in relaxed
         if strict:
             assert chosen in strict

@@ -88,6 +88,7 @@ def cluster_spec(
         nodes=scenario.nodes,
         protocol=protocol,
         sync_policy=policy or scenario.sync_policy,
+        max_pullers=scenario.max_pullers,
         fsync=FsyncPolicy(scenario.fsync),
         election_timeout=scenario.election_timeout,
         heartbeat_interval=scenario.heartbeat_interval,

@@ -39,7 +39,8 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
     linearizable).
 ``timeseries.jsonl``
     every 100 ms (or finer) per node: `t`, `node`, `up`, `role`, `term`, `commit`, `applied`,
-    `last`, and, when known, `sync_source`, `cpu` (seconds used so far), `sent`/`received`
+    `last`, and, when known, `sync_source`, `sync_depth` (hops from the primary: 0 for it,
+    null without a source), `cpu` (seconds used so far), `sent`/`received`
     (bytes so far).
 ``links.json``
     bytes and messages per directed peer link over the measured window:
@@ -375,6 +376,11 @@ def run_metadata(
         "protocol": protocol,
         "label": label,
         "sync_policy": (policy or scenario.sync_policy) if protocol == "pull" else None,
+        "max_pullers": (
+            scenario.max_pullers
+            if protocol == "pull" and (policy or scenario.sync_policy) == "spread"
+            else None
+        ),
         "engine": engine,
         "seed": seed,
         "trial": trial,

@@ -14,7 +14,8 @@ file is loaded, before anything starts, and every error names its field::
     priorities = { n1 = 2.0 }          # optional
     election_timeout = 1.0
     heartbeat_interval = 0.1
-    sync_policy = "nearest"
+    sync_policy = "nearest"            # pull only: primary|nearest|freshest|random|fixed|spread
+    max_pullers = 2                    # optional, `spread`: members one source serves
     fsync = "always"
     snapshot_entries = 0               # optional: compact every N applied entries (0: off)
     snapshot_bytes = 0                 # optional: ... or at this many log payload bytes
@@ -158,6 +159,7 @@ class Scenario:
     timing: Timing
     load: LoadSpread
     faults: tuple[FaultSpec, ...]
+    max_pullers: int = 2  # `spread`: members one source serves (SyncSettings.max_pullers)
     source: str = ""  # the file it came from
     snapshot_entries: int = 0  # log compaction thresholds (protocols.config.Config); 0: off
     snapshot_bytes: int = 0
@@ -223,6 +225,7 @@ class Scenario:
                 "snapshot_entries": self.snapshot_entries,
                 "snapshot_bytes": self.snapshot_bytes,
             },
+            "sync": {"max_pullers": self.max_pullers},
             "members": members,
             "topology": _topology_table(self.topology),
         }
@@ -277,6 +280,7 @@ _CLUSTER_KEYS = {
     "election_timeout",
     "heartbeat_interval",
     "sync_policy",
+    "max_pullers",
     "fsync",
     "snapshot_entries",
     "snapshot_bytes",
@@ -349,6 +353,7 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
     if policy not in SyncSettings.POLICIES:
         choices = ", ".join(SyncSettings.POLICIES)
         raise ScenarioError("cluster.sync_policy", f"unknown policy {policy!r} ({choices})")
+    max_pullers = _int(cluster.get("max_pullers", 2), "cluster.max_pullers", least=1)
     fsync = _text(cluster.get("fsync", "always"), "cluster.fsync")
     if fsync not in ("always", "never"):
         raise ScenarioError("cluster.fsync", f"expected always or never, got {fsync!r}")
@@ -391,6 +396,7 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         timing=timing,
         load=spread,
         faults=faults,
+        max_pullers=max_pullers,
         raw=raw,
         snapshot_entries=_int(cluster.get("snapshot_entries", 0), "cluster.snapshot_entries", 0),
         snapshot_bytes=_int(cluster.get("snapshot_bytes", 0), "cluster.snapshot_bytes", 0),

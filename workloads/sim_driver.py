@@ -89,7 +89,9 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
     }
     election = scenario.election_timeout
     overrides: dict[str, Any] = {
-        "sync": SyncSettings(policy=policy or scenario.sync_policy),
+        "sync": SyncSettings(
+            policy=policy or scenario.sync_policy, max_pullers=scenario.max_pullers
+        ),
     }
     if scenario.priorities:
         overrides["priorities"] = scenario.priorities

@@ -10,6 +10,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from cluster.sim.simulator import SimConfig, Simulator
+from protocols.config import SyncSettings
 from workloads.checker import CheckResult, Operation, check_operations
 from workloads.sim_load import correctness_workload, op_record
 
@@ -61,7 +62,11 @@ def _snapshot_flags(config: SimConfig) -> str:
 def _policy_flag(config: SimConfig) -> str:
     sync = config.config_overrides.get("sync")
     policy = getattr(sync, "policy", "nearest")
-    return f" --sync-policy {policy}" if config.protocol == "pull" and policy != "nearest" else ""
+    if config.protocol != "pull" or policy == "nearest":
+        return ""
+    pullers = getattr(sync, "max_pullers", SyncSettings().max_pullers)
+    cap = f" --max-pullers {pullers}" if policy == "spread" else ""
+    return f" --sync-policy {policy}{cap}"
 
 
 def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False) -> SeedResult:

@@ -753,6 +753,7 @@ class Simulator:
                     "last": status.last_index,
                     "sync_source": status.sync_source,
                     **({"sent": sent[node_id]} if self.network.count_bytes else {}),
+                    "sync_depth": status.sync_depth,
                 }
             )
         self._at(self.now + interval, _SAMPLE)

@@ -53,6 +53,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up.add_argument(
         "--sync-policy", choices=SyncSettings.POLICIES, help="pull engine: sync-source policy"
     )
+    up.add_argument(
+        "--max-pullers",
+        type=_count,
+        help="pull engine, spread: members one source serves before it refuses more (2)",
+    )
     up.add_argument("--fsync", choices=[p.value for p in FsyncPolicy], default="always")
     up.add_argument("--election-timeout", type=_seconds, default=1.0, help="seconds (1.0)")
     up.add_argument("--heartbeat", type=_seconds, default=0.1, help="seconds (0.1)")
@@ -156,6 +161,7 @@ def _up(args: argparse.Namespace) -> int:
             nodes=nodes,
             protocol=args.protocol or "push",
             sync_policy=args.sync_policy,
+            max_pullers=args.max_pullers,
             fsync=FsyncPolicy(args.fsync),
             election_timeout=args.election_timeout,
             heartbeat_interval=args.heartbeat,

@@ -5,12 +5,16 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from cluster.config import ConfigError, load_cluster_config
+from cluster.config import ClusterConfig, ConfigError, load_cluster_config
 from cluster.node import EXIT_START, NodeOptions, main
 from cluster.storage import FsyncPolicy
+from protocols.config import SyncSettings
 from protocols.engines import ENGINES
+from protocols.errors import CallerError
+from raftbench.commands.argtypes import positive_int
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -49,11 +53,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="B",
         help="override the cluster file: snapshot once the log holds B payload bytes (0: off)",
     )
+    parser.add_argument(
+        "--sync-policy",
+        choices=SyncSettings.POLICIES,
+        help="pull engine: override the cluster file's sync-source policy",
+    )
+    parser.add_argument(
+        "--max-pullers",
+        type=positive_int,
+        help="pull engine, spread: override the cluster file's sync.max_pullers",
+    )
     parser.add_argument("--seed", type=int, help="seed of the node's randomness (default: OS)")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
     parser.set_defaults(handler=run)
+
+
+def _with_sync_overrides(
+    config: ClusterConfig, policy: str | None, max_pullers: int | None
+) -> ClusterConfig:
+    """The cluster file's settings with the command line's sync overrides applied.
+
+    A source enforces its own `max_pullers`, so every member should be given the same.
+    """
+    sync = config.sync
+    if policy is not None:
+        sync = replace(sync, policy=policy)
+    if max_pullers is not None:
+        sync = replace(sync, max_pullers=max_pullers)
+    try:
+        sync.validate(config.member_ids)
+    except CallerError as error:
+        raise ConfigError(str(error)) from None
+    return replace(config, sync=sync)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = load_cluster_config(args.config)
         config.member(args.id)
+        config = _with_sync_overrides(config, args.sync_policy, args.max_pullers)
     except ConfigError as error:
         print(f"raftbench node: error: {error}", file=sys.stderr)
         return EXIT_START

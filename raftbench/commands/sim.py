@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="bytes per snapshot chunk (default: the engine's)",
     )
     parser.add_argument(
+        "--max-pullers",
+        type=positive_int,
+        default=SyncSettings().max_pullers,
+        help="pull, spread: members one source serves before it refuses more (default 2)",
+    )
+    parser.add_argument(
         "--trace", type=int, default=0, metavar="N", help="dump the last N events of failing seeds"
     )
     parser.add_argument("--budget", type=positive_float, default=10.0, help="checker budget (s)")
@@ -70,14 +76,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def sync_settings(policy: str, nodes: int) -> SyncSettings:
+def sync_settings(policy: str, nodes: int, max_pullers: int = 2) -> SyncSettings:
     """The policy's settings; `fixed` gets a binary tree rooted at n1 (n2, n3 <- n1, ...)."""
     tree = tuple((f"n{i}", f"n{i // 2}") for i in range(2, nodes + 1)) if policy == "fixed" else ()
-    return SyncSettings(policy=policy, fixed_tree=tree)
+    return SyncSettings(policy=policy, fixed_tree=tree, max_pullers=max_pullers)
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
-    overrides: dict[str, object] = {"sync": sync_settings(args.sync_policy, args.nodes)}
+    overrides: dict[str, object] = {
+        "sync": sync_settings(args.sync_policy, args.nodes, args.max_pullers)
+    }
     if args.snapshot_entries < 0 or args.snapshot_bytes < 0:
         raise SystemExit("raftbench sim: --snapshot-entries/--snapshot-bytes must be >= 0")
     overrides["snapshot_entries"] = args.snapshot_entries
