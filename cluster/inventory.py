@@ -155,7 +155,10 @@ def parse_inventory(document: dict[str, Any], path: Path) -> Inventory:
         for key in table:
             if key not in HOST_FIELDS:
                 raise fail(f"{where}.{key}", f"unknown field (known: {', '.join(HOST_FIELDS)})")
-        hosts.append(_host({**defaults, **table}, where, path, fail))
+        merged = {**defaults, **table}
+        if table.get("agent") is True and "key" not in table:
+            merged.pop("key", None)  # the host's own `agent = true` overrides a default key
+        hosts.append(_host(merged, where, path, fail))
     names = [h.name for h in hosts]
     for name in names:
         if names.count(name) > 1:

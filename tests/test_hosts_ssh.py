@@ -1,0 +1,155 @@
+"""Real SSH on one machine: network namespaces, each running Debian's sshd, as the hosts.
+
+The flow of the README's "Running on your own machines": `hosts deploy`, `cluster
+up|status|down --hosts`, `compare --hosts` of quick and leader-crash for push and pull; then
+nothing is left running in any namespace. And every host problem (unreachable, unknown or wrong
+host key, no Python, nothing deployed) is a clear error before anything starts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from ssh_hosts import NamespaceHosts, namespace_hosts
+
+from raftbench.cli import main
+
+
+@pytest.fixture(scope="module")
+def hosts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NamespaceHosts]:
+    with namespace_hosts(tmp_path_factory.mktemp("ssh-hosts"), 3) as made:
+        yield made
+        assert made.leftovers() == {}
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _started_anything(hosts: NamespaceHosts) -> bool:
+    return any((hosts.folder / "work" / name / "clusters").exists() for name in hosts.names)
+
+
+def test_host_problems_are_clear_errors_before_anything_starts(
+    hosts: NamespaceHosts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A host that does not answer on its SSH port.
+    inventory = hosts.inventory(
+        tmp_path / "refused.toml",
+        extra=f'[[host]]\nname = "gone"\naddress = "{hosts.address("h1")}"\nport = 2222\n'
+        f'work_dir = "{tmp_path}/gone"',
+    )
+    code, _, err = _cli(capsys, "hosts", "check", "--hosts", str(inventory))
+    assert code == 1
+    assert "gone (root@" in err and "unreachable" in err
+
+    # A host whose key is not the one known_hosts holds for its address.
+    wrong = tmp_path / "wrong_known_hosts"
+    lines = [f"{hosts.address(n)} {hosts.host_keys[n]}" for n in hosts.names]
+    lines[0] = f"{hosts.address('h1')} {hosts.host_keys['h2']}"
+    wrong.write_text("\n".join(lines) + "\n")
+    inventory = hosts.inventory(tmp_path / "wrong.toml", known_hosts=wrong)
+    code, _, err = _cli(capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path))
+    assert code == 1
+    assert "h1 (root@" in err and "does not match" in err
+    assert "h2" not in err.replace("h2 ", "")  # only h1 is named
+    assert wrong.read_text() == "\n".join(lines) + "\n"  # never rewritten
+
+    # A host with no entry at all: refused unless asked, then its key is added.
+    empty = tmp_path / "new_known_hosts"
+    inventory = hosts.inventory(tmp_path / "new.toml", known_hosts=empty)
+    code, _, err = _cli(capsys, "hosts", "check", "--hosts", str(inventory))
+    assert code == 1 and "no host key in" in err and "--accept-new-host-keys" in err
+    assert not empty.exists()
+    code, out, _ = _cli(
+        capsys, "hosts", "check", "--hosts", str(inventory), "--accept-new-host-keys"
+    )
+    assert code == 0, out
+    added = empty.read_text().splitlines()
+    assert sorted(added) == sorted(f"{hosts.address(n)} {hosts.host_keys[n]}" for n in hosts.names)
+
+    # A host without that Python.
+    inventory = hosts.inventory(tmp_path / "nopy.toml", python={"h2": "/nonexistent/python3"})
+    code, _, err = _cli(capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path))
+    assert code == 1 and "h2 (root@" in err and "no usable Python" in err
+
+    # Everything fine, but nothing deployed yet.
+    inventory = hosts.inventory(tmp_path / "fresh.toml")
+    code, _, err = _cli(
+        capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path / "c")
+    )
+    assert code == 1 and "not deployed on h1, h2, h3" in err
+
+    # A malformed inventory: usage error.
+    broken = tmp_path / "broken.toml"
+    broken.write_text(inventory.read_text().replace('user = "root"', "user = 1"))
+    code, _, err = _cli(capsys, "hosts", "deploy", "--hosts", str(broken))
+    assert code == 2 and "defaults.user" not in err and "user: expected" in err
+
+    assert not _started_anything(hosts)
+    assert hosts.leftovers() == {}
+
+
+def test_deploy_cluster_and_compare_over_ssh(
+    hosts: NamespaceHosts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inventory = str(hosts.inventory(tmp_path / "hosts.toml"))
+    cache = str(tmp_path / "wheels")
+    code, out, err = _cli(capsys, "hosts", "deploy", "--hosts", inventory, "--cache", cache)
+    assert code == 0, err
+    assert out.count(": installed") == 3
+    for name in hosts.names:  # each host has its own venv, installed over SSH
+        assert (hosts.folder / "work" / name / "venv" / "bin" / "raftbench").exists()
+    code, out, err = _cli(capsys, "hosts", "deploy", "--hosts", inventory, "--cache", cache)
+    assert code == 0, err
+    assert out.count(": unchanged") == 3  # idempotent
+
+    folder = str(tmp_path / "cluster")
+    code, out, err = _cli(
+        capsys, "cluster", "up", "--hosts", inventory, "--dir", folder, "--protocol", "pull"
+    )
+    assert code == 0, err
+    for name in hosts.names:
+        assert hosts.address(name) in out
+    code, out, err = _cli(capsys, "cluster", "status", "--dir", folder)
+    assert code == 0, err
+    assert out.count("running") == 3 and "leader" in out
+    code, out, err = _cli(capsys, "cluster", "down", "--dir", folder)
+    assert code == 0, err
+    assert "stopped: n1, n2, n3" in out
+    assert hosts.leftovers() == {}
+    assert (Path(folder) / "logs" / "n1.out").read_text().startswith("ready n1 ")
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    for scenario in ("quick", "leader-crash"):
+        code, out, err = _cli(
+            capsys, "compare", "--scenario", scenario, "--hosts", inventory, "--trials", "1",
+            "--results-dir", str(results), "--reports-dir", str(reports),
+        )  # fmt: skip
+        assert code == 0, out + err
+        assert hosts.leftovers() == {}
+    runs = sorted(p for p in results.iterdir() if (p / "metadata.json").exists())
+    assert len(runs) == 4
+    for run in runs:
+        metadata = json.loads((run / "metadata.json").read_text())
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["verdict"] == "linearizable" and summary["acked_lost"] == 0
+        target = metadata["target"]
+        assert metadata["real"]["hosts"] is True
+        assert [h["address"] for h in target["hosts"]] == [hosts.address(n) for n in hosts.names]
+        for host in target["hosts"]:
+            assert host["clock"]["residual_ms"] >= 0
+        rtt = target["rtt_matrix_ms"]
+        assert set(rtt) == {"n1", "n2", "n3"}
+        assert any(v is not None and v > 0 for row in rtt.values() for v in row.values())
+        cpu = [n["cpu_seconds"] for n in json.loads((run / "nodes.json").read_text()).values()]
+        assert cpu and all(c > 0 for c in cpu)  # sampled through the hosts' monitors
+        if "leader-crash" in run.name:
+            kinds = [json.loads(line)["kind"] for line in (run / "faults.jsonl").open()]
+            assert "crash" in kinds and "restart" in kinds
+    assert sum(1 for p in reports.iterdir() if (p / "report.md").exists()) == 2
