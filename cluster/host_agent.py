@@ -153,23 +153,32 @@ def _tail(path: Path, lines: int = 10) -> str:
     return ("; stderr: " + " | ".join(text.splitlines()[-lines:])) if text else ""
 
 
+def _node_id(text: str) -> str:
+    if not text or "/" in text or text.startswith("."):
+        raise argparse.ArgumentTypeError(f"not a member id: {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m cluster.host_agent")
     parser.add_argument("command", choices=["start", "signal", "stats", "monitor", "clock"])
     parser.add_argument("--dir", type=Path, default=Path("."))
-    parser.add_argument("--id", default="")
+    parser.add_argument("--id", type=_node_id)
     parser.add_argument("--signal", choices=sorted(SIGNALS), default="TERM")
     parser.add_argument("--wait", type=float, default=10.0)
     parser.add_argument("--timeout", type=float, default=30.0)
     parser.add_argument("--interval", type=float, default=0.1)
-    parser.add_argument("node_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    split = given.index("--") if "--" in given else len(given)
+    args = parser.parse_args(given[:split])
+    node_args = given[split + 1 :]  # after "--": the `raftbench node` options
     directory = args.dir.absolute()
+    if args.command in ("start", "signal") and args.id is None:
+        parser.error(f"{args.command}: --id is needed")
     answer: dict[str, Any]
     match args.command:
         case "start":
-            extra = [a for a in args.node_args if a != "--"]
-            answer = start(directory, args.id, extra, args.timeout)
+            answer = start(directory, args.id, node_args, args.timeout)
         case "signal":
             answer = send(directory, args.id, args.signal, args.wait)
         case "stats":

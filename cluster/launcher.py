@@ -344,6 +344,18 @@ class LocalCluster:
         state = self._identity(node_id)
         return state if state in ("running", "paused") else "stopped"
 
+    @property
+    def firewall(self) -> bool:
+        """Whether partitions can be nftables rules on the nodes' hosts (namespace mode)."""
+        return self.layout is not None
+
+    def block_outgoing(self, node_id: NodeId, peers: Sequence[NodeId]) -> None:
+        """Make `node_id`'s host drop what it sends to `peers` (replacing the earlier set)."""
+        if self.layout is None:
+            raise LauncherError("nftables partitions need a cluster in network namespaces")
+        addresses = [self.layout.host(peer).address for peer in peers]
+        netns_mod.block_outgoing(self.layout, node_id, addresses)
+
     def process_stat(self, node_id: NodeId) -> tuple[int, str, float] | None:
         """(pid, state letter, CPU seconds) of the node's process while it is still the one
         this cluster started (None otherwise): what the run's sampler reads."""

@@ -3,7 +3,9 @@
 Why a `LocalCluster` subclass: everything that talks to the nodes over HTTP (status, leader,
 round trips, the nemesis's signed shaper and disk requests) is the same whether a node runs here
 or on another machine; only starting, signalling and watching the processes differ, and those
-go through `cluster.host_agent` on the host, over the pool's SSH connections. So the nemesis,
+go through `cluster.host_agent` on the host, over the pool's SSH connections. Partitions are
+nftables rules on the sender's host when the SSH user may run `nft` there (`firewall`), else
+the nodes' signed shaper API, as on loopback. So the nemesis,
 `RaftbenchTarget`, the driver and the sampler take an `SshCluster` as they take a local one.
 
 Locally (the control machine) a cluster folder holds `cluster.toml` (secret inline, mode 0600),
@@ -51,6 +53,7 @@ from cluster.launcher import (
     LocalCluster,
     NodeRecord,
 )
+from cluster.netns import nft_script
 from cluster.ssh import ClockSample, HostError, HostPool
 from cluster.target import RaftbenchTarget
 from protocols.config import SyncSettings
@@ -95,6 +98,7 @@ class SshCluster(LocalCluster):
         self._changed: dict[NodeId, float] = {}
         self._monitors: dict[NodeId, Callable[[], None]] = {}
         self._lock = threading.Lock()
+        self._firewall: bool | None = None
 
     # ---- creating and opening --------------------------------------------------------------
 
@@ -309,6 +313,12 @@ class SshCluster(LocalCluster):
         with ThreadPoolExecutor(max_workers=max(1, len(self.node_ids))) as workers:
             list(workers.map(one, self.node_ids))
         self._stop_monitors()
+        if self._firewall:  # no cut outlives the cluster (a crashed run's included)
+            for node_id in self.node_ids:
+                try:
+                    self.block_outgoing(node_id, [])
+                except LauncherError as error:
+                    problems.append(str(error))
         if purge:
             for node_id, host in self.hosts.items():
                 with contextlib.suppress(HostError):
@@ -322,6 +332,29 @@ class SshCluster(LocalCluster):
         return DownReport(
             tuple(sorted(stopped)), tuple(sorted(killed)), (), tuple(sorted(problems))
         )
+
+    @property
+    def firewall(self) -> bool:
+        """Whether the SSH user may run nft on every node host (asked once): partitions are
+        then nftables rules on the sender's host, else the nodes' signed shaper API."""
+        if self._firewall is None:
+            try:
+                self._firewall = all(
+                    self.pool.run(host, "nft list tables >/dev/null").exit_status == 0
+                    for host in self.hosts.values()
+                )
+            except HostError:
+                self._firewall = False
+        return self._firewall
+
+    def block_outgoing(self, node_id: NodeId, peers: Sequence[NodeId]) -> None:
+        addresses = [self.config.member(peer).peer.host for peer in peers]
+        try:
+            done = self.pool.run(self.hosts[node_id], "nft -f -", stdin=nft_script(addresses))
+        except (HostError, ValueError) as error:
+            raise LauncherError(f"{node_id}: nft: {error}") from None
+        if done.exit_status != 0:
+            raise LauncherError(f"{node_id}: nft exited {done.exit_status}: {done.stderr.strip()}")
 
     def fetch_logs(self, into: Path) -> list[Path]:
         """Bring every node's stdout/stderr home over SFTP (into `into/<id>.out|.err`)."""

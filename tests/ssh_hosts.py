@@ -63,6 +63,7 @@ class NamespaceHosts:
         python: dict[str, str] | None = None,
         known_hosts: Path | None = None,
         extra: str = "",
+        work: Path | None = None,
     ) -> Path:
         """Write a hosts.toml for these hosts (every one a node; the first also a loadgen)."""
         lines = [
@@ -81,7 +82,7 @@ class NamespaceHosts:
                 f'region = "r{i % 2}"',
                 f"roles = {roles}",
                 f'python = "{(python or {}).get(name, HOST_PYTHON)}"',
-                f'work_dir = "{self.folder / "work" / name}"',
+                f'work_dir = "{(work or self.folder / "work") / name}"',
             ]
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
         return path

@@ -12,9 +12,17 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
+import anyio.to_thread
 import pytest
 from ssh_hosts import NamespaceHosts, namespace_hosts
 
+from cluster import netns
+from cluster.inventory import load_inventory
+from cluster.launcher import ClusterSpec
+from cluster.nemesis import Nemesis
+from cluster.ssh import HostPool
+from cluster.ssh_cluster import SshCluster
 from raftbench.cli import main
 
 
@@ -31,16 +39,31 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, captured.out, captured.err
 
 
-def _started_anything(hosts: NamespaceHosts) -> bool:
-    return any((hosts.folder / "work" / name / "clusters").exists() for name in hosts.names)
+def _started_anything(work: Path) -> bool:
+    return work.exists()
+
+
+@pytest.fixture(scope="module")
+def deployed(hosts: NamespaceHosts, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(inventory, wheel cache) of hosts where `raftbench hosts deploy` has run once."""
+    folder = tmp_path_factory.mktemp("deployed")
+    inventory = hosts.inventory(folder / "hosts.toml")
+    cache = folder / "wheels"
+    code = main(["hosts", "deploy", "--hosts", str(inventory), "--cache", str(cache)])
+    assert code == 0
+    for name in hosts.names:  # each host has its own venv, installed over SSH
+        assert (hosts.folder / "work" / name / "venv" / "bin" / "raftbench").exists()
+    return inventory, cache
 
 
 def test_host_problems_are_clear_errors_before_anything_starts(
     hosts: NamespaceHosts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    work = tmp_path / "work"
     # A host that does not answer on its SSH port.
     inventory = hosts.inventory(
         tmp_path / "refused.toml",
+        work=work,
         extra=f'[[host]]\nname = "gone"\naddress = "{hosts.address("h1")}"\nport = 2222\n'
         f'work_dir = "{tmp_path}/gone"',
     )
@@ -53,7 +76,7 @@ def test_host_problems_are_clear_errors_before_anything_starts(
     lines = [f"{hosts.address(n)} {hosts.host_keys[n]}" for n in hosts.names]
     lines[0] = f"{hosts.address('h1')} {hosts.host_keys['h2']}"
     wrong.write_text("\n".join(lines) + "\n")
-    inventory = hosts.inventory(tmp_path / "wrong.toml", known_hosts=wrong)
+    inventory = hosts.inventory(tmp_path / "wrong.toml", work=work, known_hosts=wrong)
     code, _, err = _cli(capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path))
     assert code == 1
     assert "h1 (root@" in err and "does not match" in err
@@ -62,7 +85,7 @@ def test_host_problems_are_clear_errors_before_anything_starts(
 
     # A host with no entry at all: refused unless asked, then its key is added.
     empty = tmp_path / "new_known_hosts"
-    inventory = hosts.inventory(tmp_path / "new.toml", known_hosts=empty)
+    inventory = hosts.inventory(tmp_path / "new.toml", work=work, known_hosts=empty)
     code, _, err = _cli(capsys, "hosts", "check", "--hosts", str(inventory))
     assert code == 1 and "no host key in" in err and "--accept-new-host-keys" in err
     assert not empty.exists()
@@ -74,12 +97,14 @@ def test_host_problems_are_clear_errors_before_anything_starts(
     assert sorted(added) == sorted(f"{hosts.address(n)} {hosts.host_keys[n]}" for n in hosts.names)
 
     # A host without that Python.
-    inventory = hosts.inventory(tmp_path / "nopy.toml", python={"h2": "/nonexistent/python3"})
+    inventory = hosts.inventory(
+        tmp_path / "nopy.toml", work=work, python={"h2": "/nonexistent/python3"}
+    )
     code, _, err = _cli(capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path))
     assert code == 1 and "h2 (root@" in err and "no usable Python" in err
 
     # Everything fine, but nothing deployed yet.
-    inventory = hosts.inventory(tmp_path / "fresh.toml")
+    inventory = hosts.inventory(tmp_path / "fresh.toml", work=work)
     code, _, err = _cli(
         capsys, "cluster", "up", "--hosts", str(inventory), "--dir", str(tmp_path / "c")
     )
@@ -91,23 +116,20 @@ def test_host_problems_are_clear_errors_before_anything_starts(
     code, _, err = _cli(capsys, "hosts", "deploy", "--hosts", str(broken))
     assert code == 2 and "defaults.user" not in err and "user: expected" in err
 
-    assert not _started_anything(hosts)
+    assert not _started_anything(work)
     assert hosts.leftovers() == {}
 
 
 def test_deploy_cluster_and_compare_over_ssh(
-    hosts: NamespaceHosts, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    hosts: NamespaceHosts,
+    deployed: tuple[Path, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    inventory = str(hosts.inventory(tmp_path / "hosts.toml"))
-    cache = str(tmp_path / "wheels")
+    inventory, cache = str(deployed[0]), str(deployed[1])
     code, out, err = _cli(capsys, "hosts", "deploy", "--hosts", inventory, "--cache", cache)
     assert code == 0, err
-    assert out.count(": installed") == 3
-    for name in hosts.names:  # each host has its own venv, installed over SSH
-        assert (hosts.folder / "work" / name / "venv" / "bin" / "raftbench").exists()
-    code, out, err = _cli(capsys, "hosts", "deploy", "--hosts", inventory, "--cache", cache)
-    assert code == 0, err
-    assert out.count(": unchanged") == 3  # idempotent
+    assert out.count(": unchanged") == 3  # idempotent: nothing copied or installed again
 
     folder = str(tmp_path / "cluster")
     code, out, err = _cli(
@@ -152,4 +174,53 @@ def test_deploy_cluster_and_compare_over_ssh(
         if "leader-crash" in run.name:
             kinds = [json.loads(line)["kind"] for line in (run / "faults.jsonl").open()]
             assert "crash" in kinds and "restart" in kinds
-    assert sum(1 for p in reports.iterdir() if (p / "report.md").exists()) == 2
+    made = [p / "report.md" for p in reports.iterdir() if (p / "report.md").exists()]
+    assert len(made) == 2
+    for report in made:
+        text = report.read_text()
+        assert "**Hosts (SSH):**" in text and "measured RTT" in text
+        assert all(hosts.address(name) in text for name in hosts.names)
+
+
+@pytest.mark.anyio
+async def test_nemesis_on_hosts_kills_pauses_and_partitions_with_nftables(
+    hosts: NamespaceHosts, deployed: tuple[Path, Path], tmp_path: Path
+) -> None:
+    with HostPool(load_inventory(deployed[0])) as pool:
+        spec = ClusterSpec(nodes=3, protocol="push", election_timeout=0.5, heartbeat_interval=0.05)
+        cluster = SshCluster.create_on_hosts(pool, tmp_path / "c", spec)
+        try:
+            cluster.start()
+            host_of = {n: h.name for n, h in cluster.hosts.items()}
+            assert cluster.firewall  # root in each namespace may run nft
+            nemesis = Nemesis(cluster)
+            assert nemesis.use_nft
+            leader = cluster.wait_for_leader(30.0)
+            event = await nemesis.isolate(leader)
+            assert event.detail.endswith("(nftables)")
+            others = {hosts.address(host_of[n]) for n in cluster.node_ids if n != leader}
+            assert netns.blocked_outgoing(hosts.layout, host_of[leader]) == others
+            new = await anyio.to_thread.run_sync(cluster.wait_for_leader, 30.0, leader)
+            assert new != leader
+            await nemesis.heal()
+            assert all(netns.blocked_outgoing(hosts.layout, h) == set() for h in hosts.names)
+
+            await nemesis.pause(new)
+            assert cluster.process_state(new) == "paused"
+            await nemesis.resume(new)
+            assert cluster.process_state(new) == "running"
+
+            old_pid = cluster.records[new].pid
+            await nemesis.kill(new)
+            assert not cluster.is_alive(new) and cluster.process_stat(new) is None
+            assert not Path(f"/proc/{old_pid}").exists()  # the hosts share this machine's pids
+            await nemesis.restart(new)
+            assert cluster.is_alive(new) and cluster.records[new].pid != old_pid
+            await anyio.sleep(0.5)  # the host's monitor reports the new process
+            stat = cluster.process_stat(new)
+            assert stat is not None and stat[0] == cluster.records[new].pid and stat[1] != "T"
+        finally:
+            report = cluster.down()
+    assert sorted(report.stopped + report.killed) == ["n1", "n2", "n3"]
+    assert report.problems == ()
+    assert hosts.leftovers() == {}
