@@ -172,7 +172,8 @@ def test_deploy_cluster_and_compare_over_ssh(
         cpu = [n["cpu_seconds"] for n in json.loads((run / "nodes.json").read_text()).values()]
         assert cpu and all(c > 0 for c in cpu)  # sampled through the hosts' monitors
         if "leader-crash" in run.name:
-            kinds = [json.loads(line)["kind"] for line in (run / "faults.jsonl").open()]
+            lines = (run / "faults.jsonl").read_text().splitlines()
+            kinds = [json.loads(line)["kind"] for line in lines]
             assert "crash" in kinds and "restart" in kinds
     made = [p / "report.md" for p in reports.iterdir() if (p / "report.md").exists()]
     assert len(made) == 2
