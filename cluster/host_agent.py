@@ -15,6 +15,7 @@ A cluster folder on a host::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import select
@@ -63,6 +64,13 @@ def _ours(directory: Path, node: str) -> tuple[int, str, float] | None:
     return pid, stat[0], stat[2]
 
 
+def _alive(pid: int, ticks: int | None) -> bool:
+    """`pid` is still the process that started at `ticks` and has not exited (an exiting
+    process loses its command line before it is a zombie: only this says it is gone)."""
+    stat = proc_stat(pid)
+    return stat is not None and stat[1] == ticks and stat[0] not in ("Z", "X")
+
+
 def start(directory: Path, node: str, node_args: list[str], timeout: float) -> dict[str, Any]:
     if _ours(directory, node) is not None:
         return {"error": f"{node} is already running"}
@@ -108,16 +116,23 @@ def send(directory: Path, node: str, name: str, wait: float) -> dict[str, Any]:
         _pid_file(directory, node).unlink(missing_ok=True)
         return {"result": "not-running"}
     pid = found[0]
-    os.kill(pid, SIGNALS[name])
+    ticks = proc_stat(pid)
+    try:
+        os.kill(pid, SIGNALS[name])
+        if name in ("TERM", "KILL"):
+            os.kill(pid, signal.SIGCONT)  # a paused process must run to exit
+    except ProcessLookupError:
+        _pid_file(directory, node).unlink(missing_ok=True)
+        return {"result": "not-running"}
     if name in ("TERM", "KILL"):
-        os.kill(pid, signal.SIGCONT)  # a paused process must run to exit
         deadline = time.monotonic() + wait
         killed = name == "KILL"
-        while _ours(directory, node) is not None:
+        while _alive(pid, ticks[1] if ticks else None):
             if time.monotonic() >= deadline:
                 if killed:
                     return {"result": "still-running"}
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
                 killed, deadline = True, time.monotonic() + 10.0
             time.sleep(0.01)
         _pid_file(directory, node).unlink(missing_ok=True)
@@ -137,12 +152,39 @@ def stats(directory: Path) -> dict[str, Any]:
 
 
 def monitor(directory: Path, interval: float) -> None:
-    """`stats` as a JSON line every `interval` s, until stdin closes."""
+    """`stats` as a JSON line every `interval` s, until stdin closes.
+
+    Also takes signal requests on stdin, one JSON object a line (``{"id": 7, "node": "n1",
+    "signal": "KILL", "wait": 10}``), answered between stats lines as ``{"reply": 7, ...}``
+    (what `send` says): a fault lands without starting a process on the host for it."""
+    pending = b""
     while True:
         print(json.dumps({"t": time.time(), "nodes": stats(directory)}), flush=True)
-        ready, _, _ = select.select([sys.stdin], [], [], interval)
-        if ready and not os.read(sys.stdin.fileno(), 4096):
-            return
+        deadline = time.monotonic() + interval
+        while (left := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([sys.stdin], [], [], left)
+            if not ready:
+                break
+            chunk = os.read(sys.stdin.fileno(), 4096)
+            if not chunk:
+                return
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    print(json.dumps(_request(directory, line)), flush=True)
+
+
+def _request(directory: Path, line: bytes) -> dict[str, Any]:
+    try:
+        request = json.loads(line)
+        name, node = str(request["signal"]), _node_id(str(request["node"]))
+        if name not in SIGNALS:
+            raise ValueError(f"unknown signal {name!r}")
+        wait = float(request.get("wait", 10.0))
+    except (ValueError, KeyError, TypeError, argparse.ArgumentTypeError) as error:
+        return {"reply": None, "error": f"bad request: {error}"}
+    return {"reply": request.get("id"), **send(directory, node, name, wait)}
 
 
 def _tail(path: Path, lines: int = 10) -> str:

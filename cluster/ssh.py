@@ -156,18 +156,11 @@ class HostPool:
         """The host's clock offset, from the round trip with the smallest residual."""
         return self._portal.call(self._clock, host, python, samples)
 
-    def start_stream(
-        self, host: Host, command: str, on_line: Callable[[str], None]
-    ) -> Callable[[], None]:
+    def start_stream(self, host: Host, command: str, on_line: Callable[[str], None]) -> Stream:
         """Run a long-lived command, calling `on_line` for each stdout line (in the pool's
-        thread); returns a function that stops it (closes its stdin and channel)."""
+        thread); the `Stream` writes to its stdin and stops it."""
         process = self._portal.call(self._start_stream, host, command, on_line)
-
-        def stop() -> None:
-            with contextlib.suppress(Exception):
-                self._portal.call(self._stop_stream, process)
-
-        return stop
+        return Stream(self, process)
 
     async def arun(self, host: Host, command: str, *, timeout: float = 0.0) -> Completed:
         """`run` for async callers in any event loop."""
@@ -353,10 +346,33 @@ class HostPool:
         self._connections.clear()
 
 
+class Stream:
+    """A long-lived remote command started by `HostPool.start_stream`."""
+
+    def __init__(self, pool: HostPool, process: asyncssh.SSHClientProcess[Any]) -> None:
+        self._pool = pool
+        self._process = process
+
+    def write(self, line: str) -> None:
+        """Send one line to its stdin; HostError when the channel is gone."""
+
+        async def send() -> None:
+            self._process.stdin.write(line + "\n")
+
+        try:
+            self._pool._portal.call(send)
+        except (OSError, asyncssh.Error, RuntimeError) as error:
+            raise HostError(f"stream closed: {error}") from None
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self._pool._portal.call(self._pool._stop_stream, self._process)
+
+
 def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return "" if value is None else str(value)
 
 
-__all__ = ["ClockSample", "Completed", "HostError", "HostPool", "known_hosts_name"]
+__all__ = ["ClockSample", "Completed", "HostError", "HostPool", "Stream", "known_hosts_name"]

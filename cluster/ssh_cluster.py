@@ -16,7 +16,9 @@ inventory's peer and client ports, in its region; the network between the hosts 
 topology (no emulated delay is added).
 
 While nodes run, one `host_agent monitor` per host streams every node's pid, state and CPU over
-SSH (every 100 ms): that is what `is_alive`, `process_state` and the sampler's CPU read.
+SSH (every 100 ms): that is what `is_alive`, `process_state` and the sampler's CPU read. The
+same stream takes the nemesis's signals (kill, pause, ...), so a fault lands about one round
+trip after it is asked for, without a process started on the host for it.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -54,7 +56,7 @@ from cluster.launcher import (
     NodeRecord,
 )
 from cluster.netns import nft_script
-from cluster.ssh import ClockSample, HostError, HostPool
+from cluster.ssh import ClockSample, HostError, HostPool, Stream
 from cluster.target import RaftbenchTarget
 from protocols.config import SyncSettings
 from protocols.types import NodeId
@@ -96,7 +98,9 @@ class SshCluster(LocalCluster):
         self.hosts: dict[NodeId, Host] = pool.inventory.members(len(config.members))
         self._seen: dict[NodeId, tuple[float, int | None, str, float]] = {}
         self._changed: dict[NodeId, float] = {}
-        self._monitors: dict[NodeId, Callable[[], None]] = {}
+        self._monitors: dict[NodeId, Stream] = {}
+        self._waiting: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
+        self._request_id = 0
         self._lock = threading.Lock()
         self._firewall: bool | None = None
 
@@ -261,15 +265,40 @@ class SshCluster(LocalCluster):
             self._write_state()
 
     def _signal(self, node_id: NodeId, name: str, wait: float = 10.0) -> str:
-        answer = self.pool.run_json(
-            self.hosts[node_id],
-            self._agent(node_id, "signal", "--signal", name, "--wait", str(wait)),
-            timeout=wait + 30.0,
-        )
+        """Signal the node through its host's monitor (no process to start: the fault lands in
+        about a round trip), or a one-off agent when no monitor runs."""
+        answer = self._signal_by_monitor(node_id, name, wait)
+        if answer is None:
+            answer = self.pool.run_json(
+                self.hosts[node_id],
+                self._agent(node_id, "signal", "--signal", name, "--wait", str(wait)),
+                timeout=wait + 30.0,
+            )
         result = str(answer.get("result"))
         if result in ("not-running", "stopped", "killed"):
             self._forget(node_id)
         return result
+
+    def _signal_by_monitor(self, node_id: NodeId, name: str, wait: float) -> dict[str, Any] | None:
+        stream = self._monitors.get(node_id)
+        if stream is None:
+            return None
+        with self._lock:
+            self._request_id += 1
+            request_id = self._request_id
+            done = threading.Event()
+            self._waiting[request_id] = (done, {})
+        try:
+            stream.write(
+                json.dumps({"id": request_id, "node": node_id, "signal": name, "wait": wait})
+            )
+            if not done.wait(wait + 30.0):
+                return None
+            return self._waiting[request_id][1]
+        except HostError:
+            return None
+        finally:
+            self._waiting.pop(request_id, None)
 
     def kill(self, node_id: NodeId) -> bool:
         return self._signal(node_id, "KILL") == "killed"
@@ -431,17 +460,25 @@ class SshCluster(LocalCluster):
             def on_line(line: str, node_id: NodeId = node_id) -> None:
                 at = time.monotonic()
                 try:
-                    nodes = json.loads(line)["nodes"]
-                except (ValueError, KeyError, TypeError):
+                    message = json.loads(line)
+                    if "reply" in message:
+                        waiting = self._waiting.get(message["reply"])
+                        if waiting is not None:
+                            waiting[1].update(message)
+                            waiting[0].set()
+                        return
+                    nodes = message["nodes"]
+                except (ValueError, KeyError, TypeError, AttributeError):
                     return
                 self._note(node_id, nodes.get(node_id), at)
 
             self._monitors[node_id] = self.pool.start_stream(host, command, on_line)
 
     def _stop_monitors(self) -> None:
-        for stop in self._monitors.values():
-            stop()
+        monitors = list(self._monitors.values())
         self._monitors.clear()
+        for stream in monitors:
+            stream.stop()
 
     # ---- state -------------------------------------------------------------------------------
 
