@@ -349,9 +349,7 @@ class SshCluster(LocalCluster):
                 except LauncherError as error:
                     problems.append(str(error))
         if purge:
-            for node_id, host in self.hosts.items():
-                with contextlib.suppress(HostError):
-                    self.pool.run(host, f"rm -rf {shlex.quote(self.remote_dir(node_id))}")
+            self.purge_hosts()
             for path in (self.directory / CLUSTER_FILE, self.directory / HOSTS_STATE_FILE):
                 path.unlink(missing_ok=True)
             with contextlib.suppress(OSError):
@@ -384,6 +382,12 @@ class SshCluster(LocalCluster):
             raise LauncherError(f"{node_id}: nft: {error}") from None
         if done.exit_status != 0:
             raise LauncherError(f"{node_id}: nft exited {done.exit_status}: {done.stderr.strip()}")
+
+    def purge_hosts(self) -> None:
+        """Remove the cluster's folder (data, logs, pid files) from every node host."""
+        for node_id, host in self.hosts.items():
+            with contextlib.suppress(HostError):
+                self.pool.run(host, f"rm -rf {shlex.quote(self.remote_dir(node_id))}")
 
     def fetch_logs(self, into: Path) -> list[Path]:
         """Bring every node's stdout/stderr home over SFTP (into `into/<id>.out|.err`)."""
@@ -558,7 +562,11 @@ class SshTarget(RaftbenchTarget):
             matrix = self.ssh.rtt_matrix()
             if any(v is not None for row in matrix.values() for v in row.values()):
                 self.rtt = matrix
-        self.ssh.down()
+        try:
+            self.ssh.down()
+            self.ssh.fetch_logs(self.ssh.directory / "logs")  # kept with the run's --work-dir
+        finally:
+            self.ssh.purge_hosts()  # a run leaves nothing on the hosts
 
 
 __all__ = ["HOSTS_STATE_FILE", "SshCluster", "SshTarget"]

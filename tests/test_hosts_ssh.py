@@ -18,6 +18,7 @@ import pytest
 from ssh_hosts import NamespaceHosts, namespace_hosts
 
 from cluster import netns
+from cluster.host_agent import proc_stat
 from cluster.inventory import load_inventory
 from cluster.launcher import ClusterSpec
 from cluster.nemesis import Nemesis
@@ -155,6 +156,8 @@ def test_deploy_cluster_and_compare_over_ssh(
         )  # fmt: skip
         assert code == 0, out + err
         assert hosts.leftovers() == {}
+    for name in hosts.names:  # the runs took their folders away; `cluster up`'s stays
+        assert len(list((hosts.folder / "work" / name / "clusters").iterdir())) == 1
     runs = sorted(p for p in results.iterdir() if (p / "metadata.json").exists())
     assert len(runs) == 4
     for run in runs:
@@ -214,7 +217,9 @@ async def test_nemesis_on_hosts_kills_pauses_and_partitions_with_nftables(
             old_pid = cluster.records[new].pid
             await nemesis.kill(new)
             assert not cluster.is_alive(new) and cluster.process_stat(new) is None
-            assert not Path(f"/proc/{old_pid}").exists()  # the hosts share this machine's pids
+            assert old_pid is not None
+            gone = proc_stat(old_pid)  # the hosts share this machine's pids
+            assert gone is None or gone[0] == "Z"  # reaped, or a zombie of whoever adopted it
             await nemesis.restart(new)
             assert cluster.is_alive(new) and cluster.records[new].pid != old_pid
             await anyio.sleep(0.5)  # the host's monitor reports the new process
