@@ -79,7 +79,7 @@ def test_monitor_streams_stats_and_answers_signal_requests(tmp_path: Path) -> No
     requests = (
         '{"id": 3, "node": "n1", "signal": "KILL"}\n'
         "not json\n"
-        '{"id": 4, "node": "../x", "signal": "KILL"}\n'
+        '{"id": 4, "node": "a/b", "signal": "KILL"}\n'
     )
     done = subprocess.run(
         [sys.executable, "-m", "cluster.host_agent", "monitor", "--dir", str(directory)],
