@@ -555,6 +555,9 @@ class SshTarget(RaftbenchTarget):
             "clock_method": "NTP-style over the SSH channel: offset = host time - midpoint of "
             "the round trip, residual = half the round trip (best of 7)",
             "load_generators": "on the control machine (this one)",
+            "partitions": "nftables on the sender's host"
+            if self.ssh._firewall
+            else "the nodes' signed shaper API",
         }
 
     def down(self) -> None:
