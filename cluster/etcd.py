@@ -40,6 +40,7 @@ import httpx
 
 from cluster import netns as netns_mod
 from cluster.etcd_client import b64, unb64
+from cluster.launcher import proc_stat
 from cluster.nemesis import FaultEvent, NemesisError
 from cluster.shaper import LinkSpec
 from cluster.target import FaultInjector
@@ -209,6 +210,10 @@ class EtcdCluster:
         if process is None or process.poll() is not None:
             return None
         return process.pid, self.members[node].start_ticks
+
+    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
+        known = self.process(node)
+        return None if known is None else proc_stat(*known)
 
     def unsupported(self) -> Mapping[str, str]:
         return UNSUPPORTED if self.layout is not None else LOOPBACK_UNSUPPORTED

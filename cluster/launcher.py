@@ -74,6 +74,7 @@ NETNS_CLIENT_PORT = 8000
 STATE_VERSION = 1
 POLL = 0.05  # seconds between looks at a starting node's stdout
 STDERR_TAIL_LINES = 20
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class LauncherError(Exception):
@@ -359,6 +360,26 @@ class LocalCluster:
         """running | paused | stopped (a recorded pid that is now someone else's: stopped)."""
         state = self._identity(node_id)
         return state if state in ("running", "paused") else "stopped"
+
+    @property
+    def firewall(self) -> bool:
+        """Whether partitions can be nftables rules on the nodes' hosts (namespace mode)."""
+        return self.layout is not None
+
+    def block_outgoing(self, node_id: NodeId, peers: Sequence[NodeId]) -> None:
+        """Make `node_id`'s host drop what it sends to `peers` (replacing the earlier set)."""
+        if self.layout is None:
+            raise LauncherError("nftables partitions need a cluster in network namespaces")
+        addresses = [self.layout.host(peer).address for peer in peers]
+        netns_mod.block_outgoing(self.layout, node_id, addresses)
+
+    def process_stat(self, node_id: NodeId) -> tuple[int, str, float] | None:
+        """(pid, state letter, CPU seconds) of the node's process while it is still the one
+        this cluster started (None otherwise): what the run's sampler reads."""
+        record = self.records[node_id]
+        if record.pid is None:
+            return None
+        return proc_stat(record.pid, record.start_ticks)
 
     # ---- starting ----------------------------------------------------------------------------
 
@@ -889,6 +910,19 @@ def _read_stat(pid: int) -> tuple[str, int] | None:
     # The command name (field 2) is in parentheses and may contain spaces or parentheses.
     rest = raw[raw.rindex(")") + 2 :].split()
     return rest[0], int(rest[19])
+
+
+def proc_stat(pid: int, start_ticks: int | None) -> tuple[int, str, float] | None:
+    """(pid, state letter, CPU seconds) of `pid` if it is still the process that started at
+    `start_ticks`; None otherwise."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    rest = raw[raw.rindex(")") + 2 :].split()
+    if start_ticks is not None and int(rest[19]) != start_ticks:
+        return None
+    return pid, rest[0], (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 def _start_ticks(pid: int) -> int | None:

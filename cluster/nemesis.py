@@ -5,7 +5,8 @@ Actions and how they are done:
 * ``kill`` / ``restart``: SIGKILL (kill -9), then a fresh process on the same data directory;
 * ``pause`` / ``resume``: SIGSTOP / SIGCONT (the process freezes; its sockets stay open);
 * ``partition`` / ``heal``: cut directed links between groups of nodes. In namespace mode an
-  nftables rule in the sender's namespace drops its packets to the cut addresses; on loopback
+  nftables rule in the sender's namespace drops its packets to the cut addresses (on SSH hosts
+  where the user may run nft: on the sender's host, see cluster.ssh_cluster); on loopback
   the sender's link shaper drops its frames (``partitioned`` through ``/admin/shaper``,
   signed with the cluster secret: nothing without the secret can cut a link);
 * ``slow_link``: delay, jitter and loss on directed links (the link shaper, both modes);
@@ -187,14 +188,15 @@ class Nemesis:
         faults an earlier nemesis left in force on this cluster (see `DesiredFaults`)."""
         if partitions not in ("auto", "shaper", "nftables"):
             raise NemesisError(f"partitions: 'auto', 'shaper' or 'nftables', not {partitions!r}")
-        if partitions == "nftables" and cluster.layout is None:
-            raise NemesisError("nftables partitions need a cluster in network namespaces")
+        if partitions == "nftables" and not cluster.firewall:
+            raise NemesisError(
+                "nftables partitions need a cluster in network namespaces, or on SSH hosts "
+                "where the user may run nft"
+            )
         self.cluster = cluster
         self.clock = clock
         self.origin = clock() if origin is None else origin
-        self.use_nft = partitions == "nftables" or (
-            partitions == "auto" and cluster.layout is not None
-        )
+        self.use_nft = partitions == "nftables" or (partitions == "auto" and cluster.firewall)
         self.rng = rng or random.Random()
         self.events: list[FaultEvent] = []
         self._want = desired if desired is not None else DesiredFaults()
@@ -404,12 +406,14 @@ class Nemesis:
         """Tell every affected node at once: told one after the other, a partition of a loaded
         3-node cluster took up to a second to land (a signed admin round trip each), and the
         cluster spent that second half cut."""
-        layout = self.cluster.layout
 
         async def cut(node: NodeId) -> None:
-            if self.use_nft and layout is not None:
-                blocked = [layout.host(b).address for a, b in self._want.cuts if a == node]
-                await anyio.to_thread.run_sync(netns_mod.block_outgoing, layout, node, blocked)
+            if self.use_nft:
+                blocked = sorted(b for a, b in self._want.cuts if a == node)
+                try:
+                    await anyio.to_thread.run_sync(self.cluster.block_outgoing, node, blocked)
+                except LauncherError as error:
+                    raise NemesisError(f"partition {node}: {error}") from error
             else:
                 await self._push(node)
 

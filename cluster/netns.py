@@ -233,6 +233,12 @@ def block_outgoing(layout: NetnsLayout, node_id: NodeId, addresses: Iterable[str
     at once, so there is no moment with neither.
     """
     ns = layout.host(node_id).namespace
+    _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin=nft_script(addresses))
+
+
+def nft_script(addresses: Iterable[str]) -> str:
+    """The `nft -f` input that makes a host drop what it sends to `addresses` (IPv4), replacing
+    the earlier set in one transaction (an empty set removes the table's rules)."""
     targets = sorted(set(addresses))
     for address in targets:
         ipaddress.IPv4Address(address)  # refuse anything that is not an address
@@ -246,7 +252,7 @@ def block_outgoing(layout: NetnsLayout, node_id: NodeId, addresses: Iterable[str
             "  }",
             "}",
         ]
-    _run(["ip", "netns", "exec", ns, "nft", "-f", "-"], stdin="\n".join(script) + "\n")
+    return "\n".join(script) + "\n"
 
 
 def blocked_outgoing(layout: NetnsLayout, node_id: NodeId) -> set[str]:

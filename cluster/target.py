@@ -93,6 +93,10 @@ class Target(Protocol):
         """(pid, start ticks) of the member's process while it exists; None when it is gone."""
         ...
 
+    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
+        """(pid, state letter, CPU seconds) of the member's process; None when it is gone."""
+        ...
+
     def unsupported(self) -> Mapping[str, str]:
         """Fault actions (`FaultAction` values) this target cannot take -> why."""
         ...
@@ -161,6 +165,9 @@ class RaftbenchTarget:
     def process(self, node: NodeId) -> tuple[int, int | None] | None:
         record = self.cluster.records[node]
         return None if record.pid is None else (record.pid, record.start_ticks)
+
+    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
+        return self.cluster.process_stat(node)
 
     def unsupported(self) -> Mapping[str, str]:
         return {}

@@ -19,6 +19,7 @@ COMMANDS = {
     "check": "raftbench.commands.check",
     "cluster": "raftbench.commands.cluster",
     "compare": "raftbench.commands.run",
+    "hosts": "raftbench.commands.hosts",
     "kv": "raftbench.commands.kv",
     "node": "raftbench.commands.node",
     "report": "raftbench.commands.report",

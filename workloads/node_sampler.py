@@ -5,7 +5,8 @@ a node that answers slowly delays only its own samples. A node whose process is 
 paused or gone, or that does not answer `/status` within `timeout`, is sampled as
 ``up: false`` (the row still carries its CPU so far).
 
-CPU comes from ``/proc/<pid>/stat`` (utime + stime): cheap enough to read at every sample.
+CPU comes from ``/proc/<pid>/stat`` (utime + stime), through the target's `process_stat`
+(on SSH hosts: the hosts' process monitors): cheap enough to read at every sample.
 Peer traffic comes from ``/metrics`` (``raftbench_peer_bytes_total`` and
 ``raftbench_peer_messages_total`` per peer and direction), read every `metrics_every` samples
 and at the window's edges (`snapshot`). Both are kept as totals that survive restarts: a node
@@ -29,7 +30,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,7 +37,7 @@ import httpx
 
 from cluster.target import Target, parse_traffic
 from protocols.types import NodeId
-from workloads.loadgen import CLK_TCK, monotonic
+from workloads.loadgen import monotonic
 from workloads.results import SAMPLE_INTERVAL
 
 __all__ = ["NodeSampler", "NodeTotals", "leader_changes", "leader_time", "parse_traffic"]
@@ -80,19 +80,6 @@ class NodeTotals:
     def sum(self, direction: str, kind: str = "bytes") -> float:
         suffix = f"/{direction}/{kind}"
         return sum(v for k, v in self.traffic.items() if k.endswith(suffix))
-
-
-def read_proc(pid: int, start_ticks: int | None) -> tuple[str, float] | None:
-    """(state letter, CPU seconds) of `pid` if it is still the process that started at
-    `start_ticks`; None otherwise."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    rest = raw[raw.rindex(")") + 2 :].split()
-    if start_ticks is not None and int(rest[19]) != start_ticks:
-        return None
-    return rest[0], (int(rest[11]) + int(rest[12])) / CLK_TCK
 
 
 class NodeSampler:
@@ -179,14 +166,10 @@ class NodeSampler:
 
     def _process(self, node: NodeId) -> tuple[int, str] | None:
         """(pid, state letter) of the node's process, reading its CPU on the way."""
-        known = self.cluster.process(node)
-        if known is None:
-            return None
-        pid, ticks = known
-        found = read_proc(pid, ticks)
+        found = self.cluster.process_stat(node)
         if found is None:
             return None
-        state, cpu = found
+        pid, state, cpu = found
         self._cpu[node].update(pid, {"cpu": cpu})
         return pid, state
 

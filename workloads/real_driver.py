@@ -48,6 +48,8 @@ import anyio.to_thread
 from cluster.etcd import NO_NETEM, EtcdCluster, EtcdSpec, find_binary
 from cluster.launcher import ClusterSpec, LocalCluster
 from cluster.nemesis import NemesisError
+from cluster.ssh import HostPool
+from cluster.ssh_cluster import SshCluster, SshTarget
 from cluster.storage import FsyncPolicy
 from cluster.target import FaultInjector, RaftbenchTarget, Target
 from protocols.types import NodeId
@@ -67,7 +69,7 @@ from workloads.loadgen import (
 )
 from workloads.node_sampler import NodeSampler, NodeTotals, leader_changes, leader_time
 from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
-from workloads.scenario import LEADER, UNDO, FaultAction, FaultSpec, Scenario
+from workloads.scenario import LEADER, UNDO, FaultAction, FaultSpec, Scenario, ScenarioError
 
 START_MARGIN = 0.05  # seconds between releasing the generators and run time 0
 LEADER_WAIT = 30.0  # for the first leader, and after recovery
@@ -110,9 +112,24 @@ def start_target(
     netns: bool,
     directory: Path,
     etcd_binary: Path | None = None,
+    hosts: HostPool | None = None,
 ) -> Target:
     """The cluster under test, started: etcd members for protocol "etcd", else raftbench
-    nodes (`netns`: one network namespace per member or node)."""
+    nodes (`netns`: one network namespace per member or node; `hosts`: on the inventory's
+    node hosts, over SSH)."""
+    if hosts is not None:
+        if protocol == ETCD:
+            raise ScenarioError("--protocols", "etcd does not run on --hosts (raftbench only)")
+        ssh_spec = cluster_spec(scenario, protocol, policy, seed, netns=False)
+        ssh_cluster = SshCluster.create_on_hosts(hosts, directory, ssh_spec)
+        target = SshTarget(ssh_cluster)
+        try:
+            ssh_cluster.start()
+            target.measure()
+        except BaseException:
+            ssh_cluster.down(purge=True)
+            raise
+        return target
     if protocol == ETCD:
         spec = EtcdSpec(
             scenario.nodes,
@@ -127,15 +144,26 @@ def start_target(
 
 
 NO_EGRESS_CAP = "not applied to etcd: egress caps are raftbench's link shaper, not etcd's"
+ON_HOSTS = "n/a on --hosts: the network between the hosts is the topology (measured RTTs: "
+ON_HOSTS += "metadata.target.rtt_matrix_ms)"
 
 
-def settings_not_applied(scenario: Scenario, kind: str) -> dict[str, str]:
-    """Scenario settings a target of `kind` does not take (what -> why): etcd's."""
+def settings_not_applied(scenario: Scenario, kind: str, hosts: bool = False) -> dict[str, str]:
+    """Scenario settings a target of `kind` does not take (what -> why): etcd's, and on
+    SSH hosts (`hosts`) the emulated topology and regions (the hosts' own are used)."""
+    topology = scenario.topology
+    emulated = bool(
+        topology.links or topology.default_delay_ms or topology.jitter_ms or topology.loss
+    )
+    if hosts:
+        out = {"topology": ON_HOSTS} if emulated else {}
+        if len(set(scenario.regions)) > 1:
+            out["regions"] = "n/a on --hosts: each node is in its host's region (inventory)"
+        return out
     if kind != ETCD:
         return {}
     out = {}
-    topology = scenario.topology
-    if topology.links or topology.default_delay_ms or topology.jitter_ms or topology.loss:
+    if emulated:
         out["topology"] = NO_NETEM
     if scenario.priorities:
         out["priorities"] = "n/a: etcd members have no election priorities"
@@ -164,6 +192,7 @@ def run_real(
     progress: Callable[[str], None] | None = None,
     calibration: Path = DEFAULT_CALIBRATION,
     etcd_binary: Path | None = None,
+    hosts: HostPool | None = None,
 ) -> RunRecord:
     """Run one trial on real processes and return its record (not yet written).
 
@@ -180,9 +209,10 @@ def run_real(
     cluster: Target | None = None
     pool: GeneratorPool | None = None
     try:
-        say(f"{scenario.name}: starting {scenario.nodes} {protocol} nodes")
+        where = " on SSH hosts" if hosts is not None else ""
+        say(f"{scenario.name}: starting {scenario.nodes} {protocol} nodes{where}")
         cluster = start_target(
-            scenario, protocol, policy, seed, netns, base / "cluster", etcd_binary
+            scenario, protocol, policy, seed, netns, base / "cluster", etcd_binary, hosts
         )
         first_leader = cluster.wait_for_leader(LEADER_WAIT)
         attempt, op_timeout = client_timeouts(scenario)
@@ -192,7 +222,7 @@ def run_real(
         say(f"{scenario.name}: starting {len(pool.plans)} load generators")
         pool.start()
         run = _Run(scenario, cluster, pool, say, op_timeout)
-        for what, why in settings_not_applied(scenario, cluster.kind).items():
+        for what, why in settings_not_applied(scenario, cluster.kind, hosts is not None).items():
             run.faults.append(FaultRecord(0.0, "skipped", (), f"skipped ({why}): {what}"))
         try:
             anyio.run(run.drive)
@@ -208,6 +238,7 @@ def run_real(
     return _record(
         run, scenario, protocol, policy, seed, trial, label, command, netns, started, wall,
         first_leader, calibration, None if own_dir else base, attempt, op_timeout,
+        hosts is not None,
     )  # fmt: skip
 
 
@@ -498,13 +529,19 @@ def _record(
     kept: Path | None,
     attempt: float,
     op_timeout: float,
+    on_hosts: bool = False,
 ) -> RunRecord:
     timing = scenario.timing
     window = (timing.warmup, timing.warmup + timing.duration)
     assert run.sampler is not None and len(run.edges) == 2
     before, after = run.edges
     node_ids = run.cluster.node_ids
-    regions = {node: scenario.region_of(node) for node in node_ids}
+    described = run.cluster.describe()
+    host_regions = described.get("regions") if on_hosts else None
+    regions = {
+        node: str(host_regions[node]) if host_regions else scenario.region_of(node)
+        for node in node_ids
+    }
     rows = sorted(run.sampler.rows, key=lambda r: (float(r["t"]), str(r["node"])))
     links = []  # none when the target has no per-peer counters: n/a, not zero
     for src in node_ids if run.cluster.has_traffic else ():
@@ -571,12 +608,13 @@ def _record(
     if run.cluster.kind == ETCD:
         driver["batching"] = ETCD_BATCHING
     metadata |= {
-        "target": run.cluster.describe()
-        | {"settings_not_applied": settings_not_applied(scenario, run.cluster.kind)},
+        "target": described
+        | {"settings_not_applied": settings_not_applied(scenario, run.cluster.kind, on_hosts)},
         "driver": driver,
         "final_state": run.final_state,
         "real": {
             "netns": netns,
+            "hosts": on_hosts,
             "first_leader": first_leader,
             "leader_changes": leader_changes(rows),
             "sample_interval": run.sampler.interval,

@@ -508,6 +508,9 @@ def _provenance(doc: Document, report: Report, command: str) -> None:
     )
     machines = _unique(r.record.metadata.get("machine") for r in runs)
     doc.add(Paragraph("**Machine:** " + "; ".join(_machine(m) for m in machines)))
+    hosts = [line for r in runs for line in host_lines(r.folder.name, r.record.metadata)]
+    if hosts:
+        doc.add(Paragraph("**Hosts (SSH):**"), Bullets(tuple(hosts)))
     doc.add(Paragraph("**Limits of these measurements:**"), Bullets(tuple(_limits(report))))
     doc.add(Heading(3, "Versions"))
     found = _unique(r.record.metadata.get("versions") for r in runs)
@@ -516,6 +519,36 @@ def _provenance(doc: Document, report: Report, command: str) -> None:
         f"this report: {_pairs(versions(('raftbench', 'numpy', 'seaborn', 'matplotlib')))}"
     )
     doc.add(Bullets(tuple(items)))
+
+
+def host_lines(run: str, metadata: dict[str, Any]) -> list[str]:
+    """A run on SSH hosts: each node's host and measured clock offset, then the RTT matrix the
+    nodes measured (empty for a local run)."""
+    target = metadata.get("target")
+    if not isinstance(target, dict) or not isinstance(target.get("hosts"), list):
+        return []
+    parts = []
+    for host in target["hosts"]:
+        clock = host.get("clock") or {}
+        offset = clock.get("offset_ms")
+        shown = "clock not measured"
+        if isinstance(offset, int | float):
+            shown = f"clock {offset:+.3f} ms (residual {clock.get('residual_ms', 0):.3f} ms)"
+        parts.append(
+            f"{host.get('node')} on {host.get('host')} ({host.get('address')}, "
+            f"region {host.get('region')}): {shown}"
+        )
+    lines = [f"`{run}`: " + "; ".join(parts)]
+    rtt = target.get("rtt_matrix_ms") or {}
+    pairs = [
+        f"{a}->{b} {value:.2f}"
+        for a, row in sorted(rtt.items())
+        for b, value in sorted(row.items())
+        if isinstance(value, int | float)
+    ]
+    if pairs:
+        lines.append(f"`{run}` measured RTT, ms (no emulated delay): " + ", ".join(pairs))
+    return lines
 
 
 def _limits(report: Report) -> list[str]:
@@ -538,11 +571,22 @@ def _limits(report: Report) -> list[str]:
             else "loopback network; WAN delays, loss and partitions are applied by the link "
             "shaper in the peer transport"
         )
-        out.append(
-            f"Real cluster: all {node_text} nodes and the load generator share one host with "
-            f"{cores} cores ({network}). They compete for the same cores and disk, so absolute "
-            "numbers are this machine's, not a deployment's."
+        on_hosts = any(
+            isinstance(r.record.metadata.get("real"), dict)
+            and r.record.metadata["real"].get("hosts")
+            for r in runs
         )
+        if on_hosts:
+            out.append(
+                f"Real cluster on SSH hosts: {node_text} nodes, one per host (see Hosts above); "
+                f"the load generator ran on the control machine ({cores} cores)."
+            )
+        else:
+            out.append(
+                f"Real cluster: all {node_text} nodes and the load generator share one host "
+                f"with {cores} cores ({network}). They compete for the same cores and disk, so "
+                "absolute numbers are this machine's, not a deployment's."
+            )
     if "sim" in engines:
         out.append(
             "Simulator: virtual time in a simulator, no CPU/disk contention modelled; latency "

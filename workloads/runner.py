@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cluster.ssh import HostPool
 from workloads.results import RunRecord, run_name, write_run
 from workloads.scenario import Scenario, ScenarioError, parse_protocol_label
 from workloads.summary import RunSummary, save_summary, summarize
@@ -49,9 +50,13 @@ def run_trial(
     compress: bool = True,
     progress: Callable[[str], None] | None = None,
     etcd_binary: Path | None = None,
+    hosts: HostPool | None = None,
 ) -> TrialResult:
     """Run one trial of `scenario` under `label` (push, pull, pull:<policy>, etcd) and save
-    it. `etcd_binary`: the etcd to run for label etcd (default: the extra's, else PATH)."""
+    it. `etcd_binary`: the etcd to run for label etcd (default: the extra's, else PATH).
+    `hosts`: run the nodes on these SSH hosts (real engine)."""
+    if hosts is not None and engine != "real":
+        raise ScenarioError("--hosts", "runs on the real engine only (--engine real)")
     protocol, policy = parse_protocol_label(label)
     record: RunRecord
     if engine == "sim" and protocol == "etcd":
@@ -75,6 +80,7 @@ def run_trial(
             progress=progress,
             calibration=results_dir / "calibration.json",
             etcd_binary=etcd_binary,
+            hosts=hosts,
         )
     else:
         raise ValueError(f"--engine: unknown engine {engine!r} ({', '.join(ENGINES)})")

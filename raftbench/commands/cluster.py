@@ -16,6 +16,7 @@ import anyio
 
 from cluster import fault_record
 from cluster.config import CLUSTER_FILE, Topology
+from cluster.inventory import InventoryError
 from cluster.launcher import (
     DEFAULT_DIR,
     STATE_FILE,
@@ -26,11 +27,14 @@ from cluster.launcher import (
     load_topology_file,
 )
 from cluster.netns import NetnsError
+from cluster.ssh import HostError
+from cluster.ssh_cluster import HOSTS_STATE_FILE
 from cluster.storage import FsyncPolicy
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
-from raftbench.commands import cluster_faults
+from raftbench.commands import cluster_faults, hosts_cluster
 from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from raftbench.commands.hosts import add_hosts_arguments
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -97,6 +101,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         sub.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help=f"cluster folder (default {DEFAULT_DIR})"
         )
+        add_hosts_arguments(
+            sub,
+            "run the nodes on the SSH hosts of this inventory (hosts.toml; status and down "
+            "find it in the folder)",
+        )
     cluster_faults.register(actions)
     parser.set_defaults(handler=run)
 
@@ -120,14 +129,18 @@ def run(args: argparse.Namespace) -> int:
         match args.cluster_command:
             case command if command in cluster_faults.ACTIONS:
                 return cluster_faults.run(args)
+            case command if args.hosts is not None or (args.dir / HOSTS_STATE_FILE).is_file():
+                return hosts_cluster.run(args)
             case "up":
                 return _up(args)
             case "status":
                 return _status(args)
             case _:
                 return _down(args)
-    except (LauncherError, NetnsError) as error:
+    except (LauncherError, NetnsError, HostError) as error:
         return _fail(str(error), EXIT_FAILED)
+    except InventoryError as error:
+        return _fail(str(error), EXIT_USAGE)
 
 
 def _up(args: argparse.Namespace) -> int:

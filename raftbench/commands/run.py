@@ -9,8 +9,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cluster.ssh import HostError, HostPool
 from protocols.errors import RaftbenchError
 from raftbench.commands.argtypes import positive_int
+from raftbench.commands.hosts import add_hosts_arguments, check_hosts, open_hosts
 from raftbench.commands.report import print_summary_table
 from workloads.provenance import repo_command
 from workloads.runner import ENGINES, TrialResult, command_line, compare_order, run_trial
@@ -58,6 +60,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engine", choices=ENGINES, default="real")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--netns", action="store_true", help="real engine: one netns per node")
+    add_hosts_arguments(parser, "real engine: run the nodes on these SSH hosts (hosts.toml)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
     parser.add_argument(
         "--compress",
@@ -97,8 +100,24 @@ def _labels(text: str) -> list[str]:
 
 
 def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[TrialResult]:
+    with open_hosts(args) as hosts:
+        if hosts is not None:
+            if args.netns:
+                raise HostError("--hosts and --netns: give one of them")
+            if args.engine != "real":
+                raise HostError("--hosts runs on the real engine only (--engine real)")
+            if "etcd" in labels:
+                raise HostError("--hosts: the etcd label does not run on hosts (push, pull)")
+        return _run_trials(args, labels, trials, hosts)
+
+
+def _run_trials(
+    args: argparse.Namespace, labels: list[str], trials: int, hosts: HostPool | None
+) -> list[TrialResult]:
     console = Console()
     scenario = load_scenario(args.scenario)  # validated before anything starts
+    if hosts is not None:
+        check_hosts(hosts, scenario.nodes)
     order = compare_order(labels, trials)
     command = repo_command(shlex.split(command_line()))
     results: list[TrialResult] = []
@@ -125,6 +144,7 @@ def _run_all(args: argparse.Namespace, labels: list[str], trials: int) -> list[T
                 compress=args.compress,
                 progress=lambda text: progress.update(task, description=text),
                 etcd_binary=args.etcd_binary,
+                hosts=hosts,
             )
             results.append(result)
             s = result.summary
