@@ -70,17 +70,23 @@ class SimNetwork:
         stats.messages += 1
         if self.count_bytes:
             stats.bytes += encoded_size(envelope)
-        delay, jitter, loss = self._links.get(link, self._default)
         if self.slowed:
             delay, jitter, loss = self.link(*link)
-        if link in self.blocked or (loss and self._rng.random() < loss):
+        else:
+            delay, jitter, loss = self._links.get(link, self._default)
+        random = self._rng.random
+        if link in self.blocked or (loss and random() < loss):
             stats.dropped += 1
             return []
-        copies = 2 if self.duplicate and self._rng.random() < self.duplicate else 1
-        times = [now + delay + self._rng.random() * jitter for _ in range(copies)]
+        sent = now + delay
+        if self.duplicate and random() < self.duplicate:
+            times = [sent + random() * jitter, sent + random() * jitter]
+        else:
+            times = [sent + random() * jitter]
         if self.fifo:
             # Like TCP and the real link shaper: jitter delays, it never reorders a link.
-            times = [max(t, self._last_arrival.get(link, 0.0)) for t in times]
+            last = self._last_arrival.get(link, 0.0)
+            times = [t if t >= last else last for t in times]
             self._last_arrival[link] = max(times)
         return times
 
