@@ -15,6 +15,8 @@ from protocols.types import Entry, NodeId
 
 
 def _check_non_negative(**values: int) -> None:
+    if min(values.values()) >= 0:  # every message checks its fields: the common case first
+        return
     for name, value in values.items():
         if value < 0:
             raise ValueError(f"{name} must be >= 0, got {value}")

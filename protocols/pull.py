@@ -243,29 +243,32 @@ class PullEngine(ReplicaBase):
         return Position(self.log.term_at(stable) or 0, stable)
 
     def next_deadline(self) -> float:
-        deadlines = [self._next_probe]
+        # The earliest timer, from a few tuples rather than a growing list: the simulator
+        # asks after every step.
+        deadline = self._next_probe
         if self._held:
-            deadlines.append(min(held.deadline for held in self._held.values()))
+            deadline = min(deadline, *(held.deadline for held in self._held.values()))
+        candidates: tuple[float, ...]
         if self._role is Role.LEADER:
-            deadlines += [self._next_heartbeat, self._next_liveness_check]
+            candidates = (self._next_heartbeat, self._next_liveness_check)
             if self._catchup is not None:
-                deadlines.append(self._catchup.deadline)
-                deadlines.append(self._pull_deadline())
+                candidates += (self._catchup.deadline, self._pull_deadline())
+        elif self._syncing:
+            now = self._now
+            candidates = (self._election_deadline, self._pull_deadline())
+            if self._next_source_check > now:
+                candidates += (self._next_source_check,)
+            # Follower timers are skipped by a tick in which the election timer fires (after
+            # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
+            # next tick (the probe timer guarantees one) instead of pinning the deadline
+            # in the past.
+            if self._selector.source is not None and self._next_keepalive > now:
+                candidates += (self._next_keepalive,)
+            if self._takeover_at is not None and self._takeover_at > now:
+                candidates += (self._takeover_at,)
         else:
-            deadlines.append(self._election_deadline)
-            if self._syncing:
-                deadlines.append(self._pull_deadline())
-                if self._next_source_check > self._now:
-                    deadlines.append(self._next_source_check)
-                # Follower timers are skipped by a tick in which the election timer fires (after
-                # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
-                # next tick (the probe timer guarantees one) instead of pinning the deadline
-                # in the past.
-                if self._selector.source is not None and self._next_keepalive > self._now:
-                    deadlines.append(self._next_keepalive)
-                if self._takeover_at is not None and self._takeover_at > self._now:
-                    deadlines.append(self._takeover_at)
-        return min(deadlines)
+            candidates = (self._election_deadline,)
+        return min(deadline, *candidates)
 
     def _pull_deadline(self) -> float:
         fetch = self._fetch
@@ -582,6 +585,8 @@ class PullEngine(ReplicaBase):
             self._answer_pull(src, held.request, *decision)
 
     def _polls_answerable(self) -> bool:
+        if not self._held:
+            return False
         last, commit = self.log.last_index, self._commit
         return any(
             (last > held.request.after_index or commit != held.commit_seen)

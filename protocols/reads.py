@@ -74,10 +74,14 @@ class ReadBarrier:
         del self._rounds[: confirmed_upto + 1]
 
     def has_servable(self, applied: int) -> bool:
+        if not self._confirmed:  # asked after every step: skip building the generator
+            return False
         return any(index <= applied for index, _ in self._confirmed)
 
     def take_servable(self, applied: int) -> list[tuple[int, ReadRequest]]:
         """Confirmed reads whose read index the state machine has reached."""
+        if not self._confirmed:
+            return []
         ready = [(index, request) for index, request in self._confirmed if index <= applied]
         if ready:
             self._confirmed = [(i, r) for i, r in self._confirmed if i > applied]

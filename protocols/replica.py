@@ -281,9 +281,15 @@ class ReplicaBase:
             ctx = self._reads.start_round(self._commit, self.node_id, len(self.members))
             if ctx is not None:
                 self._broadcast_heartbeat(ctx)
-        hard = self.hard_state()
-        changed_hard = hard if hard != self._handed_hard_state else None
-        self._handed_hard_state = hard
+        handed = self._handed_hard_state
+        changed_hard: HardState | None = None
+        if (  # built only when it changed: most Readies carry none (a per-step cost)
+            self._term != handed.term
+            or self._vote != handed.vote
+            or self._commit != handed.commit
+            or self._rollback_id != handed.rollback_id
+        ):
+            changed_hard = self._handed_hard_state = self.hard_state()
         committed = self._apply_committed()
         self._maybe_take_snapshot()
         truncate_after, entries = self.log.take_unstable()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import subprocess
 import sys
 
 import pytest
 
+from cluster.sim import simulator
 from cluster.sim.simulator import SimConfig
 from protocols.messages import VoteRequest
 from protocols.push import PushEngine
@@ -168,3 +170,26 @@ def test_the_digest_tells_different_runs_apart() -> None:
     other = run_seed(SimConfig(seed=2, faults="all", duration=2.0))
     assert first.digest == again.digest
     assert first.digest != other.digest
+
+
+def test_the_loop_collects_garbage_less_often_and_restores_the_threshold(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The loop raises the collector's first threshold while it runs, and only then."""
+    seen: list[tuple[int, int, int]] = []
+    on_tick = simulator.Simulator._on_tick
+
+    def recording_tick(self: simulator.Simulator, node: object, deadline: float) -> None:
+        seen.append(gc.get_threshold())
+        on_tick(self, node, deadline)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(simulator.Simulator, "_on_tick", recording_tick)
+    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
+    try:
+        run_seed(SimConfig(seed=3, faults="none", duration=1.0))
+        assert gc.get_threshold() == (700, 10, 10)
+    finally:
+        gc.set_threshold(*before)
+    assert seen and all(threshold[0] >= 100_000 for threshold in seen)
+    assert all(threshold[1:] == (10, 10) for threshold in seen)

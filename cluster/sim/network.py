@@ -81,20 +81,26 @@ class SimNetwork:
         size = encoded_size(envelope) if self.count_bytes or caps is not None else 0
         if self.count_bytes:
             stats.bytes += size
-        delay, jitter, loss = self._links.get(link, self._default)
         if self.slowed:
             delay, jitter, loss = self.link(*link)
-        if link in self.blocked or (loss and self._rng.random() < loss):
+        else:
+            delay, jitter, loss = self._links.get(link, self._default)
+        random = self._rng.random
+        if link in self.blocked or (loss and random() < loss):
             stats.dropped += 1
             return []
         sent = now
         if caps is not None:  # like the real shaper: only what is not lost takes the pipe
             sent = self._pipes[envelope.src].pass_through(caps.path(envelope.dst), size, now)
-        copies = 2 if self.duplicate and self._rng.random() < self.duplicate else 1
-        times = [sent + delay + self._rng.random() * jitter for _ in range(copies)]
+        sent += delay
+        if self.duplicate and random() < self.duplicate:
+            times = [sent + random() * jitter, sent + random() * jitter]
+        else:
+            times = [sent + random() * jitter]
         if self.fifo:
             # Like TCP and the real link shaper: jitter delays, it never reorders a link.
-            times = [max(t, self._last_arrival.get(link, 0.0)) for t in times]
+            last = self._last_arrival.get(link, 0.0)
+            times = [t if t >= last else last for t in times]
             self._last_arrival[link] = max(times)
         return times
 
