@@ -64,7 +64,7 @@ import math
 import secrets
 import socket
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -366,18 +366,23 @@ _LINK_KEYS = {"from", "to", "delay_ms", "jitter_ms", "loss", "one_way", "bandwid
 _SYNC_KEYS = {f.name for f in dataclasses.fields(SyncSettings)}
 
 
+def read_toml(path: Path, error: Callable[[str], Exception]) -> dict[str, Any]:
+    """A TOML file's table, or `error("<path>: <what is wrong>")` raised when it cannot be read,
+    is not UTF-8 or is not TOML (the cluster file and the hosts inventory say it alike)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as cause:
+        raise error(f"{path}: cannot read: {cause.strerror or cause}") from None
+    except UnicodeDecodeError:
+        raise error(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as cause:
+        raise error(f"{path}: not valid TOML: {cause}") from None
+
+
 def load_cluster_config(path: Path | str) -> ClusterConfig:
     """Read and validate a cluster file; ConfigError (naming the field) when it is invalid."""
     path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise ConfigError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: not valid TOML: {error}") from None
-    return parse_cluster_config(data, path.parent)
+    return parse_cluster_config(read_toml(path, ConfigError), path.parent)
 
 
 def parse_cluster_config(data: Mapping[str, Any], base_dir: Path) -> ClusterConfig:

@@ -29,11 +29,11 @@ connects anywhere.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.config import read_toml
 from protocols.errors import RaftbenchError
 from protocols.types import NodeId
 
@@ -110,15 +110,7 @@ class Inventory:
 def load_inventory(path: Path | str) -> Inventory:
     """Read and validate an inventory file (see the module docstring)."""
     path = Path(path).absolute()
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as error:
-        raise InventoryError(f"{path}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise InventoryError(f"{path}: not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as error:
-        raise InventoryError(f"{path}: not valid TOML: {error}") from None
-    return parse_inventory(document, path)
+    return parse_inventory(read_toml(path, InventoryError), path)
 
 
 def parse_inventory(document: dict[str, Any], path: Path) -> Inventory:

@@ -21,6 +21,7 @@ import numpy as np
 from workloads.aggregate import GroupStats, RunData
 from workloads.bandwidth_series import egress_series, replication_delays
 from workloads.ceiling import UPLINK, leader_of, pipes_of, scenario_of, tree_depths
+from workloads.plots import panel_grid
 from workloads.report_doc import Document, Figure, Heading, Paragraph, Table
 
 DPI = 100
@@ -170,13 +171,7 @@ def draw_leader_egress(scenario: str, groups: Sequence[GroupStats], folder: Path
         panels.append((group.label, run.summary.trial, leader, times, rates, cap, what))
     if not panels:
         return None
-    columns = min(len(panels), 2)
-    rows = math.ceil(len(panels) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(7 * columns, 3.4 * rows), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(panels), 7, 3.4)
     top = max(max(float(np.max(p[4])), p[5]) for p in panels) * 1.1 / 1e6
     for ax, (label, trial, leader, times, rates, cap, what) in zip(axes.flat, panels, strict=False):
         ax.plot(times, rates / 1e6, linewidth=1.2, label=f"{leader} egress")

@@ -58,6 +58,19 @@ def _file(scenario: str, kind: str) -> str:
     return f"{safe}-{kind}.png"
 
 
+def panel_grid(count: int, width: float, height: float) -> tuple[Any, Any]:
+    """A figure of `count` panels, two to a row (`width` x `height` inches each); the unused
+    last cell is hidden. Returns the figure and its 2-D array of axes."""
+    columns = min(count, 2)
+    rows = math.ceil(count / columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def _empty(ax: Any, text: str) -> None:
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#666")
     ax.set_xticks([])
@@ -260,13 +273,7 @@ def leader_costs(scenario: str, groups: Sequence[GroupStats], folder: Path) -> s
 def link_heatmaps(scenario: str, groups: Sequence[GroupStats], folder: Path) -> str | None:
     if not any(run.record.links for g in groups for run in g.runs):
         return None
-    columns = min(len(groups), 2)
-    rows = math.ceil(len(groups) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(6.6 * columns, 5.4 * rows), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat[len(groups) :]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(groups), 6.6, 5.4)
     panels = []
     for group in groups:
         regions: dict[str, str] = {}
@@ -315,13 +322,7 @@ def commit_lag(scenario: str, groups: Sequence[GroupStats], folder: Path) -> str
         series.append((group, run, commit_lag_series(run.record)))
     if not any(points for _, _, points in series):
         return None
-    columns = min(len(series), 2)
-    rows = math.ceil(len(series) / columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(7 * columns, 3.8 * rows), squeeze=False, layout="constrained"
-    )
-    for ax in axes.flat[len(series) :]:
-        ax.set_visible(False)
+    fig, axes = panel_grid(len(series), 7, 3.8)
     for ax, (group, run, points) in zip(axes.flat, series, strict=False):
         title = f"{group.label} (trial {run.summary.trial})"
         if not points:

@@ -767,6 +767,10 @@ def _failover(doc: Document, report: Report, scenario: str, groups: list[GroupSt
     if not any(lines.values()):
         return
     stage_names = [stage for _, stage in FAILOVER_STAGES]
+    push_lines = lines.get("push", [])
+    push_back = {
+        landing: per_trial_rate_back(push_lines, from_landing=landing) for landing in (False, True)
+    }
     rows = []
     for label, found in lines.items():
         if not found:
@@ -774,7 +778,7 @@ def _failover(doc: Document, report: Report, scenario: str, groups: list[GroupSt
         stages = mean_stages(found)
         cells: list[str] = []
         for from_landing in (False, True):
-            push = per_trial_rate_back(lines.get("push", []), from_landing=from_landing)
+            push = push_back[from_landing]
             back = per_trial_rate_back(found, from_landing=from_landing)
             ratio = ratio_interval(back, push) if push and label != "push" else None
             cells += [format_estimate(mean_interval(back)), format_ratio(ratio) if ratio else ""]
