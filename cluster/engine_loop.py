@@ -10,8 +10,10 @@ passed, then processes Readies until there are none:
 
 1. save the snapshot (if any), then persist truncation, entries and hard state — in a worker
    thread when the store is a real disk, so the event loop keeps serving HTTP and peers
-   meanwhile;
-2. send the Ready's messages (they may promise what step 1 made durable);
+   meanwhile. A hard state that only moves the commit index is held back and written with the
+   next persist (`protocols.storage.CommitHold`): no fsync of its own;
+2. send the Ready's messages (they may promise what step 1 made durable). A leader's go
+   before step 1 instead (`Ready.send_first`): its followers write while it does;
 3. count the committed entries (the engine has applied them already);
 4. answer the waiting clients;
 5. `advance()`.
@@ -54,8 +56,8 @@ from protocols.engine import (
 from protocols.errors import InvariantViolation, PeerError
 from protocols.events import ProtocolEvent
 from protocols.messages import Envelope
-from protocols.storage import LogStore
-from protocols.types import Command, Role
+from protocols.storage import CommitHold, LogStore
+from protocols.types import Command, HardState, Role
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +174,8 @@ class EngineLoop:
         self._role = engine.role
         self._events: deque[tuple[int, ProtocolEvent]] = deque(maxlen=EVENT_HISTORY)
         self._event_seq = 0
+        # Unknown durable hard state at start: the first one handed over is written.
+        self._hold = CommitHold(HardState(term=-1))
 
     # ---- what other tasks call -----------------------------------------------------------------
 
@@ -343,12 +347,20 @@ class EngineLoop:
         for event in ready.events:
             self._event_seq += 1
             self._events.append((self._event_seq, event))
+        send = self._send
+        if ready.send_first:
+            for envelope in ready.messages:
+                send(envelope)
         persisted = ready.needs_persist()
         if persisted:
-            await self._persist(ready)
-        send = self._send
-        for envelope in ready.messages:
-            send(envelope)
+            persisted, hard_state = self._hold.take(
+                ready.hard_state, ready.truncate_after, ready.entries, ready.snapshot
+            )
+            if persisted:
+                await self._persist(ready, hard_state)
+        if not ready.send_first:
+            for envelope in ready.messages:
+                send(envelope)
         if ready.committed:
             self.metrics.commits.inc(len(ready.committed))
         if ready.replies:
@@ -357,9 +369,9 @@ class EngineLoop:
         self._observe_role()
         return persisted
 
-    async def _persist(self, ready: Ready) -> None:
+    async def _persist(self, ready: Ready, hard_state: HardState | None) -> None:
         started = time.perf_counter()
-        args = (ready.hard_state, ready.truncate_after, ready.entries)
+        args = (hard_state, ready.truncate_after, ready.entries)
         snapshot = ready.snapshot
         if self._offload:
             if snapshot is not None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import random
 import secrets
 import signal
@@ -70,10 +71,22 @@ class NodeOptions:
     announce: Callable[[str], None] | None = None  # where the ready line goes (stdout)
 
 
+EVENT_LOOP_ENV = "RAFTBENCH_EVENT_LOOP"  # "uvloop" (the default) or "asyncio"
+
+
+def event_loop_options() -> dict[str, Any]:
+    """anyio's asyncio backend options: uvloop unless the environment asks for asyncio's own
+    loop (kept selectable so `raftbench bench` can measure what uvloop is worth)."""
+    choice = os.environ.get(EVENT_LOOP_ENV, "uvloop")
+    if choice not in ("uvloop", "asyncio"):
+        raise StartError(f"{EVENT_LOOP_ENV}={choice!r}: must be uvloop or asyncio")
+    return {"use_uvloop": choice == "uvloop"}
+
+
 def main(options: NodeOptions) -> int:
     """Run a node until it is told to stop; the process exit status."""
     try:
-        return anyio.run(run_node, options)
+        return anyio.run(run_node, options, backend_options=event_loop_options())
     except StartError as error:
         print(f"raftbench node: error: {error}", file=sys.stderr)
         return EXIT_START

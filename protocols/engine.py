@@ -85,6 +85,10 @@ class Ready:
     replies: list[ClientReply] = field(default_factory=list)
     events: list[ProtocolEvent] = field(default_factory=list)
     snapshot: Snapshot | None = None  # taken or received: save before the entries
+    # The messages may leave before the persist, in parallel with it: a leader's, which promise
+    # nothing this Ready makes durable (its term and vote are durable already, and it counts
+    # its own entries toward commit only once they are: Raft thesis §10.2.1).
+    send_first: bool = False
 
     def needs_persist(self) -> bool:
         return (

@@ -282,6 +282,12 @@ class ReplicaBase:
             if ctx is not None:
                 self._broadcast_heartbeat(ctx)
         handed = self._handed_hard_state
+        send_first = (
+            self._role is Role.LEADER
+            and self._term == handed.term
+            and self._vote == handed.vote
+            and self._rollback_id == handed.rollback_id
+        )
         changed_hard: HardState | None = None
         if (  # built only when it changed: most Readies carry none (a per-step cost)
             self._term != handed.term
@@ -306,6 +312,7 @@ class ReplicaBase:
             replies=self._replies,
             events=self._events.drain(),
             snapshot=self._snapshot_to_save,
+            send_first=send_first,
         )
         self._snapshot_to_save = None
         self._outbox, self._replies = [], []

@@ -121,3 +121,52 @@ class MemoryLogStore:
     @property
     def last_index(self) -> int:
         return self._state.first_index - 1 + len(self._state.entries)
+
+
+class CommitHold:
+    """Holds back hard states that only move the commit index, so they cost no write.
+
+    Why: a commit index needs no durability for safety (a restarted node learns it again from
+    the leader, and re-applies what it has up to the durable one), yet every commit advance
+    changes the hard state: written on its own, it costs a second fsync per write on every
+    member. etcd's raft makes the same call (`MustSync`: only term, vote and entries force a
+    sync). A held hard state rides along with the next write that happens anyway (entries, a
+    truncation, a snapshot, or a term, vote or rollback-id change), so the durable commit lags
+    the engine's by at most what changed since that write. Term, vote and rollback id are never
+    held: they guard one vote per term and the pull engine's rollback detection.
+
+    The caller asks `take()` for each Ready that needs persisting; one instance per engine
+    incarnation (a crash loses what was held, as a real crash would).
+    """
+
+    __slots__ = ("durable", "held")
+
+    def __init__(self, durable: HardState) -> None:
+        self.durable = durable  # the last hard state written
+        self.held: HardState | None = None
+
+    def take(
+        self,
+        hard_state: HardState | None,
+        truncate_after: int | None,
+        entries: list[Entry],
+        snapshot: Snapshot | None,
+    ) -> tuple[bool, HardState | None]:
+        """(whether to write now, the hard state to write with it)."""
+        durable = self.durable
+        if (
+            hard_state is not None
+            and not entries
+            and truncate_after is None
+            and snapshot is None
+            and hard_state.term == durable.term
+            and hard_state.vote == durable.vote
+            and hard_state.rollback_id == durable.rollback_id
+        ):
+            self.held = hard_state
+            return False, None
+        write = hard_state if hard_state is not None else self.held
+        self.held = None
+        if write is not None:
+            self.durable = write
+        return True, write

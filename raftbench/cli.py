@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS = {
+    "bench": "raftbench.commands.bench",
     "calibrate": "raftbench.commands.calibrate",
     "check": "raftbench.commands.check",
     "cluster": "raftbench.commands.cluster",

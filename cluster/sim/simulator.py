@@ -31,8 +31,8 @@ from protocols.engines import engine_factory
 from protocols.errors import InvariantViolation, PeerError
 from protocols.events import ProtocolEvent
 from protocols.messages import Envelope, VoteResponse
-from protocols.storage import MemoryLogStore
-from protocols.types import NodeId, Role
+from protocols.storage import CommitHold, MemoryLogStore
+from protocols.types import HardState, NodeId, Role
 
 # Event kinds, in the order they are handled when due at the same instant.
 (
@@ -150,6 +150,8 @@ class _Node:
     paused: bool = False
     deferred: list[tuple[int, Any, Any]] = field(default_factory=list)  # events while paused
     disk_latency: float = 0.0  # base latency of this node's disk
+    hold: CommitHold = field(default_factory=lambda: CommitHold(HardState(term=-1)))
+    hard_to_write: HardState | None = None  # with `inflight`: the hard state it writes
 
 
 @dataclass(slots=True)
@@ -278,6 +280,7 @@ class Simulator:
         engine = self._factory(self._engine_config(node.node_id), node.store.load(), rng, self.now)
         node.engine = engine
         node.inflight = None
+        node.hold = CommitHold(HardState(term=-1))  # what was held died with the process
         node.tick_at = float("inf")
         self.invariants.node_restarted(node.node_id, engine.commit_index)
         self._pump(node)
@@ -417,6 +420,14 @@ class Simulator:
             if ready.events:
                 self.protocol_events.extend((node.node_id, event) for event in ready.events)
             if ready.needs_persist():
+                write, node.hard_to_write = node.hold.take(
+                    ready.hard_state, ready.truncate_after, ready.entries, ready.snapshot
+                )
+            else:
+                write = False
+            if write:
+                if ready.send_first:
+                    self._send_messages(node, ready.messages)
                 node.inflight = ready
                 latency = node.disk_latency * (0.5 + self._disk_rng.random())
                 if self._disk_extra:
@@ -434,12 +445,22 @@ class Simulator:
         """After the persist: send, deliver replies, advance."""
         engine = node.engine
         assert engine is not None
-        self.stats.messages += len(ready.messages)
+        if not (ready.send_first and node.inflight is ready):
+            self._send_messages(node, ready.messages)
+        for reply in ready.replies:
+            client = self._request_owner.pop(reply.request_id, None)
+            if client is not None:
+                self._at(self.now + self.config.client_delay, _CLIENT_REPLY, client, reply)
+        node.inflight = None
+        engine.advance(ready)
+
+    def _send_messages(self, node: _Node, messages: list[Envelope]) -> None:
+        self.stats.messages += len(messages)
         arrivals = self.network.arrivals
         nodes = self.nodes
         now = self.now
         fifo = self.network.fifo
-        for envelope in ready.messages:
+        for envelope in messages:
             message = envelope.message
             if (
                 self._crash_after_vote
@@ -455,12 +476,6 @@ class Simulator:
                     self._deliver_fifo(arrival, envelope)
                 else:
                     self._at(arrival, _DELIVER, nodes[envelope.dst], envelope)
-        for reply in ready.replies:
-            client = self._request_owner.pop(reply.request_id, None)
-            if client is not None:
-                self._at(self.now + self.config.client_delay, _CLIENT_REPLY, client, reply)
-        node.inflight = None
-        engine.advance(ready)
 
     def _deliver_fifo(self, arrival: float, envelope: Envelope) -> None:
         """Schedule a FIFO link's arrival; one at the instant of the link's last joins it."""
@@ -508,7 +523,7 @@ class Simulator:
         ready = node.inflight
         if ready.snapshot is not None:
             node.store.save_snapshot(ready.snapshot)
-        node.store.persist(ready.hard_state, ready.truncate_after, ready.entries)
+        node.store.persist(node.hard_to_write, ready.truncate_after, ready.entries)
         self._finish(node, ready)
         if node.engine is not None:
             self.invariants.after_step(self.now, node.engine)
