@@ -146,6 +146,7 @@ async def _serve(
 ) -> int:
     registry = Registry()
     loop = EngineLoop(engine, store, transport.send, registry=registry)
+    transport.deliver_to(loop.deliver)
     registry.collector(lambda: transport_families(transport))
     registry.collector(lambda: store_families(store))
     services = NodeServices(
@@ -181,7 +182,6 @@ async def _serve(
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, stop)
                 group.start_soon(_run_loop, loop, stop)
-                group.start_soon(_forward_peers, transport, loop)
                 group.start_soon(_serve_http, server, http_socket, http_done)
                 bound = transport.listen_address
                 http_host, http_port = http_socket.getsockname()[:2]
@@ -224,14 +224,6 @@ async def _run_loop(loop: EngineLoop, stop: anyio.Event) -> None:
         await loop.run()
     finally:
         stop.set()
-
-
-async def _forward_peers(transport: PeerTransport, loop: EngineLoop) -> None:
-    try:
-        while True:
-            await loop.deliver(await transport.receive_batch())
-    except (anyio.EndOfStream, anyio.ClosedResourceError):
-        return
 
 
 async def _serve_http(server: _Server, sock: socket.socket, done: anyio.Event) -> None:

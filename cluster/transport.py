@@ -27,8 +27,9 @@ whose `src` is not the authenticated peer, or whose `dst` is not this node, or t
 decode, is dropped. Each refusal is counted (per peer once authenticated, by reason before
 that) and none raises into the node. A stream that can no longer be framed is closed.
 
-Accepted envelopes go to `incoming`, a bounded memory stream the node loop reads. When the node
-falls behind, readers wait, TCP pushes back, and the senders' bounded queues shed load.
+Accepted envelopes go to `incoming`, a bounded memory stream the node loop reads, or straight
+to a sink the node gives (`deliver_to`). When the node falls behind, readers wait, TCP pushes
+back, and the senders' bounded queues shed load.
 """
 
 from __future__ import annotations
@@ -290,7 +291,19 @@ class PeerTransport:
         )
         self._incoming_send: MemoryObjectSendStream[Envelope] = sender
         self.incoming: MemoryObjectReceiveStream[Envelope] = receiver
+        self._sink: Callable[[list[Envelope]], Awaitable[None]] | None = None
         self.set_peers(peers)
+
+    def deliver_to(self, sink: Callable[[list[Envelope]], Awaitable[None]]) -> None:
+        """Hand accepted envelopes to `sink`, one call per DATA frame, instead of `incoming`.
+
+        Why: the node's engine loop queues them itself (`EngineLoop.deliver`), so a memory
+        stream and a task that forwards from it would only add a hop per frame. The reader
+        awaits the sink, so a sink that waits pushes back on the peer as `incoming` does.
+        """
+        if self._started:
+            raise CallerError("deliver_to() must be called before the transport starts")
+        self._sink = sink
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -774,6 +787,7 @@ class PeerTransport:
             counters.rejected_decode += 1
             return
         counters.data_frames_received += 1
+        accepted: list[Envelope] = []
         for raw in items:
             try:
                 envelope = codec.decode(raw)
@@ -788,6 +802,13 @@ class PeerTransport:
                 continue
             counters.messages_received += 1
             counters.bytes_received += len(raw)
+            accepted.append(envelope)
+        if not accepted:
+            return
+        if self._sink is not None:
+            await self._sink(accepted)
+            return
+        for envelope in accepted:
             try:  # no checkpoint per envelope while the node keeps up
                 self._incoming_send.send_nowait(envelope)
             except anyio.WouldBlock:
