@@ -10,7 +10,7 @@ import pytest
 from protocols.snapshot import Snapshot
 from protocols.storage import CommitHold
 from protocols.types import NOOP, Entry, HardState
-from tests.test_engine_loop import Journal, leader_of, loops, put
+from test_engine_loop import Journal, leader_of, loops, put
 
 DURABLE = HardState(3, "n1", 10, 1)
 
