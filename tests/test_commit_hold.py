@@ -6,11 +6,11 @@ persist, not two."""
 from __future__ import annotations
 
 import pytest
+from test_engine_loop import Journal, leader_of, loops, put
 
 from protocols.snapshot import Snapshot
 from protocols.storage import CommitHold
 from protocols.types import NOOP, Entry, HardState
-from test_engine_loop import Journal, leader_of, loops, put
 
 DURABLE = HardState(3, "n1", 10, 1)
 
