@@ -20,11 +20,14 @@ from workloads.bench import (
     pair_ratio,
     summarise,
 )
+from workloads.profiling import stage_shares
 from workloads.profiling import summarise as profile_summary
 
 
 def phase(width: int, p50: float, cpu: float, rate: float = 100.0) -> Phase:
-    return Phase(width, int(rate * 5), 0, rate, p50, 2 * p50, cpu * rate * 5 / 1000, cpu, 0.1)
+    return Phase(
+        width, int(rate * 5), 0, rate, p50, 2 * p50, cpu * rate * 5 / 1000, cpu, cpu / 2, 0.1
+    )
 
 
 def block(label: str, round_: int, idle: float, p50: float, cpu: float) -> Block:
@@ -118,3 +121,28 @@ def test_one_tiny_round_against_etcd_measures_every_phase(tmp_path: Path) -> Non
             assert measured["p50_ms"] <= measured["p99_ms"]
         assert recorded["idle_cores"] >= 0
     assert "ratios to etcd" in done.stdout and "idle pull/push" in done.stdout
+
+
+def test_profile_stages_charge_each_sample_to_the_innermost_frame_of_our_code(
+    tmp_path: Path,
+) -> None:
+    loop = "Runner.run (asyncio/runners.py:1);TaskHandle._run_coro (anyio/_core/_tasks.py:3)"
+    collapsed = tmp_path / "p.txt"
+    collapsed.write_text(
+        f"{loop};_write_loop (cluster/transport.py:9);seal (cluster/framing.py:2);"
+        "digest (hmac.py:5) 4\n"
+        f"{loop};EngineLoop.run (cluster/engine_loop.py:1);_persist (cluster/engine_loop.py:2);"
+        "FileLogStore.persist (cluster/storage/file_store.py:3);_datasync "
+        "(cluster/storage/file_store.py:4) 2\n"
+        f"{loop};_read_authentic (cluster/transport.py:5);_deliver (cluster/transport.py:6);"
+        "decode (protocols/codec.py:7);unpackb (msgpack/__init__.py:1) 3\n"
+        f"{loop};_Api.kv (cluster/api.py:1);loads (json/__init__.py:2) 1\n"
+        f"{loop} 10\n"
+    )
+    shares = stage_shares(collapsed)
+    assert shares["transport send (batch, MAC, write)"] == pytest.approx(0.2)
+    assert shares["fsync"] == pytest.approx(0.1)
+    assert shares["codec decode"] == pytest.approx(0.15)
+    assert shares["HTTP (parse, route, answer)"] == pytest.approx(0.05)
+    assert shares["event loop, tasks, threads"] == pytest.approx(0.5)
+    assert sum(shares.values()) == pytest.approx(1.0)

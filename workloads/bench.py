@@ -84,6 +84,7 @@ class Phase:
     p99_ms: float
     server_cpu_s: float  # members summed, over the window
     cpu_per_write_ms: float
+    leader_cpu_per_write_ms: float  # the leader's own share of it
     loadgen_share: float  # of the machine's cores, over the window
 
 
@@ -164,13 +165,18 @@ def _block(settings: BenchSettings, label: str, round_: int, directory: Path) ->
             scenario = bench_scenario(settings, width)
             profile = None
             if settings.profile_dir is not None and target.kind != ETCD:
-                profile = settings.profile_dir / f"{label}-r{round_ + 1}-w{width}.txt"
+                profile = settings.profile_dir / profile_name(label, round_, width)
             block.phases.append(
                 _phase(scenario, target, seed, directory / f"w{width}", leader, profile)
             )
         return block
     finally:
         target.down()
+
+
+def profile_name(label: str, round_: int, width: int) -> str:
+    """The collapsed-stack file of one label's leader in one round and phase."""
+    return f"{label.replace(':', '-')}-r{round_ + 1}-w{width}.txt"
 
 
 def _phase(
@@ -205,10 +211,10 @@ def _phase(
         pool.go(origin)
         start, end = origin + timing.warmup, origin + timing.warmup + timing.duration
         _sleep_until(start)
-        cpu0, load0 = _server_cpu(target), pool.cpu_seconds()
+        cpu0, load0, lead0 = _server_cpu(target), pool.cpu_seconds(), _cpu(target, leader)
         recording = _record(target, leader, timing.duration, profile)
         _sleep_until(end)
-        cpu1, load1 = _server_cpu(target), pool.cpu_seconds()
+        cpu1, load1, lead1 = _server_cpu(target), pool.cpu_seconds(), _cpu(target, leader)
         if recording is not None:
             recording.wait()
         results = pool.finish(timeout=op_timeout + 30.0)
@@ -228,6 +234,7 @@ def _phase(
         p99_ms=_percentile_ms(ok, 99),
         server_cpu_s=server,
         cpu_per_write_ms=1000.0 * server / len(ok) if ok else math.nan,
+        leader_cpu_per_write_ms=1000.0 * (lead1 - lead0) / len(ok) if ok else math.nan,
         loadgen_share=(load1 - load0) / (seconds * cores),
     )
 
@@ -253,12 +260,12 @@ def _leader_first(target: Target) -> tuple[str, ...]:
 
 def _server_cpu(target: Target) -> float:
     """CPU seconds of every member's process so far (a member that is gone counts 0)."""
-    total = 0.0
-    for node in target.node_ids:
-        stat = target.process_stat(node)
-        if stat is not None:
-            total += stat[2]
-    return total
+    return sum(_cpu(target, node) for node in target.node_ids)
+
+
+def _cpu(target: Target, node: NodeId) -> float:
+    stat = target.process_stat(node)
+    return 0.0 if stat is None else stat[2]
 
 
 def _sleep_until(when: float) -> None:

@@ -110,6 +110,100 @@ def summarise(collapsed: Path, top: int = 20) -> list[FrameShare]:
     ]
 
 
+# ---- stages of a write -----------------------------------------------------------------------
+
+# A sample is charged to the innermost frame of our own code or of the HTTP server: the event
+# loop, tasks, threads and the libraries our code calls (msgpack, hmac, json) say nothing about
+# which stage they serve. A stack with none of those frames is the event loop's own work.
+STAGES = (
+    "HTTP (parse, route, answer)",
+    "engine loop (queues, waiters, persist hand-off)",
+    "engine step (protocol)",
+    "apply (state machine)",
+    "codec encode",
+    "codec decode",
+    "transport send (batch, MAC, write)",
+    "transport receive (read, MAC, unpack)",
+    "log store (records, write)",
+    "fsync",
+    "metrics",
+    "event loop, tasks, threads",
+)
+_SENDING = ("_write_loop", "PeerTransport.send", "_queue_ping", "_WriteBatch")
+_RECEIVING = (
+    "_read_authentic",
+    "_deliver",
+    "_FrameReader",
+    "on_frame",
+    "_pong_received",
+    "receive_batch",
+    "_forward_peers",
+)
+
+
+def stage_of(frames: list[str]) -> str:
+    """The stage a sampled stack (root first, as py-spy writes it) belongs to."""
+    names = [frame.partition(" (")[0] for frame in frames]
+    for frame in reversed(frames):
+        name, _, where = frame.partition(" (")
+        if name == "_datasync":
+            return "fsync"
+        if "protocols/codec.py" in where:
+            decoding = any("decode" in n for n in names) and not any(
+                n == "encode" or "encoder" in n for n in names
+            )
+            return "codec decode" if decoding else "codec encode"
+        if "protocols/kv.py" in where:
+            return "apply (state machine)"
+        if "protocols/" in where:
+            return "engine step (protocol)"
+        if "cluster/storage/" in where:
+            return "log store (records, write)"
+        if any(
+            f in where
+            for f in (
+                "cluster/transport.py",
+                "cluster/framing.py",
+                "cluster/shaper.py",
+                "cluster/link_stats.py",
+            )
+        ):
+            if any(any(mark in n for mark in _SENDING) for n in names):
+                return "transport send (batch, MAC, write)"
+            if any(any(mark in n for mark in _RECEIVING) for n in names):
+                return "transport receive (read, MAC, unpack)"
+            continue  # a connection task's own frame: which direction shows further up
+        if any(
+            f in where for f in ("cluster/api.py", "starlette/", "uvicorn/", "h11/", "httptools/")
+        ):
+            return "HTTP (parse, route, answer)"
+        if "cluster/engine_loop.py" in where:
+            return "engine loop (queues, waiters, persist hand-off)"
+        if "cluster/metrics.py" in where:
+            return "metrics"
+    return "event loop, tasks, threads"
+
+
+def stage_shares(collapsed: Path) -> dict[str, float]:
+    """Each stage's share of the samples (every stage in `STAGES`, zero when unseen)."""
+    counts: Counter[str] = Counter()
+    for line in collapsed.read_text(encoding="utf-8").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if stack and count_text.isdigit():
+            counts[stage_of(stack.split(";"))] += int(count_text)
+    total = sum(counts.values())
+    return {stage: (counts[stage] / total if total else 0.0) for stage in STAGES}
+
+
+def format_stages(shares: dict[str, float], cpu_per_write_ms: float | None = None) -> str:
+    """Shares of the samples per stage; with the leader's CPU per write, milliseconds too."""
+    lines = [f"{'share':>6} {'ms/write':>9}  stage"]
+    for stage, share in shares.items():
+        ms = "" if cpu_per_write_ms is None else f"{share * cpu_per_write_ms:.3f}"
+        lines.append(f"{share:>6.1%} {ms:>9}  {stage}")
+    return "\n".join(lines)
+
+
 def _short(frame: str) -> str:
     """`function (path/to/module.py:line)` as `function (module.py)`: lines differ per
     sample, the function is what a reader looks for."""

@@ -11,8 +11,15 @@ from typing import Any
 
 from raftbench.commands.argtypes import non_negative_float, positive_float, positive_int
 from raftbench.commands.run import _labels
-from workloads.bench import BenchSettings, format_table, run_bench, to_json
-from workloads.profiling import ProfilerError, find_py_spy, format_shares, summarise
+from workloads.bench import BenchSettings, Block, format_table, profile_name, run_bench, to_json
+from workloads.profiling import (
+    ProfilerError,
+    find_py_spy,
+    format_shares,
+    format_stages,
+    stage_shares,
+    summarise,
+)
 
 
 def register(subparsers: Any) -> None:
@@ -91,8 +98,23 @@ def run(args: argparse.Namespace) -> int:
         args.json.write_text(json.dumps(to_json(blocks, settings), indent=1) + "\n")
         print(f"# written to {args.json}")
     if args.profile is not None:
-        for path in sorted(args.profile.glob("*.txt")):
-            summary = format_shares(summarise(path))
-            path.with_suffix(".top").write_text(summary + "\n")
-        print(f"# profiles (collapsed stacks *.txt, top functions *.top) in {args.profile}")
+        _summarise_profiles(args.profile, blocks)
     return 0
+
+
+def _summarise_profiles(directory: Path, blocks: list[Block]) -> None:
+    """Per profile: the top functions (*.top) and the stages of a write (*.stages), with the
+    leader's CPU per write split by stage; the stage tables are printed too."""
+    for block in blocks:
+        for phase in block.phases:
+            path = directory / profile_name(block.label, block.round, phase.width)
+            if not path.exists():
+                continue
+            path.with_suffix(".top").write_text(format_shares(summarise(path)) + "\n")
+            stages = format_stages(stage_shares(path), phase.leader_cpu_per_write_ms)
+            path.with_suffix(".stages").write_text(stages + "\n")
+            print(
+                f"\n{block.label}, round {block.round + 1}, W={phase.width}: leader CPU "
+                f"{phase.leader_cpu_per_write_ms:.3f} ms per write, by stage\n{stages}"
+            )
+    print(f"# profiles (collapsed stacks *.txt, *.top, *.stages) in {directory}")
