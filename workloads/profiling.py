@@ -141,6 +141,20 @@ _RECEIVING = (
 )
 
 
+_HTTP_LIBRARIES = ("starlette", "uvicorn", "h11", "httptools")
+_TRANSPORT_FILES = ("transport.py", "framing.py", "shaper.py", "link_stats.py")
+
+
+def _file_of(where: str) -> tuple[str, str]:
+    """(top-level package, path inside it) of a frame's file. py-spy names files relative to
+    their sys.path entry (``protocols/push.py``, ``uvicorn/protocols/http/h11_impl.py``)."""
+    path = where.rsplit(":", 1)[0].rstrip(")")
+    if "site-packages/" in path:
+        path = path.rsplit("site-packages/", 1)[1]
+    package, _, rest = path.partition("/")
+    return package, rest
+
+
 def stage_of(frames: list[str]) -> str:
     """The stage a sampled stack (root first, as py-spy writes it) belongs to."""
     names = [frame.partition(" (")[0] for frame in frames]
@@ -148,38 +162,29 @@ def stage_of(frames: list[str]) -> str:
         name, _, where = frame.partition(" (")
         if name == "_datasync":
             return "fsync"
-        if "protocols/codec.py" in where:
-            decoding = any("decode" in n for n in names) and not any(
-                n == "encode" or "encoder" in n for n in names
-            )
-            return "codec decode" if decoding else "codec encode"
-        if "protocols/kv.py" in where:
-            return "apply (state machine)"
-        if "protocols/" in where:
-            return "engine step (protocol)"
-        if "cluster/storage/" in where:
+        package, rest = _file_of(where)
+        if package in _HTTP_LIBRARIES or (package, rest) == ("cluster", "api.py"):
+            return "HTTP (parse, route, answer)"
+        if package == "protocols":
+            if rest == "codec.py":
+                decoding = any("decode" in n for n in names) and not any(
+                    n == "encode" or "encoder" in n for n in names
+                )
+                return "codec decode" if decoding else "codec encode"
+            return "apply (state machine)" if rest == "kv.py" else "engine step (protocol)"
+        if package != "cluster":
+            continue  # the event loop, tasks, threads, other libraries: look further out
+        if rest.startswith("storage/"):
             return "log store (records, write)"
-        if any(
-            f in where
-            for f in (
-                "cluster/transport.py",
-                "cluster/framing.py",
-                "cluster/shaper.py",
-                "cluster/link_stats.py",
-            )
-        ):
+        if rest in _TRANSPORT_FILES:
             if any(any(mark in n for mark in _SENDING) for n in names):
                 return "transport send (batch, MAC, write)"
             if any(any(mark in n for mark in _RECEIVING) for n in names):
                 return "transport receive (read, MAC, unpack)"
             continue  # a connection task's own frame: which direction shows further up
-        if any(
-            f in where for f in ("cluster/api.py", "starlette/", "uvicorn/", "h11/", "httptools/")
-        ):
-            return "HTTP (parse, route, answer)"
-        if "cluster/engine_loop.py" in where:
+        if rest == "engine_loop.py":
             return "engine loop (queues, waiters, persist hand-off)"
-        if "cluster/metrics.py" in where:
+        if rest == "metrics.py":
             return "metrics"
     return "event loop, tasks, threads"
 
