@@ -11,7 +11,8 @@ passed, then processes Readies until there are none:
 1. save the snapshot (if any), then persist truncation, entries and hard state — in a worker
    thread when the store is a real disk, so the event loop keeps serving HTTP and peers
    meanwhile. A hard state that only moves the commit index is held back and written with the
-   next persist (`protocols.storage.CommitHold`): no fsync of its own;
+   next persist, or when the loop stops cleanly (`protocols.storage.CommitHold`): no fsync of
+   its own;
 2. send the Ready's messages (they may promise what step 1 made durable). A leader's go
    before step 1 instead (`Ready.send_first`): its followers write while it does;
 3. count the committed entries (the engine has applied them already);
@@ -308,10 +309,19 @@ class EngineLoop:
                         await anyio.lowlevel.checkpoint()
                     self._feed()
                 self._publish()
+            self._write_held()
         finally:
             self.close()
             if self._persister is not None:
                 self._persister.shutdown(wait=False)  # idle: every write was awaited
+
+    def _write_held(self) -> None:
+        """On a clean stop, write the commit index held back (`CommitHold`): a node stopped
+        on purpose restarts with all of its committed prefix; only a crash loses some."""
+        held = self._hold.held
+        if held is not None:
+            self._store.persist(held, None, [])
+            self._hold.held = None
 
     async def _wait_for_work(self) -> None:
         if self._inbox or self._peer_inbox:

@@ -59,3 +59,17 @@ async def test_a_committed_write_costs_each_member_one_persist() -> None:
     # would be a second persist per write on every member.
     for node in journal.stores:
         assert after[node] - before[node] <= 10, node
+
+
+@pytest.mark.anyio
+async def test_a_clean_stop_writes_the_held_commit_index() -> None:
+    journal = Journal()
+    async with loops(3, journal) as nodes:
+        leader = await leader_of(nodes)
+        for i in range(5):
+            (reply,) = await nodes[leader].execute([put(f"k{i}", "v")], 5.0)
+            assert reply is not None
+        commits = {node: loop.status().commit for node, loop in nodes.items()}
+    # Leaving `loops` closes every loop cleanly: each one writes what it held back.
+    for node, store in journal.stores.items():
+        assert store.load().hard_state.commit >= commits[node] >= 6, node
