@@ -181,8 +181,9 @@ class Config:
     snapshot_inflight: int = 4  # push: unacknowledged snapshot chunks per follower
     # Membership (protocols/membership.py). `members` is every node this one may talk to; the
     # configuration in force is the latest in the log or snapshot. A node with neither starts
-    # with all `members` as voters, or with only itself (`bootstrap`: a cluster of one that
-    # takes the others in), or with none (`joining`: it waits to be added by a leader).
+    # with `voters` (default: all `members`) as voters, or with only itself (`bootstrap`: a
+    # cluster of one that takes the others in), or with none (`joining`: it waits to be added).
+    voters: tuple[NodeId, ...] = ()
     bootstrap: bool = False
     joining: bool = False
 
@@ -219,6 +220,11 @@ class Config:
                 raise CallerError(f"priorities: {member!r} is not a member")
             if priority < 0:
                 raise CallerError(f"priorities: {member!r} has a negative priority")
+        for voter in self.voters:
+            if voter not in self.members:
+                raise CallerError(f"voters: {voter!r} is not a member")
+        if len(set(self.voters)) != len(self.voters):
+            raise CallerError("voters: duplicate ids")
         if self.bootstrap and self.joining:
             raise CallerError("bootstrap/joining: a node either forms a cluster or joins one")
         if self.pull_timeout < 0 or self.catchup_timeout < 0:

@@ -84,6 +84,9 @@ class ReplicaBase:
         self._snapshot_to_save: Snapshot | None = None  # goes out in the next Ready
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        # The configuration before the log's first configuration entry; None for a joining
+        # node, which does not know the one it was added to until its log holds it.
+        self._base_membership: Membership | None
         if snapshot is None:
             self.log = RaftLog(stored.entries)
             self._base_membership = self._initial_membership()
@@ -96,7 +99,7 @@ class ReplicaBase:
         # The configuration entries in the log after the snapshot, and the one in force.
         self._configs: list[tuple[int, Membership]] = []
         self._configs_version = -1
-        self.membership = self._base_membership
+        self.membership = Membership(())
         self.voters: tuple[NodeId, ...] = ()
         self.members: tuple[NodeId, ...] = ()
         self.peers: tuple[NodeId, ...] = ()
@@ -178,14 +181,14 @@ class ReplicaBase:
 
     # ---- membership --------------------------------------------------------------------------
 
-    def _initial_membership(self) -> Membership:
-        """The configuration of a node whose log and snapshot hold none."""
+    def _initial_membership(self) -> Membership | None:
+        """The configuration of a node whose log and snapshot hold none (None: joining)."""
         config = self.config
         if config.joining:
-            return Membership(())
+            return None
         if config.bootstrap:
             return Membership((config.node_id,))
-        return Membership(config.members)
+        return Membership(config.voters or config.members)
 
     @property
     def config_index(self) -> int:
@@ -197,8 +200,9 @@ class ReplicaBase:
         """Is the configuration in force not committed yet (a change under way)?"""
         return self.config_index > self._commit
 
-    def membership_at(self, index: int) -> Membership:
-        """The configuration in force once entries up to `index` are in the log."""
+    def membership_at(self, index: int) -> Membership | None:
+        """The configuration in force once entries up to `index` are in the log (None: a
+        joining node's, before the first configuration entry it holds)."""
         for config_index, membership in reversed(self._configs):
             if config_index <= index:
                 return membership
@@ -214,6 +218,7 @@ class ReplicaBase:
             for index in self.log.config_indexes
         ]
         current = self._configs[-1][1] if self._configs else self._base_membership
+        current = current or Membership(())
         if current == self.membership and notify:
             return
         self.membership = current
@@ -490,6 +495,8 @@ class ReplicaBase:
         term = self.log.term_at(applied)
         assert term is not None  # applied > snapshot index and <= last index
         membership = self.membership_at(applied)
+        if membership is None:
+            return  # a joining node snapshots once it holds a configuration up to there
         snapshot = take(applied, term, membership, self.kv)
         self.log.compact(applied)
         self._base_membership = membership

@@ -74,9 +74,7 @@ class Harness:
         factory = engine_factory(protocol) if isinstance(protocol, str) else protocol
         first = ids[:voters] if voters else ids
         configs = {
-            n: Config(node_id=n, members=ids, joining=n not in first, **config)
-            if n not in first
-            else Config(node_id=n, members=first if voters else ids, **config)
+            n: Config(node_id=n, members=ids, voters=first, joining=n not in first, **config)
             for n in ids
         }
         harness = cls(factory, configs, seed)
