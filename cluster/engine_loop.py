@@ -46,6 +46,7 @@ from protocols.engine import (
     ClientRequest,
     Consistency,
     Engine,
+    MembershipRequest,
     ReadRequest,
     Ready,
     ReplyStatus,
@@ -53,6 +54,7 @@ from protocols.engine import (
 )
 from protocols.errors import InvariantViolation, PeerError
 from protocols.events import ProtocolEvent
+from protocols.membership import ConfChange
 from protocols.messages import Envelope
 from protocols.storage import LogStore
 from protocols.types import Command, Role
@@ -72,7 +74,7 @@ class ReadOp:
     consistency: Consistency = Consistency.LINEARIZABLE
 
 
-Operation = Command | ReadOp
+Operation = Command | ReadOp | ConfChange  # ConfChange: a membership change (leader only)
 
 
 class LoopClosed(Exception):
@@ -324,6 +326,8 @@ class EngineLoop:
                 self.metrics.reads.inc(1, operation.consistency.value)
                 request = ReadRequest(waiter.request_id, operation.key, operation.consistency)
                 engine.read(request, now)
+            elif isinstance(operation, ConfChange):
+                engine.change_membership(MembershipRequest(waiter.request_id, operation), now)
             else:
                 self.metrics.proposals.inc()
                 engine.propose(ClientRequest(waiter.request_id, operation), now)

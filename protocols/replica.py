@@ -62,7 +62,7 @@ from protocols.quorum import VoteResult, vote_result
 from protocols.reads import ReadBarrier
 from protocols.snapshot import Snapshot, SnapshotError, restore, take
 from protocols.storage import StoredState
-from protocols.types import NOOP, Entry, HardState, NodeId, Position, Role
+from protocols.types import NOOP, Command, Entry, HardState, NodeId, Op, Position, Role
 
 # Messages only a leader sends: receiving one in the current term names the leader.
 LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)
@@ -736,8 +736,16 @@ class ReplicaBase:
         self._on_step_down()
 
     def _append_noop(self, now: float) -> None:
-        """A new leader's entry of its own term, so earlier entries can commit (§5.4.2, §8)."""
-        self.log.append_new(self._term, [NOOP])
+        """A new leader's entry of its own term, so earlier entries can commit (§5.4.2, §8).
+
+        A bootstrapped node's first one is its configuration instead (hashicorp/raft writes
+        it at bootstrap): from then on the log, not a start-up flag, says who the voters are.
+        """
+        command = NOOP
+        if self.config.bootstrap and not self._configs and self.log.snapshot_index == 0:
+            command = Command(Op.CONFIG, f"bootstrap {self.node_id}", self.membership.encode())
+        self.log.append_new(self._term, [command])
+        self._refresh_membership()
         self._on_appended(now)
 
     def _send(self, dst: NodeId, message: Message) -> None:

@@ -1,6 +1,7 @@
 """`raftbench cluster up|status|down`: a local cluster of node processes (cluster.launcher).
 
-The fault actions (`kill`, `partition`, `recover`, ...) live in raftbench.commands.cluster_faults.
+The fault actions (`kill`, `partition`, `recover`, ...) live in raftbench.commands.cluster_faults,
+the membership actions (`add-node`, `remove-node`, `promote`) in raftbench.commands.cluster_members.
 
 Exit status: 0 done, 1 the operation failed (a node did not start, no cluster in the folder,
 namespace mode unavailable), 2 bad usage.
@@ -32,7 +33,7 @@ from cluster.ssh_cluster import HOSTS_STATE_FILE
 from cluster.storage import FsyncPolicy
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
-from raftbench.commands import cluster_faults, hosts_cluster
+from raftbench.commands import cluster_faults, cluster_members, hosts_cluster
 from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from raftbench.commands.hosts import add_hosts_arguments
 
@@ -107,6 +108,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "find it in the folder)",
         )
     cluster_faults.register(actions)
+    cluster_members.register(actions)
     parser.set_defaults(handler=run)
 
 
@@ -129,6 +131,8 @@ def run(args: argparse.Namespace) -> int:
         match args.cluster_command:
             case command if command in cluster_faults.ACTIONS:
                 return cluster_faults.run(args)
+            case command if command in cluster_members.ACTIONS:
+                return cluster_members.run(args)
             case command if args.hosts is not None or (args.dir / HOSTS_STATE_FILE).is_file():
                 return hosts_cluster.run(args)
             case "up":
