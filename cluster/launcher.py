@@ -105,6 +105,7 @@ class ClusterSpec:
     start_timeout: float = 30.0  # per start: how long a node may take to print `ready`
     seed: int | None = None  # node i gets seed+i; None: each node seeds from the OS
     log_level: str = "warning"
+    bootstrap: bool = False  # n1 forms a cluster of one; the others start joining
 
     def sync_settings(self) -> SyncSettings:
         """The pull engine's sync settings this spec asks for (defaults where it says None)."""
@@ -238,6 +239,7 @@ class LocalCluster:
                 client=client,
                 region=spec.regions[i] if i < len(spec.regions) else "default",
                 priority=float(spec.priorities.get(node_id, 1.0)),
+                joined=spec.bootstrap and i > 0,
             )
             for i, (node_id, (peer, client)) in enumerate(zip(ids, addresses, strict=True))
         )
@@ -468,6 +470,9 @@ class LocalCluster:
             "--log-level",
             self.log_level,
         ]
+        members = self.config.members
+        if len(members) > 1 and all(m.joined for m in members if m.id != node_id):
+            command.append("--bootstrap")  # the one founding member (cluster up --bootstrap)
         if self.seed is not None:
             index = self.node_ids.index(node_id)
             record = self.records[node_id]
@@ -754,10 +759,20 @@ class LocalCluster:
 
     # ---- membership changes ------------------------------------------------------------------
 
-    def add_node(self, voter: bool = False, timeout: float = 30.0) -> NodeId:
+    def add_node(
+        self, voter: bool = False, timeout: float = 30.0, node_id: NodeId | None = None
+    ) -> NodeId:
         """Add a node: a cluster-file entry (marked `joined`, fresh ports), a data directory,
         a process that starts joining, then the change at the leader (a learner unless
-        `voter`). Returns the new node's id."""
+        `voter`). Returns the new node's id. With `node_id`, a member the file already names
+        (started if it is not running) is added instead."""
+        kind = "add-voter" if voter else "add-learner"
+        if node_id is not None:
+            self.config.member(node_id)
+            if not self.is_alive(node_id):
+                self.start([node_id])
+            self.change_membership(kind, node_id, timeout)
+            return node_id
         if self.layout is not None:
             raise LauncherError("add-node: not available for clusters in network namespaces")
         taken = {int(n[1:]) for n in self.node_ids if n[1:].isdigit() and n.startswith("n")}
@@ -779,7 +794,7 @@ class LocalCluster:
         self.records[node_id] = NodeRecord(node_id)
         self._write_state()
         self.start([node_id])
-        self.change_membership("add-voter" if voter else "add-learner", node_id, timeout)
+        self.change_membership(kind, node_id, timeout)
         return node_id
 
     def remove_node(self, node_id: NodeId, stop: bool = True, timeout: float = 30.0) -> None:

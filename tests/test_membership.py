@@ -6,11 +6,19 @@ The tests drive the engines by hand through `Harness`; nodes beyond `voters` sta
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
 
+from cluster.config import (
+    ConfigError,
+    load_cluster_config,
+    local_cluster_config,
+    write_cluster_config,
+)
 from cluster.sim.harness import Harness
 from protocols.codec import decode, encode
 from protocols.config import Config
@@ -323,3 +331,26 @@ def test_leader_status_shows_configuration_and_progress(protocol: str) -> None:
     roles = {row.node: row.role for row in status.progress}
     assert roles == {"n2": "voter", "n3": "voter", "n4": "learner"}
     assert all(row.entries_behind == 0 for row in status.progress)
+
+
+# ---- the cluster file ----------------------------------------------------------------------------
+
+
+def test_joined_members_in_the_cluster_file(tmp_path: Path) -> None:
+    """A member added after the cluster formed is not an initial voter, and starts joining."""
+    base = local_cluster_config(3)
+    joined = replace(base.members[2], joined=True)
+    config = replace(base, members=(*base.members[:2], joined)).validate()
+    write_cluster_config(config, tmp_path / "cluster.toml")
+    loaded = load_cluster_config(tmp_path / "cluster.toml")
+    assert [m.joined for m in loaded.members] == [False, False, True]
+    assert loaded.engine_config("n1").voters == ("n1", "n2")
+    assert not loaded.engine_config("n1").joining
+    assert loaded.engine_config("n3").joining
+    everyone = tuple(replace(m, joined=True) for m in base.members)
+    with pytest.raises(ConfigError, match="every member is 'joined'"):
+        replace(base, members=everyone).validate()
+    text = (tmp_path / "cluster.toml").read_text().replace("joined = true", 'joined = "yes"')
+    (tmp_path / "cluster.toml").write_text(text)
+    with pytest.raises(ConfigError, match="joined: expected true or false"):
+        load_cluster_config(tmp_path / "cluster.toml")

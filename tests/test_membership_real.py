@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from cluster.launcher import ClusterSpec, LauncherError, LocalCluster
+from raftbench.cli import main
 
 DEADLINE = 60.0  # guards against hangs only
 THRESHOLD = 30
@@ -150,4 +151,44 @@ def test_nodes_join_and_leave_under_load_and_no_acknowledged_write_is_lost(
                 answer = http.get(cluster.url(node) + f"/kv/key-{seq}?consistency=local")
                 assert answer.json().get("value") == f"value-{seq}", (node, seq, answer.text)
         assert len(writer.acked) > 4 * THRESHOLD
+        cluster.down()
+
+
+@pytest.mark.parametrize("protocol", ["push", "pull"])
+def test_bootstrap_one_node_grows_to_three(
+    tmp_path: Path, protocol: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = str(tmp_path / "b")
+    spec = ClusterSpec(
+        nodes=3, protocol=protocol, election_timeout=0.5, heartbeat_interval=0.05, bootstrap=True
+    )
+    with (
+        LocalCluster.up(folder, spec) as cluster,
+        httpx.Client(trust_env=False, timeout=10.0) as http,
+    ):
+        assert "--bootstrap" in cluster.node_command("n1")
+        assert "--bootstrap" not in cluster.node_command("n2")
+        assert cluster.wait_for_leader(DEADLINE) == "n1"  # a cluster of one
+        waiting = poll("n2's status", lambda: status(cluster, "n2"))
+        assert waiting["membership"]["role"] == "none" and waiting["role"] == "follower"
+        assert http.put(cluster.url("n1") + "/kv/a", json={"value": "1"}).status_code == 200
+        for node in ("n2", "n3"):
+            assert main(["cluster", "add-node", "--dir", folder, "--node", node, "--voter"]) == 0
+        assert main(["cluster", "promote", "n9", "--dir", folder]) == 2
+        assert "unknown node 'n9'" in capsys.readouterr().err
+        voters = poll(
+            "the configuration of three",
+            lambda: (s := status(cluster, "n1")) and s["membership"]["committed"] and s,
+        )["membership"]["voters"]
+        assert voters == ["n1", "n2", "n3"]
+        # Two of three now make a majority: the founder may go.
+        assert cluster.kill("n1")
+        leader = cluster.wait_for_leader(DEADLINE, exclude="n1")
+        poll(
+            "a write at the new leader",
+            lambda: http.put(cluster.url(leader) + "/kv/b", json={"value": "2"}).status_code == 200,
+        )
+        for key, value in (("a", "1"), ("b", "2")):
+            answer = http.get(cluster.url(leader) + f"/kv/{key}").json()
+            assert answer["value"] == value
         cluster.down()

@@ -91,6 +91,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run each node in its own network namespace (root, iproute2, nftables)",
     )
     up.add_argument("--base-port", type=int, help="loopback: ports from here (default: free)")
+    up.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="n1 forms a cluster of one (raftbench node --bootstrap); the others start "
+        "joining, to be added with `raftbench cluster add-node --node ID`",
+    )
     up.add_argument("--seed", type=int, help="seed of the nodes' randomness")
     up.add_argument("--start-timeout", type=_seconds, default=30.0, help="seconds per node")
     status = actions.add_parser(
@@ -190,6 +196,7 @@ def _up(args: argparse.Namespace) -> int:
             seed=args.seed,
             start_timeout=args.start_timeout,
             topology=topology,
+            bootstrap=args.bootstrap,
         )
         if not spec.heartbeat_interval < spec.election_timeout:
             return _fail("--heartbeat: must be < --election-timeout", EXIT_USAGE)

@@ -5,7 +5,9 @@ secret) and answered once it is committed. `add-node` also gives the new node a 
 entry (fresh ports, marked `joined`), a data directory and a process, which starts joining and
 catches up (from a snapshot if the others compacted their logs); it joins as a learner unless
 `--voter`, and `promote` makes a learner a voter. `remove-node` takes the node out of the
-configuration, then stops its process (its cluster-file entry stays). A refused change (a
+configuration, then stops its process (its cluster-file entry stays). `add-node --node ID`
+adds a member the cluster file already names (e.g. after `cluster up --bootstrap`, where n1
+forms a cluster of one and the others wait to be added). A refused change (a
 change still pending, an unknown node, the last voter) prints the leader's reason and exits 1.
 """
 
@@ -24,6 +26,11 @@ ACTIONS = ("add-node", "remove-node", "promote")
 def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add = actions.add_parser("add-node", help="start a new node and add it to the configuration")
     add.add_argument("--voter", action="store_true", help="add it as a voter (default: learner)")
+    add.add_argument(
+        "--node",
+        help="a member of the cluster file that is not in the configuration yet (a node that "
+        "started joining, e.g. after `cluster up --bootstrap`) instead of a new one",
+    )
     remove = actions.add_parser(
         "remove-node", help="take a node out of the configuration and stop it"
     )
@@ -41,13 +48,13 @@ def register(actions: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 def run(args: argparse.Namespace) -> int:
     cluster = LocalCluster.open(args.dir)
     command = args.cluster_command
-    if command != "add-node" and args.node not in cluster.node_ids:
+    if args.node is not None and args.node not in cluster.node_ids:
         known = ", ".join(cluster.node_ids)
         print(f"raftbench cluster: unknown node {args.node!r} (nodes: {known})", file=sys.stderr)
         return EXIT_USAGE
     try:
         if command == "add-node":
-            node = cluster.add_node(voter=args.voter, timeout=args.timeout)
+            node = cluster.add_node(voter=args.voter, timeout=args.timeout, node_id=args.node)
             role = "voter" if args.voter else "learner"
             print(f"added {node} as a {role}: {cluster.url(node)}")
         elif command == "remove-node":
