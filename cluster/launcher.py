@@ -819,6 +819,7 @@ class LocalCluster:
         }
         deadline = time.monotonic() + timeout
         last = "no leader"
+        uncertain = False  # an attempt may have gone through (no answer, or unknown outcome)
         with httpx.Client(trust_env=False, timeout=10.0, verify=shared_tls_context()) as http:
             while time.monotonic() < deadline:
                 leader = self.leader()
@@ -829,15 +830,22 @@ class LocalCluster:
                     response = http.post(self.url(leader) + path, content=data, headers=headers)
                     answer = response.json()
                 except (httpx.HTTPError, ValueError) as error:
-                    last = f"{leader}: {error}"
+                    last, uncertain = f"{leader}: {error}", True
                     time.sleep(POLL)
                     continue
                 if response.status_code == 200:
                     return dict(answer)
                 detail = f"{answer.get('error')}: {answer.get('detail')}"
+                if response.status_code == 409 and uncertain:
+                    # Refused because an earlier attempt did it ("already a voter")?
+                    status = self.statuses().get(leader) or {}
+                    membership = status.get("membership") or {}
+                    if _change_done(change, node_id, membership) and membership.get("committed"):
+                        return {"ok": True, "change": change, "membership": membership}
                 if response.status_code in (400, 403, 409):
                     raise LauncherError(f"{change} {node_id}: {detail}")
                 last = f"{leader}: {detail}"
+                uncertain = uncertain or response.status_code == 504
                 time.sleep(POLL)
         raise LauncherError(f"{change} {node_id}: not done within {timeout} s ({last})")
 
@@ -931,6 +939,16 @@ def load_topology_file(
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+
+def _change_done(change: str, node_id: NodeId, membership: Mapping[str, Any]) -> bool:
+    """Does `membership` (a /status `membership` object) already show `change` made?"""
+    voters, learners = membership.get("voters") or [], membership.get("learners") or []
+    if change in ("add-voter", "promote"):
+        return node_id in voters
+    if change == "add-learner":
+        return node_id in learners
+    return node_id not in voters and node_id not in learners
 
 
 def _addresses(
