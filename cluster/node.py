@@ -255,12 +255,15 @@ class _MemberBook:
     async def follow(self, loop: EngineLoop) -> None:
         """Re-read the file when the configuration names a member without an address."""
         while not loop.closed:
+            pause = 0.2
             membership = loop.status().membership
             if membership is not None and any(
                 m not in self._client_urls for m in membership.members
             ):
                 self.refresh()
-            await anyio.sleep(0.2)
+                if any(m not in self._client_urls for m in membership.members):
+                    pause = 2.0  # the file does not name it (yet): look again later
+            await anyio.sleep(pause)
 
 
 async def _forward_peers(transport: PeerTransport, loop: EngineLoop) -> None:
