@@ -8,10 +8,14 @@ Routes::
     POST   /cas/{key}    {"expected": str|null, "new": str, "client_id", "seq"}
     POST   /batch        {"ops": [{"op": "put"|"get"|"delete"|"cas", ...}, ...]}
     GET    /status       role, term, leader, commit, last index, sync source, peers,
-                         snapshot index and the log's size in memory (entries, bytes)
+                         snapshot index and the log's size in memory (entries, bytes), the
+                         configuration (voters, learners) and, at the leader, each member's
+                         catch-up (entries behind, snapshot bytes sent)
     GET    /events?after=N   the engine's protocol events numbered above N, with its clock
     GET    /metrics      Prometheus text format
     POST   /admin/shaper, GET /admin/shaper, POST /admin/disk   (see cluster.admin)
+    POST   /admin/membership  {"change": "add-voter"|"add-learner"|"promote"|"remove",
+                               "node": id}: one configuration change, at the leader
 
 Keys travel percent-encoded in the path and may contain any character (also "/"). The key is
 read from the raw path (percent-decoded to bytes, then strict UTF-8): bytes that are not UTF-8
@@ -26,7 +30,8 @@ or ``"unknown"``), 503 ``unknown-outcome`` (a write was accepted, then leadershi
 retry with the same seq), 503 ``retry`` (nothing happened; try again shortly), 503
 ``unavailable`` (the node is shutting down), 504 ``unknown-outcome`` (a write got no answer in
 time) or ``timeout`` (a read did), 403 ``forbidden`` (admin without a valid signature), 404 and
-405 for unknown routes and methods. Bad input never produces a 500.
+405 for unknown routes and methods. A membership change that cannot apply (a change pending,
+an unknown node, the last voter) is 409 ``refused``. Bad input never produces a 500.
 """
 
 from __future__ import annotations
@@ -50,7 +55,8 @@ from cluster import admin
 from cluster.engine_loop import EngineLoop, LoopClosed, Operation, ReadOp
 from cluster.metrics import CONTENT_TYPE
 from cluster.shaper import LinkShaper
-from protocols.engine import ClientReply, Consistency, ReplyStatus
+from protocols.engine import ClientReply, Consistency, ReplyStatus, Status
+from protocols.membership import ChangeKind, ConfChange
 from protocols.types import Command, NodeId, Op, Role
 
 logger = logging.getLogger(__name__)
@@ -89,6 +95,7 @@ class NodeServices:
     shaper: LinkShaper | None = None
     disk: SlowDisk | None = None
     peers_view: Callable[[], dict[str, Any]] | None = None  # transport facts for /status
+    refresh_peers: Callable[[], None] | None = None  # re-read the cluster file's members
 
 
 class BadInput(Exception):
@@ -112,6 +119,7 @@ def create_app(services: NodeServices) -> Starlette:
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/admin/shaper", api.admin_shaper, methods=["GET", "POST"]),
         Route("/admin/disk", api.admin_disk, methods=["POST"]),
+        Route("/admin/membership", api.admin_membership, methods=["POST"]),
     ]
     return Starlette(
         routes=routes,
@@ -315,6 +323,18 @@ class _Api:
             "snapshot_index": st.snapshot_index,
             "log_entries": st.log_entries,
             "log_bytes": st.log_bytes,
+            "membership": _membership(st),
+            "progress": [
+                {
+                    "node": row.node,
+                    "role": row.role,
+                    "match": row.match,
+                    "entries_behind": row.entries_behind,
+                    "snapshot_bytes_sent": row.snapshot_bytes_sent,
+                    "snapshot_bytes_total": row.snapshot_bytes_total,
+                }
+                for row in st.progress
+            ],
         }
         if self.s.peers_view is not None:
             body["peers"] = self.s.peers_view()
@@ -375,6 +395,41 @@ class _Api:
         except BadInput as bad:
             return self._bad(bad)
         return JSONResponse({"fsync_delay_seconds": disk.fsync_delay_seconds})
+
+    async def admin_membership(self, request: Request) -> Response:
+        try:
+            body = _decode_json(await self._authorised(request))
+            if not isinstance(body, dict):
+                raise BadInput(f"body: expected a JSON object, got {_type_name(body)}")
+            _only(body, {"change", "node"}, "body")
+            kinds = ", ".join(kind.value for kind in ChangeKind)
+            raw = body.get("change")
+            if raw not in set(ChangeKind):
+                raise BadInput(f"change: one of {kinds}, got {raw!r}")
+            kind = ChangeKind(str(raw))
+            node = body.get("node")
+            if not isinstance(node, str) or not node:
+                raise BadInput(f"node: expected a node id, got {node!r}")
+            if node not in self.s.client_urls and self.s.refresh_peers is not None:
+                self.s.refresh_peers()  # a node just added to the cluster file
+            if kind is not ChangeKind.REMOVE and node not in self.s.client_urls:
+                known = ", ".join(sorted(self.s.client_urls))
+                raise BadInput(f"node: unknown node {node!r} (the cluster file has {known})")
+        except BadInput as bad:
+            return self._bad(bad)
+        change = ConfChange(kind, node)
+        try:
+            (reply,) = await self.s.loop.execute([change], self.s.request_timeout)
+        except LoopClosed as closed:
+            return _error(503, "unavailable", str(closed))
+        if reply is not None and reply.status is ReplyStatus.REFUSED:
+            detail = reply.result.value if reply.result is not None else "refused"
+            return _error(409, "refused", str(detail))
+        status, payload = self._answer(change, reply)
+        if status == 200:
+            payload = {"ok": True, "index": reply.index if reply else 0, "change": kind.value}
+            payload["membership"] = _membership(self.s.loop.status())
+        return JSONResponse(payload, status)
 
     async def _authorised(self, request: Request) -> bytes:
         body = await self._read_body(request)
@@ -489,6 +544,21 @@ def _path_key(request: Request, prefix: bytes) -> str:
     except UnicodeDecodeError as error:
         bad = path[len(prefix) :][error.start : error.end].hex(" ").upper()
         raise BadInput(f"key: not valid UTF-8 (bytes {bad} at {error.start})") from None
+
+
+def _membership(status: Status) -> dict[str, Any]:
+    """The configuration in force at a node, for `/status` and membership answers."""
+    membership = status.membership
+    voters = list(membership.voters) if membership else []
+    learners = list(membership.learners) if membership else []
+    role = membership.role_of(status.node_id) if membership else None
+    return {
+        "voters": voters,
+        "learners": learners,
+        "index": status.config_index,
+        "committed": status.config_committed,
+        "role": role or "none",
+    }
 
 
 def _decode_json(body: bytes) -> Any:

@@ -130,6 +130,10 @@ class MemberConfig:
     client: Address
     region: str = DEFAULT_REGION
     priority: float = 1.0
+    # Added by a membership change after the cluster formed: not one of the initial voters
+    # (a restarted node rebuilds the first configuration from the others), and the node
+    # itself starts joining (it waits for the leader to add it).
+    joined: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,10 +205,12 @@ class ClusterConfig:
 
     def engine_config(self, node_id: NodeId) -> Config:
         """The engine's view of this cluster, for member `node_id`."""
-        self.member(node_id)
+        member = self.member(node_id)
         return Config(
             node_id=node_id,
             members=self.member_ids,
+            voters=tuple(m.id for m in self.members if not m.joined),
+            joining=member.joined,
             election_timeout=self.election_timeout,
             heartbeat_interval=self.heartbeat_interval,
             priorities=tuple((m.id, m.priority) for m in self.members if m.priority != 1.0),
@@ -312,6 +318,8 @@ class ClusterConfig:
             _check_text(member.region, f"{where}.region")
             if not (_is_number(member.priority) and member.priority >= 0):
                 raise ConfigError(f"{where}.priority: must be a number >= 0")
+        if all(member.joined for member in self.members):
+            raise ConfigError("members: every member is 'joined'; the first ones form the cluster")
         try:
             self.sync.validate(self.member_ids)
         except CallerError as error:
@@ -360,7 +368,7 @@ _CLUSTER_KEYS = {
     "snapshot_bytes",
     "snapshot_chunk_bytes",
 }
-_MEMBER_KEYS = {"id", "peer", "client", "region", "priority"}
+_MEMBER_KEYS = {"id", "peer", "client", "region", "priority", "joined"}
 _TOPOLOGY_KEYS = {"default_delay_ms", "jitter_ms", "loss", "links", "egress_bytes_per_s"}
 _LINK_KEYS = {"from", "to", "delay_ms", "jitter_ms", "loss", "one_way", "bandwidth"}
 _SYNC_KEYS = {f.name for f in dataclasses.fields(SyncSettings)}
@@ -462,9 +470,16 @@ def _members(raw: object) -> tuple[MemberConfig, ...]:
             client=Address.parse(table["client"], f"{where}.client"),
             region=_string(table.get("region", DEFAULT_REGION), f"{where}.region"),
             priority=_number(table.get("priority", 1.0), f"{where}.priority"),
+            joined=_bool(table.get("joined", False), f"{where}.joined"),
         )
         members.append(member)
     return tuple(members)
+
+
+def _bool(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
 
 
 def _topology(raw: object) -> Topology:
@@ -623,6 +638,8 @@ def dump_cluster_config(config: ClusterConfig) -> str:
             f"region = {_toml_str(member.region)}",
             f"priority = {member.priority!r}",
         ]
+        if member.joined:
+            lines.append("joined = true")
     topo = config.topology
     if topo != Topology():
         lines += [

@@ -52,6 +52,7 @@ from protocols.engine import (
     ClientRequest,
     Consistency,
     Engine,
+    MembershipRequest,
     ReadRequest,
     Ready,
     ReplyStatus,
@@ -59,6 +60,7 @@ from protocols.engine import (
 )
 from protocols.errors import InvariantViolation, PeerError
 from protocols.events import ProtocolEvent
+from protocols.membership import ConfChange
 from protocols.messages import Envelope
 from protocols.storage import CommitHold, LogStore
 from protocols.types import Command, HardState, Role
@@ -78,7 +80,7 @@ class ReadOp:
     consistency: Consistency = Consistency.LINEARIZABLE
 
 
-Operation = Command | ReadOp
+Operation = Command | ReadOp | ConfChange  # ConfChange: a membership change (leader only)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -372,6 +374,8 @@ class EngineLoop:
                 self.metrics.reads.inc(1, operation.consistency.value)
                 request = ReadRequest(waiter.request_id, operation.key, operation.consistency)
                 engine.read(request, now)
+            elif isinstance(operation, ConfChange):
+                engine.change_membership(MembershipRequest(waiter.request_id, operation), now)
             else:
                 self.metrics.proposals.inc()
                 engine.propose(ClientRequest(waiter.request_id, operation), now)

@@ -49,6 +49,7 @@ from typing import Any
 import httpx
 
 from cluster import netns as netns_mod
+from cluster.admin import AUTH_HEADER, admin_signature
 from cluster.config import (
     CLUSTER_FILE,
     Address,
@@ -104,6 +105,7 @@ class ClusterSpec:
     start_timeout: float = 30.0  # per start: how long a node may take to print `ready`
     seed: int | None = None  # node i gets seed+i; None: each node seeds from the OS
     log_level: str = "warning"
+    bootstrap: bool = False  # n1 forms a cluster of one; the others start joining
 
     def sync_settings(self) -> SyncSettings:
         """The pull engine's sync settings this spec asks for (defaults where it says None)."""
@@ -237,6 +239,7 @@ class LocalCluster:
                 client=client,
                 region=spec.regions[i] if i < len(spec.regions) else "default",
                 priority=float(spec.priorities.get(node_id, 1.0)),
+                joined=spec.bootstrap and i > 0,
             )
             for i, (node_id, (peer, client)) in enumerate(zip(ids, addresses, strict=True))
         )
@@ -467,6 +470,9 @@ class LocalCluster:
             "--log-level",
             self.log_level,
         ]
+        members = self.config.members
+        if len(members) > 1 and all(m.joined for m in members if m.id != node_id):
+            command.append("--bootstrap")  # the one founding member (cluster up --bootstrap)
         if self.seed is not None:
             index = self.node_ids.index(node_id)
             record = self.records[node_id]
@@ -732,8 +738,13 @@ class LocalCluster:
             return None
         best = max(leaders, key=lambda s: int(s.get("term", 0)))
         node_id = str(best["id"])
-        followers = sum(1 for s in statuses.values() if s.get("leader") == node_id)
-        return node_id if followers > len(self.node_ids) // 2 else None
+        # A majority of the voters of the leader's configuration (membership changes may
+        # have left members of the cluster file out of it).
+        voters = set(best.get("membership", {}).get("voters") or self.node_ids)
+        followers = sum(
+            1 for n, s in statuses.items() if n in voters and s.get("leader") == node_id
+        )
+        return node_id if followers > len(voters) // 2 else None
 
     def wait_for_leader(self, timeout: float = 30.0, exclude: NodeId | None = None) -> NodeId:
         """Poll /status until a leader (not `exclude`) is known to a majority."""
@@ -745,6 +756,98 @@ class LocalCluster:
             if time.monotonic() >= deadline:
                 raise LauncherError(f"no leader within {timeout} s")
             time.sleep(POLL)
+
+    # ---- membership changes ------------------------------------------------------------------
+
+    def add_node(
+        self, voter: bool = False, timeout: float = 30.0, node_id: NodeId | None = None
+    ) -> NodeId:
+        """Add a node: a cluster-file entry (marked `joined`, fresh ports), a data directory,
+        a process that starts joining, then the change at the leader (a learner unless
+        `voter`). Returns the new node's id. With `node_id`, a member the file already names
+        (started if it is not running) is added instead."""
+        kind = "add-voter" if voter else "add-learner"
+        if node_id is not None:
+            self.config.member(node_id)
+            if not self.is_alive(node_id):
+                self.start([node_id])
+            self.change_membership(kind, node_id, timeout)
+            return node_id
+        if self.layout is not None:
+            raise LauncherError("add-node: not available for clusters in network namespaces")
+        taken = {int(n[1:]) for n in self.node_ids if n[1:].isdigit() and n.startswith("n")}
+        node_id = f"n{max(taken, default=0) + 1}"
+        host = self.config.members[0].client.host
+        peer_port, client_port = _pick_ports(2, host, None)
+        member = MemberConfig(
+            id=node_id,
+            peer=Address(host, peer_port),
+            client=Address(host, client_port),
+            joined=True,
+        )
+        try:
+            config = replace(self.config, members=(*self.config.members, member)).validate()
+        except ConfigError as error:
+            raise LauncherError(str(error)) from None
+        write_cluster_config(config, self.directory / CLUSTER_FILE)
+        self.config = load_cluster_config(self.directory / CLUSTER_FILE)
+        self.records[node_id] = NodeRecord(node_id)
+        self._write_state()
+        self.start([node_id])
+        self.change_membership(kind, node_id, timeout)
+        return node_id
+
+    def remove_node(self, node_id: NodeId, stop: bool = True, timeout: float = 30.0) -> None:
+        """Remove `node_id` from the configuration (at the leader), then stop its process.
+
+        Its cluster-file entry stays: the file also says what the first configuration was."""
+        self.config.member(node_id)
+        self.change_membership("remove", node_id, timeout)
+        if stop and self.is_alive(node_id):
+            self.stop_node(node_id)
+
+    def change_membership(
+        self, change: str, node_id: NodeId, timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """POST one signed membership change to the leader, retrying while there is none
+        (or it is not ready); LauncherError with the leader's reason if it is refused."""
+        path = "/admin/membership"
+        data = json.dumps({"change": change, "node": node_id}).encode()
+        headers = {
+            AUTH_HEADER: admin_signature(self.secret, "POST", path, data),
+            "content-type": "application/json",
+        }
+        deadline = time.monotonic() + timeout
+        last = "no leader"
+        uncertain = False  # an attempt may have gone through (no answer, or unknown outcome)
+        with httpx.Client(trust_env=False, timeout=10.0, verify=shared_tls_context()) as http:
+            while time.monotonic() < deadline:
+                leader = self.leader()
+                if leader is None:
+                    time.sleep(POLL)
+                    continue
+                try:
+                    response = http.post(self.url(leader) + path, content=data, headers=headers)
+                    answer = response.json()
+                except (httpx.HTTPError, ValueError) as error:
+                    last, uncertain = f"{leader}: {error}", True
+                    time.sleep(POLL)
+                    continue
+                if response.status_code == 200:
+                    return dict(answer)
+                detail = f"{answer.get('error')}: {answer.get('detail')}"
+                if response.status_code == 409 and uncertain:
+                    # Refused because an earlier attempt did it ("already a voter")?
+                    status = self.statuses().get(leader) or {}
+                    membership = status.get("membership") or {}
+                    if _change_done(change, node_id, membership) and membership.get("committed"):
+                        return {"ok": True, "change": change, "membership": membership}
+                if response.status_code in (400, 403, 409):
+                    raise LauncherError(f"{change} {node_id}: {detail}")
+                last = f"{leader}: {detail}"
+                uncertain = uncertain or response.status_code == 504
+                time.sleep(POLL)
+        raise LauncherError(f"{change} {node_id}: not done within {timeout} s ({last})")
 
     def rtt_matrix(self) -> dict[NodeId, dict[NodeId, float | None]]:
         """The achieved round trips (ms, median of recent pings) each node measured to each
@@ -836,6 +939,16 @@ def load_topology_file(
 
 
 # ---- helpers -----------------------------------------------------------------------------------
+
+
+def _change_done(change: str, node_id: NodeId, membership: Mapping[str, Any]) -> bool:
+    """Does `membership` (a /status `membership` object) already show `change` made?"""
+    voters, learners = membership.get("voters") or [], membership.get("learners") or []
+    if change in ("add-voter", "promote"):
+        return node_id in voters
+    if change == "add-learner":
+        return node_id in learners
+    return node_id not in voters and node_id not in learners
 
 
 def _addresses(

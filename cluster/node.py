@@ -36,7 +36,7 @@ import anyio
 import uvicorn
 
 from cluster.api import NodeServices, create_app
-from cluster.config import Address, ClusterConfig
+from cluster.config import Address, ClusterConfig, load_cluster_config
 from cluster.engine_loop import EngineLoop
 from cluster.metrics import Family, Registry
 from cluster.shaper import LinkShaper
@@ -69,6 +69,8 @@ class NodeOptions:
     snapshot_bytes: int | None = None
     seed: int | None = None  # engine and transport randomness; None: from the OS
     announce: Callable[[str], None] | None = None  # where the ready line goes (stdout)
+    config_path: Path | None = None  # re-read when the configuration names a new member
+    start_as: str | None = None  # "bootstrap" (a cluster of one) or "join"; None: the file's
 
 
 EVENT_LOOP_ENV = "RAFTBENCH_EVENT_LOOP"  # "uvloop" (the default) or "asyncio"
@@ -104,6 +106,9 @@ async def run_node(options: NodeOptions) -> int:
             engine_config = replace(engine_config, snapshot_entries=options.snapshot_entries)
         if options.snapshot_bytes is not None:
             engine_config = replace(engine_config, snapshot_bytes=options.snapshot_bytes)
+        if options.start_as is not None:
+            joining = options.start_as == "join"
+            engine_config = replace(engine_config, bootstrap=not joining, joining=joining)
         engine_config.validate()
     except CallerError as error:
         raise StartError(str(error)) from None
@@ -147,18 +152,21 @@ async def _serve(
     registry = Registry()
     loop = EngineLoop(engine, store, transport.send, registry=registry)
     transport.deliver_to(loop.deliver)
+    client_urls = config.client_urls()
+    members = _MemberBook(options, transport, client_urls)
     registry.collector(lambda: transport_families(transport))
     registry.collector(lambda: store_families(store))
     services = NodeServices(
         node_id=options.node_id,
         protocol=options.protocol,
         loop=loop,
-        client_urls=config.client_urls(),
+        client_urls=client_urls,
         secret=config.secret_bytes,
         request_timeout=config.request_timeout,
         shaper=transport.shaper,
         disk=store,
         peers_view=lambda: peers_view(transport),
+        refresh_peers=members.refresh,
     )
     server = _Server(
         uvicorn.Config(
@@ -182,6 +190,7 @@ async def _serve(
             async with anyio.create_task_group() as group:
                 group.start_soon(_watch_signals, stop)
                 group.start_soon(_run_loop, loop, stop)
+                group.start_soon(members.follow, loop)
                 group.start_soon(_serve_http, server, http_socket, http_done)
                 bound = transport.listen_address
                 http_host, http_port = http_socket.getsockname()[:2]
@@ -224,6 +233,50 @@ async def _run_loop(loop: EngineLoop, stop: anyio.Event) -> None:
         await loop.run()
     finally:
         stop.set()
+
+
+class _MemberBook:
+    """Peer addresses for members added after this node started (from the cluster file).
+
+    The engine follows the configuration in its log; the transport and the client API need
+    addresses, which `raftbench cluster add-node` writes into the cluster file. When the
+    configuration names a member this node has no address for, the file is read again.
+    """
+
+    def __init__(
+        self, options: NodeOptions, transport: PeerTransport, client_urls: dict[NodeId, str]
+    ) -> None:
+        self._options = options
+        self._transport = transport
+        self._client_urls = client_urls
+
+    def refresh(self) -> None:
+        path = self._options.config_path
+        if path is None:
+            return
+        try:
+            config = load_cluster_config(path)
+        except CallerError as error:
+            logger.warning("cannot re-read %s: %s", path, error)
+            return
+        me = self._options.node_id
+        self._transport.set_peers(
+            {m.id: m.peer.peer_address() for m in config.members if m.id != me}
+        )
+        self._client_urls.update(config.client_urls())
+
+    async def follow(self, loop: EngineLoop) -> None:
+        """Re-read the file when the configuration names a member without an address."""
+        while not loop.closed:
+            pause = 0.2
+            membership = loop.status().membership
+            if membership is not None and any(
+                m not in self._client_urls for m in membership.members
+            ):
+                self.refresh()
+                if any(m not in self._client_urls for m in membership.members):
+                    pause = 2.0  # the file does not name it (yet): look again later
+            await anyio.sleep(pause)
 
 
 async def _serve_http(server: _Server, sock: socket.socket, done: anyio.Event) -> None:

@@ -179,6 +179,13 @@ class Config:
     snapshot_bytes: int = 0
     snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # one snapshot message's data
     snapshot_inflight: int = 4  # push: unacknowledged snapshot chunks per follower
+    # Membership (protocols/membership.py). `members` is every node this one may talk to; the
+    # configuration in force is the latest in the log or snapshot. A node with neither starts
+    # with `voters` (default: all `members`) as voters, or with only itself (`bootstrap`: a
+    # cluster of one that takes the others in), or with none (`joining`: it waits to be added).
+    voters: tuple[NodeId, ...] = ()
+    bootstrap: bool = False
+    joining: bool = False
 
     @property
     def snapshots_enabled(self) -> bool:
@@ -213,6 +220,13 @@ class Config:
                 raise CallerError(f"priorities: {member!r} is not a member")
             if priority < 0:
                 raise CallerError(f"priorities: {member!r} has a negative priority")
+        for voter in self.voters:
+            if voter not in self.members:
+                raise CallerError(f"voters: {voter!r} is not a member")
+        if len(set(self.voters)) != len(self.voters):
+            raise CallerError("voters: duplicate ids")
+        if self.bootstrap and self.joining:
+            raise CallerError("bootstrap/joining: a node either forms a cluster or joins one")
         if self.pull_timeout < 0 or self.catchup_timeout < 0:
             raise CallerError("pull_timeout/catchup_timeout: must be >= 0 (0: derived)")
         self.sync.validate(self.members)

@@ -28,6 +28,7 @@ from protocols.config import Config
 from protocols.events import ProtocolEvent
 from protocols.kv import Result
 from protocols.log import RaftLog
+from protocols.membership import ConfChange, Membership
 from protocols.messages import Envelope
 from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
@@ -47,6 +48,7 @@ class ReplyStatus(StrEnum):
     NOT_LEADER = "not-leader"  # nothing happened; retry at `leader` (if known)
     UNKNOWN = "unknown"  # accepted, then leadership was lost: may or may not apply; retry same seq
     RETRY = "retry"  # nothing happened yet (e.g. a new leader not ready for reads); retry later
+    REFUSED = "refused"  # a request that cannot apply (result.value says why); nothing happened
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,14 @@ class ReadRequest:
     request_id: int
     key: str
     consistency: Consistency = Consistency.LINEARIZABLE
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipRequest:
+    """A configuration change to propose at the leader (protocols/membership.py)."""
+
+    request_id: int
+    change: ConfChange
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +115,22 @@ class Ready:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberProgress:
+    """What the leader knows of one member's catch-up (shown by `/status`).
+
+    `entries_behind` counts the leader's entries the member is not known to hold; `snapshot_*`
+    the bytes of a snapshot being sent to (push) or copied by (pull) it, 0 when none is.
+    """
+
+    node: NodeId
+    role: str  # "voter" or "learner"
+    match: int  # the last index it is known to hold durably
+    entries_behind: int
+    snapshot_bytes_sent: int = 0
+    snapshot_bytes_total: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """What `/status` and the simulator's invariant checks read."""
 
@@ -123,6 +149,10 @@ class Status:
     log_bytes: int = 0  # their payload bytes
     sync_depth: int | None = None  # pull: hops from the primary (0: it is; None: no source)
     pullers: tuple[NodeId, ...] = ()  # pull: the members pulling from this node
+    membership: Membership | None = None  # the configuration in force (latest in the log)
+    config_index: int = 0  # its log entry (0: from the snapshot or the start-up settings)
+    config_committed: bool = True  # False while a change is pending
+    progress: tuple[MemberProgress, ...] = ()  # leader: each member's catch-up
 
 
 class Engine(Protocol):
@@ -135,6 +165,7 @@ class Engine(Protocol):
     def receive(self, envelope: Envelope, now: float) -> None: ...
     def propose(self, request: ClientRequest, now: float) -> None: ...
     def read(self, request: ReadRequest, now: float) -> None: ...
+    def change_membership(self, request: MembershipRequest, now: float) -> None: ...
     def has_ready(self) -> bool: ...
     def ready(self) -> Ready: ...
     def advance(self, ready: Ready) -> None: ...

@@ -33,6 +33,7 @@ class EventKind(StrEnum):
     LEADER_LEARNED = "leader-learned"  # a follower heard from the leader of `term` first
     SOURCE_CHANGED = "source-changed"  # pull: a secondary chose a sync source (detail: whom, why)
     SNAPSHOT_INSTALLED = "snapshot-installed"  # a lagging member caught up from a snapshot
+    CONFIG_CHANGED = "config-changed"  # the configuration in force changed (detail: the new one)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,8 +67,8 @@ class KVStateMachine:
             )
         self.applied_index = entry.index
         command = entry.command
-        if command.op is Op.NOOP:
-            return Result(ok=True)
+        if command.op is Op.NOOP or command.op is Op.CONFIG:
+            return Result(ok=True)  # (a configuration is the engine's business, not the KV's)
         if command.client_id:
             session = self._sessions.get(command.client_id)
             if session is not None and command.seq <= session.seq:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from protocols.errors import CallerError
-from protocols.types import NOOP, Command, Entry, Position
+from protocols.types import NOOP, Command, Entry, Op, Position
 
 
 class RaftLog:
@@ -35,6 +35,12 @@ class RaftLog:
                 raise CallerError(f"stored log is not contiguous at index {offset}")
             self._entries.append(entry)
             self.size_bytes += entry.command.payload_size()
+        # Indexes of the configuration entries after the snapshot (protocols/membership.py),
+        # and a counter bumped whenever that list changes, so the engine re-reads it only then.
+        self.config_indexes: list[int] = [
+            e.index for e in self._entries[1:] if e.command.op is Op.CONFIG
+        ]
+        self.config_version = 0
         self.stable_index = self.last_index
         self._unstable_from = self.last_index + 1
         self._pending_truncate: int | None = None
@@ -135,6 +141,9 @@ class RaftLog:
             self._entries.append(entry)
             self.size_bytes += command.payload_size()
             added.append(entry)
+            if command.op is Op.CONFIG:
+                self.config_indexes.append(entry.index)
+                self.config_version += 1
         return added
 
     def truncate_after(self, index: int) -> None:
@@ -146,6 +155,9 @@ class RaftLog:
         removed = self._entries[index + 1 - self._offset :]
         self.size_bytes -= sum(entry.command.payload_size() for entry in removed)
         del self._entries[index + 1 - self._offset :]
+        if self.config_indexes and self.config_indexes[-1] > index:
+            self.config_indexes = [i for i in self.config_indexes if i <= index]
+            self.config_version += 1
         self._pending_truncate = (
             index if self._pending_truncate is None else min(self._pending_truncate, index)
         )
@@ -170,9 +182,14 @@ class RaftLog:
                 self.truncate_after(entry.index - 1)
             if entry.index != self.last_index + 1:
                 raise CallerError(f"merge gap at {entry.index} (last {self.last_index})")
-            self._check_contiguous(entries[position:])
-            self._entries.extend(entries[position:])
-            self.size_bytes += sum(e.command.payload_size() for e in entries[position:])
+            added = entries[position:]
+            self._check_contiguous(added)
+            self._entries.extend(added)
+            self.size_bytes += sum(e.command.payload_size() for e in added)
+            configs = [e.index for e in added if e.command.op is Op.CONFIG]
+            if configs:
+                self.config_indexes.extend(configs)
+                self.config_version += 1
             break
         return entries[-1].index if entries else 0
 
@@ -197,6 +214,10 @@ class RaftLog:
         sentinel = Entry(self._entries[index - self._offset].term, index, NOOP)
         self._entries = [sentinel, *self._entries[index - self._offset + 1 :]]
         self._offset = index
+        if self.config_indexes and self.config_indexes[0] <= index:
+            # (the caller keeps the configuration in force at `index` with the snapshot)
+            self.config_indexes = [i for i in self.config_indexes if i > index]
+            self.config_version += 1
 
     def restore(self, index: int, term: int) -> None:
         """Replace the whole log by a received snapshot's point (the caller persists it).
@@ -207,6 +228,8 @@ class RaftLog:
         self._entries = [Entry(term, index, NOOP)]
         self._offset = index
         self.size_bytes = 0
+        self.config_indexes = []
+        self.config_version += 1
         self._pending_truncate = index
         self._unstable_from = index + 1
         self.stable_index = index

@@ -36,6 +36,7 @@ import random
 from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
+from protocols.engine import MemberProgress
 from protocols.events import EventKind
 from protocols.messages import (
     Heartbeat,
@@ -185,6 +186,7 @@ class PullEngine(ReplicaBase):
         # Source side.
         self._held: dict[NodeId, _Held] = {}
         self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
+        self._served_bytes: dict[NodeId, int] = {}  # how far each copy got (for /status)
         self._pullers = PullerSlots(
             self._selector.settings.puller_cap, self._selector.silence_limit
         )
@@ -223,7 +225,8 @@ class PullEngine(ReplicaBase):
 
     def _peers_seen(self) -> tuple[NodeId, ...]:
         horizon = self._now - self.config.election_timeout
-        return tuple(p for p in self.peers if self._info[p].last_heard >= horizon)
+        info = self._info
+        return tuple(p for p in self.peers if p in info and info[p].last_heard >= horizon)
 
     @property
     def _syncing(self) -> bool:
@@ -337,7 +340,7 @@ class PullEngine(ReplicaBase):
             self._next_liveness_check = now + self.config.election_timeout
             horizon = now - self.config.election_timeout
             reachable = {self.node_id} | {n for n, t in self._heard.items() if t >= horizon}
-            if self.config.check_quorum and not has_quorum(reachable, self.members):
+            if self.config.check_quorum and not has_quorum(reachable, self.voters):
                 self._become_follower(self._term, None, now)
                 return
         if self._catchup is not None:
@@ -432,12 +435,14 @@ class PullEngine(ReplicaBase):
                     if self._catchup is not None:
                         self._catchup_heard(src, position, now)
                     if message.ctx:
-                        self._reads.ack(message.ctx, src, len(self.members))
+                        self._reads.ack(message.ctx, src, self.voters)
             case _:
                 pass  # push-only messages have no meaning here
 
     def _heard_member(self, src: NodeId, now: float, position: Position | None) -> _Member:
-        member = self._info[src]
+        member = self._info.get(src)
+        if member is None:  # (a member added since we started, or the leader that adds us)
+            member = self._info[src] = _Member()
         member.last_heard = now
         if position is not None:
             member.position = position
@@ -598,6 +603,12 @@ class PullEngine(ReplicaBase):
 
     def _view(self, now: float) -> SyncView:
         primary = self.node_id if self._role is Role.LEADER else self._leader
+        # Sources come from the configuration in force, plus the primary: a member that is
+        # being added knows no configuration until it pulls one from there.
+        candidates = self.peers
+        if primary is not None and primary != self.node_id and primary not in candidates:
+            candidates = (*candidates, primary)
+        unknown = _Member()
         members = tuple(
             MemberView(
                 peer,
@@ -608,7 +619,8 @@ class PullEngine(ReplicaBase):
                 pullers=info.pullers,
                 overflow=info.overflow,
             )
-            for peer, info in self._info.items()
+            for peer in candidates
+            for info in (self._info.get(peer, unknown),)
         )
         return SyncView(self.node_id, self.log.last_position, primary, members, now)
 
@@ -859,8 +871,10 @@ class PullEngine(ReplicaBase):
         end = offset + len(data)
         if end < snapshot.size:
             self._serving[src] = snapshot
+            self._served_bytes[src] = end
         else:
             self._serving.pop(src, None)
+            self._served_bytes.pop(src, None)
         self.stats.snapshot_chunks_served += 1
         self._send(
             src,
@@ -926,7 +940,7 @@ class PullEngine(ReplicaBase):
         self._pullers.refresh(src, now)  # it still pulls from us: keep its slot
         for reported in message.positions:
             node = reported.node
-            if node == self.node_id or node not in self.members:
+            if node == self.node_id or not self._known_peer(node):
                 continue
             position = Position(reported.term, reported.index)
             if self._role is Role.LEADER:
@@ -953,11 +967,16 @@ class PullEngine(ReplicaBase):
         """The highest index durable on a majority in positions of the current term."""
         if self._role is not Role.LEADER or self._catchup is not None:
             return
-        indexes = [p.index for p in self._positions.values() if p.term == self._term]
+        voters = self.voters
+        indexes = [
+            p.index
+            for node, p in self._positions.items()
+            if p.term == self._term and node in voters
+        ]
         own = self.durable_position()
-        if own.term == self._term:
+        if own.term == self._term and self.node_id in voters:
             indexes.append(own.index)
-        candidate = min(committed_index(indexes, len(self.members)), self.log.last_index)
+        candidate = min(committed_index(indexes, len(voters)), self.log.last_index)
         if candidate > self._commit:
             self._set_commit(candidate)
             self._commit_moved = True
@@ -1019,7 +1038,8 @@ class PullEngine(ReplicaBase):
     def _continue_catchup(self, now: float) -> None:
         catchup = self._catchup
         assert catchup is not None
-        if catchup.target is None and len(catchup.responses) >= len(self.members) // 2 + 1:
+        answered = sum(1 for node in catchup.responses if node in self.voters)
+        if catchup.target is None and answered >= len(self.voters) // 2 + 1:
             position, node = max((p, n) for n, p in catchup.responses.items())
             catchup.target = position
             ahead = position > self.log.last_position
@@ -1052,8 +1072,43 @@ class PullEngine(ReplicaBase):
         return self._catchup is None
 
     def _on_appended(self, now: float) -> None:
-        if len(self.members) == 1:
+        if self.voters == (self.node_id,):
             self._advance_commit()
+
+    def _on_membership_changed(self, now: float) -> None:
+        # A source that left the configuration is dropped at the next check (not-a-member);
+        # a leader's quorum changed, which may commit more.
+        self._next_source_check = now
+        if self._role is Role.LEADER:
+            self._advance_commit()
+
+    def _handover_target(self) -> NodeId | None:
+        caught_up = [
+            (position, node)
+            for node, position in self._positions.items()
+            if node in self.voters
+            and position.term == self._term
+            and position.index >= self._commit
+        ]
+        return max(caught_up)[1] if caught_up else None
+
+    def _member_progress(self) -> tuple[MemberProgress, ...]:
+        last = self.log.last_index
+        rows = []
+        for peer in self.peers:
+            position = self._positions.get(peer, _ZERO)
+            snapshot = self._serving.get(peer)
+            rows.append(
+                MemberProgress(
+                    peer,
+                    self.membership.role_of(peer) or "none",
+                    position.index,
+                    max(0, last - position.index),
+                    self._served_bytes.get(peer, 0) if snapshot else 0,
+                    snapshot.size if snapshot else 0,
+                )
+            )
+        return tuple(rows)
 
     def _on_step_down(self) -> None:
         self._catchup = None

@@ -19,6 +19,7 @@ import random
 from dataclasses import dataclass
 
 from protocols.config import Config
+from protocols.engine import MemberProgress
 from protocols.errors import InvariantViolation
 from protocols.messages import (
     AppendEntries,
@@ -71,6 +72,44 @@ class PushEngine(ReplicaBase):
         self._next_quorum_check = now + self.config.election_timeout
         self._append_noop(now)
 
+    def _on_membership_changed(self, now: float) -> None:
+        """Track the members of the new configuration; a smaller quorum may commit more."""
+        if self._role is not Role.LEADER:
+            return
+        last = self.log.last_index
+        self._progress = {
+            peer: self._progress.get(peer) or Progress(match=0, next=last + 1)
+            for peer in self.peers
+        }
+        self._dirty.intersection_update(self.peers)
+        self._dirty.update(peer for peer in self.peers if self._progress[peer].match == 0)
+        self._maybe_commit()
+
+    def _handover_target(self) -> NodeId | None:
+        caught_up = [
+            (pr.match, peer)
+            for peer, pr in self._progress.items()
+            if peer in self.voters and pr.match >= self._commit
+        ]
+        return max(caught_up)[1] if caught_up else None
+
+    def _member_progress(self) -> tuple[MemberProgress, ...]:
+        last = self.log.last_index
+        rows = []
+        for peer, pr in self._progress.items():
+            snapshot = pr.snapshot if pr.state is ReplState.SNAPSHOT else None
+            rows.append(
+                MemberProgress(
+                    peer,
+                    self.membership.role_of(peer) or "none",
+                    pr.match,
+                    max(0, last - pr.match),
+                    pr.snapshot_acked if snapshot else 0,
+                    snapshot.size if snapshot else 0,
+                )
+            )
+        return tuple(rows)
+
     def _on_step_down(self) -> None:
         self._progress = {}
         self._dirty.clear()
@@ -97,7 +136,7 @@ class PushEngine(ReplicaBase):
                 }
                 for pr in self._progress.values():
                     pr.recent_active = False
-                if not has_quorum(active, self.members):
+                if not has_quorum(active, self.voters):
                     self._become_follower(self._term, None, now)
 
     def next_deadline(self) -> float:
@@ -120,8 +159,11 @@ class PushEngine(ReplicaBase):
             pr.heartbeat_sent()
 
     def _maybe_commit(self) -> None:
-        acknowledged = [self.log.stable_index] + [pr.match for pr in self._progress.values()]
-        candidate = committed_index(acknowledged, len(self.members))
+        voters = self.voters
+        acknowledged = [pr.match for peer, pr in self._progress.items() if peer in voters]
+        if self.node_id in voters:  # (a leader removing itself counts for nothing)
+            acknowledged.append(self.log.stable_index)
+        candidate = committed_index(acknowledged, len(voters))
         # Figure 8: only an entry of the current term is committed by counting replicas.
         if candidate > self._commit and self.log.term_at(candidate) == self._term:
             self._set_commit(candidate)
@@ -243,7 +285,7 @@ class PushEngine(ReplicaBase):
                         pr.snapshot_sent = pr.snapshot_acked  # chunks lost: resume from there
                     self._dirty.add(src)
                     if message.ctx:
-                        self._reads.ack(message.ctx, src, len(self.members))
+                        self._reads.ack(message.ctx, src, self.voters)
                     return
                 pr.probe_sent = False
                 if pr.stalled():
@@ -253,7 +295,7 @@ class PushEngine(ReplicaBase):
                 if pr.match < self.log.last_index:
                     self._dirty.add(src)
                 if message.ctx:
-                    self._reads.ack(message.ctx, src, len(self.members))
+                    self._reads.ack(message.ctx, src, self.voters)
             case _:
                 pass
 

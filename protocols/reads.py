@@ -9,6 +9,7 @@ is being prepared share it; a confirmed round also confirms every earlier one.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from protocols.engine import ReadRequest
@@ -40,11 +41,14 @@ class ReadBarrier:
     def has_queued(self) -> bool:
         return bool(self._queued)
 
-    def start_round(self, read_index: int, self_id: NodeId, cluster_size: int) -> int | None:
+    def start_round(
+        self, read_index: int, self_id: NodeId, voters: Collection[NodeId]
+    ) -> int | None:
         """Open a round for every queued read; returns its ctx (None when nothing is queued).
 
-        The leader's own acknowledgement is counted at once, so a single-node cluster confirms
-        immediately.
+        The leader's own acknowledgement is counted at once (if it is a voter: a leader being
+        removed is not), so a single-node cluster confirms immediately. Only acknowledgements
+        of the current configuration's voters count; learners' do not.
         """
         if not self._queued:
             return None
@@ -52,22 +56,22 @@ class ReadBarrier:
         self._next_ctx += 1
         self._queued = []
         self._rounds.append(round_)
-        self._maybe_confirm(cluster_size)
+        self._maybe_confirm(voters)
         return round_.ctx
 
-    def ack(self, ctx: int, node: NodeId, cluster_size: int) -> None:
+    def ack(self, ctx: int, node: NodeId, voters: Collection[NodeId]) -> None:
         """A heartbeat response echoing `ctx` arrived from `node` in the current term."""
         for round_ in self._rounds:
             if round_.ctx == ctx:
                 round_.acks.add(node)
                 break
-        self._maybe_confirm(cluster_size)
+        self._maybe_confirm(voters)
 
-    def _maybe_confirm(self, cluster_size: int) -> None:
-        needed = majority(cluster_size)
+    def _maybe_confirm(self, voters: Collection[NodeId]) -> None:
+        needed = majority(len(voters))
         confirmed_upto = -1
         for position, round_ in enumerate(self._rounds):
-            if len(round_.acks) >= needed:
+            if sum(1 for node in round_.acks if node in voters) >= needed:
                 confirmed_upto = position
         for round_ in self._rounds[: confirmed_upto + 1]:
             self._confirmed.extend((round_.read_index, request) for request in round_.requests)

@@ -8,6 +8,15 @@ which both protocols run alike (pre-vote, one vote per term, the election restri
 a leader lease against disruptive candidates), then the protocol's own `_step`. Only the
 `_become_*` methods change the role. The push and pull engines subclass this and add only how
 entries travel and when the leader commits.
+
+Membership (protocols/membership.py). The configuration in force is the latest one in the log
+(or, with none there, the snapshot's, or the start-up settings'), committed or not: it takes
+effect when appended and goes back when truncated. Every majority — commit, votes, read
+index, check-quorum — is a majority of its voters; learners are replicated to and count for
+nothing. A node that is no voter never stands for election. A leader takes one change at a time
+(the previous one committed, and an entry of its own term); a leader that removed itself keeps
+leading until the change commits, counting itself in no majority, then steps down and asks the
+most caught-up voter to campaign at once (TimeoutNow).
 """
 
 from __future__ import annotations
@@ -20,6 +29,8 @@ from protocols.engine import (
     ClientReply,
     ClientRequest,
     Consistency,
+    MemberProgress,
+    MembershipRequest,
     ReadRequest,
     Ready,
     ReplyStatus,
@@ -29,6 +40,13 @@ from protocols.errors import CallerError, InvariantViolation, PeerError
 from protocols.events import EventKind, EventLog, ProtocolEvent
 from protocols.kv import KVStateMachine, Result
 from protocols.log import RaftLog
+from protocols.membership import (
+    Membership,
+    MembershipError,
+    apply_change,
+    config_command,
+    membership_of,
+)
 from protocols.messages import (
     AppendEntries,
     Envelope,
@@ -44,7 +62,7 @@ from protocols.quorum import VoteResult, vote_result
 from protocols.reads import ReadBarrier
 from protocols.snapshot import Snapshot, SnapshotError, restore, take
 from protocols.storage import StoredState
-from protocols.types import NOOP, Entry, HardState, NodeId, Position, Role
+from protocols.types import NOOP, Command, Entry, HardState, NodeId, Op, Position, Role
 
 # Messages only a leader sends: receiving one in the current term names the leader.
 LEADER_MESSAGES: tuple[type, ...] = (AppendEntries, Heartbeat, TimeoutNow, InstallSnapshot)
@@ -58,8 +76,6 @@ class ReplicaBase:
         self.node_id: NodeId = config.node_id
         self._rng = rng
         self._now = now
-        self.members: tuple[NodeId, ...] = config.members
-        self.peers: tuple[NodeId, ...] = tuple(m for m in config.members if m != self.node_id)
 
         hard = stored.hard_state
         snapshot = stored.snapshot
@@ -68,14 +84,26 @@ class ReplicaBase:
         self._snapshot_to_save: Snapshot | None = None  # goes out in the next Ready
         self.snapshots_taken = 0
         self.snapshots_installed = 0
+        # The configuration before the log's first configuration entry; None for a joining
+        # node, which does not know the one it was added to until its log holds it.
+        self._base_membership: Membership | None
         if snapshot is None:
             self.log = RaftLog(stored.entries)
+            self._base_membership = self._initial_membership()
         else:
             try:
-                _members, self.kv = restore(snapshot)
+                self._base_membership, self.kv = restore(snapshot)
             except SnapshotError as error:
                 raise CallerError(f"stored snapshot is unusable: {error}") from error
             self.log = RaftLog(stored.entries, snapshot.index, snapshot.term)
+        # The configuration entries in the log after the snapshot, and the one in force.
+        self._configs: list[tuple[int, Membership]] = []
+        self._configs_version = -1
+        self.membership = Membership(())
+        self.voters: tuple[NodeId, ...] = ()
+        self.members: tuple[NodeId, ...] = ()
+        self.peers: tuple[NodeId, ...] = ()
+        self._refresh_membership(notify=False)
         self._term = hard.term
         self._vote = hard.vote
         if self.log.last_term > hard.term:
@@ -141,7 +169,112 @@ class ReplicaBase:
             log_bytes=self.log.size_bytes,
             sync_depth=self._sync_depth(),
             pullers=self.pullers(),
+            membership=self.membership,
+            config_index=self.config_index,
+            config_committed=not self.config_pending,
+            progress=self._member_progress() if self._role is Role.LEADER else (),
         )
+
+    def _member_progress(self) -> tuple[MemberProgress, ...]:
+        """Leader: each member's catch-up (the engines know where their members are)."""
+        return ()
+
+    # ---- membership --------------------------------------------------------------------------
+
+    def _initial_membership(self) -> Membership | None:
+        """The configuration of a node whose log and snapshot hold none (None: joining)."""
+        config = self.config
+        if config.joining:
+            return None
+        if config.bootstrap:
+            return Membership((config.node_id,))
+        return Membership(config.voters or config.members)
+
+    @property
+    def config_index(self) -> int:
+        """The log index of the configuration in force (0: the snapshot's or the initial)."""
+        return self._configs[-1][0] if self._configs else 0
+
+    @property
+    def config_pending(self) -> bool:
+        """Is the configuration in force not committed yet (a change under way)?"""
+        return self.config_index > self._commit
+
+    def membership_at(self, index: int) -> Membership | None:
+        """The configuration in force once entries up to `index` are in the log (None: a
+        joining node's, before the first configuration entry it holds)."""
+        for config_index, membership in reversed(self._configs):
+            if config_index <= index:
+                return membership
+        return self._base_membership
+
+    def _refresh_membership(self, notify: bool = True) -> None:
+        """Re-read the configuration entries if the log's changed (appended, truncated, ...)."""
+        if self.log.config_version == self._configs_version:
+            return
+        self._configs_version = self.log.config_version
+        self._configs = [
+            (index, membership_of(self.log.entry(index).command))
+            for index in self.log.config_indexes
+        ]
+        current = self._configs[-1][1] if self._configs else self._base_membership
+        current = current or Membership(())
+        if current == self.membership and notify:
+            return
+        self.membership = current
+        self.voters = current.voters
+        self.members = current.members
+        self.peers = tuple(m for m in current.members if m != self.node_id)
+        if notify:
+            self._event(EventKind.CONFIG_CHANGED, current.describe())
+            self._on_membership_changed(self._now)
+
+    def _known_peer(self, node: NodeId) -> bool:
+        """May `node` talk to us: in the start-up address book or the configuration in force?"""
+        return node in self.config.members or node in self.members
+
+    def change_membership(self, request: MembershipRequest, now: float) -> None:
+        """Propose one configuration change (leader only); the reply comes once it commits."""
+        self._now = now
+        if self._role is not Role.LEADER:
+            self._replies.append(
+                ClientReply(request.request_id, ReplyStatus.NOT_LEADER, leader=self._leader)
+            )
+            return
+        if not self._accepting_writes() or not self._committed_in_term():
+            # §4.1's fix: a new leader first commits an entry of its term, so that a change
+            # begun by an earlier leader cannot still be uncommitted behind it.
+            self._replies.append(ClientReply(request.request_id, ReplyStatus.RETRY))
+            return
+        why = None
+        if self.config_pending:
+            why = f"a membership change is pending (entry {self.config_index} is not committed)"
+        else:
+            try:
+                new = apply_change(self.membership, request.change)
+            except MembershipError as error:
+                why = str(error)
+        if why is not None:
+            self._replies.append(
+                ClientReply(request.request_id, ReplyStatus.REFUSED, Result(False, why))
+            )
+            return
+        (entry,) = self.log.append_new(self._term, [config_command(new, request.change)])
+        self._pending_writes[entry.index] = (request.request_id, self._term)
+        self._refresh_membership()
+        self._on_appended(now)
+
+    def _maybe_leave(self) -> None:
+        """A leader that removed itself steps down once that change is committed."""
+        if (
+            self._role is Role.LEADER
+            and self.node_id not in self.voters
+            and self._commit >= self.config_index
+        ):
+            target = self._handover_target()
+            if target is not None:
+                self._send(target, TimeoutNow(self._term))
+            self._become_follower(self._term, None, self._now)
 
     @property
     def sync_source(self) -> NodeId | None:
@@ -190,7 +323,7 @@ class ReplicaBase:
         src = envelope.src
         if envelope.dst != self.node_id:
             raise PeerError(f"message for {envelope.dst!r} delivered to {self.node_id!r}")
-        if src not in self.members or src == self.node_id:
+        if src == self.node_id or not self._known_peer(src):
             raise PeerError(f"message from unknown member {src!r}")
         message = envelope.message
         if not self._check_term(src, message, now):
@@ -209,6 +342,7 @@ class ReplicaBase:
                     if isinstance(message, Heartbeat):
                         self._leader_last = Position(message.last_term, message.last_index)
                 self._step(src, message, now)
+        self._refresh_membership()  # entries or a snapshot may have brought a configuration
 
     def propose(self, request: ClientRequest, now: float) -> None:
         """Replicate a write; the reply arrives in a later Ready."""
@@ -278,7 +412,7 @@ class ReplicaBase:
             raise CallerError("ready() called again before advance()")
         self._flush()
         if self._can_start_read_round():
-            ctx = self._reads.start_round(self._commit, self.node_id, len(self.members))
+            ctx = self._reads.start_round(self._commit, self.node_id, self.voters)
             if ctx is not None:
                 self._broadcast_heartbeat(ctx)
         handed = self._handed_hard_state
@@ -297,6 +431,7 @@ class ReplicaBase:
         ):
             changed_hard = self._handed_hard_state = self.hard_state()
         committed = self._apply_committed()
+        self._maybe_leave()
         self._maybe_take_snapshot()
         truncate_after, entries = self.log.take_unstable()
         # Answered with the applied index, not the read index: the state may have moved past
@@ -366,8 +501,13 @@ class ReplicaBase:
             return
         term = self.log.term_at(applied)
         assert term is not None  # applied > snapshot index and <= last index
-        snapshot = take(applied, term, self.members, self.kv)
+        membership = self.membership_at(applied)
+        if membership is None:
+            return  # a joining node snapshots once it holds a configuration up to there
+        snapshot = take(applied, term, membership, self.kv)
         self.log.compact(applied)
+        self._base_membership = membership
+        self._refresh_membership()
         self._snapshot = snapshot
         self._snapshot_to_save = snapshot
         self.snapshots_taken += 1
@@ -381,13 +521,15 @@ class ReplicaBase:
         if snapshot.index <= self._commit:
             return False
         try:
-            _members, kv = restore(snapshot)
+            membership, kv = restore(snapshot)
         except SnapshotError:
             return False
         if self._role is Role.LEADER:
             raise InvariantViolation(f"{self.node_id}: a leader installing a snapshot")
         self._truncate_after(self._commit)  # answers any client waiting on a removed entry
         self.log.restore(snapshot.index, snapshot.term)
+        self._base_membership = membership
+        self._refresh_membership()
         self.kv = kv
         self._commit = snapshot.index
         self._snapshot = snapshot
@@ -470,8 +612,8 @@ class ReplicaBase:
         self._campaign(now, pre_vote=self.config.pre_vote)
 
     def _may_campaign(self, now: float) -> bool:
-        """Members of priority 0 never stand for election (MongoDB's rule, both engines)."""
-        return self.node_id in self.members and self.config.priority_of(self.node_id) > 0
+        """Only voters stand for election; of them, not those of priority 0 (MongoDB's rule)."""
+        return self.node_id in self.voters and self.config.priority_of(self.node_id) > 0
 
     def _maybe_priority_takeover(self, now: float) -> None:
         """A caught-up member of higher priority than the leader calls a (forced) election.
@@ -500,6 +642,9 @@ class ReplicaBase:
             self._campaign(now, pre_vote=self.config.pre_vote, force=True)
 
     def _campaign(self, now: float, pre_vote: bool, force: bool = False) -> None:
+        if self.node_id not in self.voters:
+            self._reset_election_timer(now)  # (a learner, or removed: a TimeoutNow or takeover)
+            return
         self._forced_campaign = force
         self._takeover_at = None  # whatever was armed, an election is under way now
         last_contact = self._last_leader_contact
@@ -511,8 +656,9 @@ class ReplicaBase:
         kind = EventKind.PRE_VOTE if pre_vote else EventKind.CANDIDATE
         self._event(kind, "forced" if force else "", term=term, last_contact=last_contact)
         request = VoteRequest(term, self.log.last_term, self.log.last_index, pre_vote, force)
-        for peer in self.peers:
-            self._send(peer, request)
+        for peer in self.voters:
+            if peer != self.node_id:
+                self._send(peer, request)
         self._tally_votes(now)
 
     def _handle_vote_request(self, src: NodeId, message: VoteRequest, now: float) -> None:
@@ -539,7 +685,7 @@ class ReplicaBase:
         self._tally_votes(now)
 
     def _tally_votes(self, now: float) -> None:
-        result = vote_result(self._votes, self.members)
+        result = vote_result(self._votes, self.voters)
         if result is VoteResult.WON:
             if self._role is Role.PRE_CANDIDATE:
                 self._campaign(now, pre_vote=False, force=self._forced_campaign)
@@ -597,8 +743,16 @@ class ReplicaBase:
         self._on_step_down()
 
     def _append_noop(self, now: float) -> None:
-        """A new leader's entry of its own term, so earlier entries can commit (§5.4.2, §8)."""
-        self.log.append_new(self._term, [NOOP])
+        """A new leader's entry of its own term, so earlier entries can commit (§5.4.2, §8).
+
+        A bootstrapped node's first one is its configuration instead (hashicorp/raft writes
+        it at bootstrap): from then on the log, not a start-up flag, says who the voters are.
+        """
+        command = NOOP
+        if self.config.bootstrap and not self._configs and self.log.snapshot_index == 0:
+            command = Command(Op.CONFIG, f"bootstrap {self.node_id}", self.membership.encode())
+        self.log.append_new(self._term, [command])
+        self._refresh_membership()
         self._on_appended(now)
 
     def _send(self, dst: NodeId, message: Message) -> None:
@@ -667,6 +821,13 @@ class ReplicaBase:
 
     def _on_appended(self, now: float) -> None:
         """The leader appended entries to its log."""
+
+    def _on_membership_changed(self, now: float) -> None:
+        """Hook: the configuration in force changed (members to track, quorums to recount)."""
+
+    def _handover_target(self) -> NodeId | None:
+        """Hook: the most caught-up voter, for a leader that removed itself to hand over to."""
+        return None
 
     def _on_persisted(self) -> None:
         """The caller made handed-out entries durable (the leader may now count itself)."""

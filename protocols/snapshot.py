@@ -3,7 +3,8 @@
 A snapshot stands for the committed log prefix 1..index: applying those entries to an empty
 state machine gives exactly the state it holds. It carries the client-session table, because
 without it a retried command whose first attempt lies behind the snapshot would apply twice;
-and the member set, so that membership changes (issue 13, part 2) can be snapshotted too.
+and the configuration (voters and learners) in force at `index`, which a node that installs
+the snapshot adopts (protocols/membership.py).
 
 The encoding is deterministic (keys and sessions sorted), so two members that snapshot the same
 index produce the same bytes: a transfer interrupted at one source can resume at another that
@@ -20,9 +21,10 @@ from typing import Any
 import msgpack
 
 from protocols.kv import KVStateMachine, Result, Session
+from protocols.membership import Membership
 from protocols.types import NodeId
 
-FORMAT = 1
+FORMAT = 2  # 2 adds the learners; format 1 (voters only) is still read
 
 
 class SnapshotError(ValueError):
@@ -52,8 +54,13 @@ class Snapshot:
             )
 
 
-def take(index: int, term: int, members: tuple[NodeId, ...], kv: KVStateMachine) -> Snapshot:
-    """Snapshot `kv`, which must have applied exactly entries 1..index."""
+def take(
+    index: int, term: int, membership: Membership | tuple[NodeId, ...], kv: KVStateMachine
+) -> Snapshot:
+    """Snapshot `kv`, which must have applied exactly entries 1..index, with the configuration
+    in force at `index` (a bare tuple: voters only)."""
+    if not isinstance(membership, Membership):
+        membership = Membership(tuple(membership))
     if kv.applied_index != index:
         raise ValueError(f"state machine applied {kv.applied_index}, snapshot wants {index}")
     data_rows = sorted(kv.data_items())
@@ -61,22 +68,36 @@ def take(index: int, term: int, members: tuple[NodeId, ...], kv: KVStateMachine)
         [client, session.seq, session.result.ok, session.result.value]
         for client, session in sorted(kv.session_items())
     ]
-    payload = [FORMAT, list(members), data_rows, session_rows]
+    payload = [
+        FORMAT,
+        list(membership.voters),
+        data_rows,
+        session_rows,
+        list(membership.learners),
+    ]
     data: bytes = msgpack.packb(payload, use_bin_type=True)
     return Snapshot(index, term, data, zlib.crc32(data))
 
 
-def restore(snapshot: Snapshot) -> tuple[tuple[NodeId, ...], KVStateMachine]:
-    """The members and a state machine rebuilt from `snapshot`; SnapshotError if malformed."""
+def restore(snapshot: Snapshot) -> tuple[Membership, KVStateMachine]:
+    """The configuration and a state machine rebuilt from `snapshot`; SnapshotError if
+    malformed."""
     snapshot.verify()
     try:
         raw = msgpack.unpackb(snapshot.data, raw=False, use_list=True, strict_map_key=True)
     except Exception as error:  # msgpack raises several unrelated types on garbage
         raise SnapshotError(f"snapshot {snapshot.index}: not msgpack: {error}") from error
-    if type(raw) is not list or len(raw) != 4 or raw[0] != FORMAT:
-        raise SnapshotError(f"snapshot {snapshot.index}: not a format-{FORMAT} snapshot")
-    _, members_raw, data_raw, sessions_raw = raw
-    members = tuple(_str(member, "member") for member in _list(members_raw, "members"))
+    if type(raw) is not list or (raw[:1], len(raw)) not in (([1], 4), ([FORMAT], 5)):
+        raise SnapshotError(f"snapshot {snapshot.index}: not a format-1 or -{FORMAT} snapshot")
+    _, members_raw, data_raw, sessions_raw, *rest = raw
+    voters = tuple(_str(member, "member") for member in _list(members_raw, "members"))
+    learners = tuple(
+        _str(member, "learner") for member in _list(rest[0] if rest else [], "learners")
+    )
+    try:
+        membership = Membership(voters, learners)
+    except ValueError as error:
+        raise SnapshotError(f"snapshot {snapshot.index}: {error}") from error
     data: dict[str, str] = {}
     for row in _list(data_raw, "data"):
         key, value = _pair(row)
@@ -91,7 +112,7 @@ def restore(snapshot: Snapshot) -> tuple[tuple[NodeId, ...], KVStateMachine]:
         if value is not None:
             _str(value, "session value")
         sessions[_str(client, "client")] = Session(seq, Result(ok, value))
-    return members, KVStateMachine.restored(snapshot.index, data, sessions)
+    return membership, KVStateMachine.restored(snapshot.index, data, sessions)
 
 
 def _list(value: Any, what: str) -> list[Any]:

@@ -19,6 +19,7 @@ class Op(StrEnum):
     PUT = "put"
     DELETE = "delete"
     CAS = "cas"  # compare-and-set: value becomes `value` iff current equals `expected`
+    CONFIG = "config"  # a cluster configuration (protocols/membership.py); the KV ignores it
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,12 +42,16 @@ class Command:
         # Commands arrive from clients and peers: reject nonsense when built, not when applied.
         if not isinstance(self.op, Op):
             raise ValueError(f"unknown op {self.op!r}")
-        if self.op in (Op.PUT, Op.CAS) and self.value is None:
+        if self.op in (Op.PUT, Op.CAS, Op.CONFIG) and self.value is None:
             raise ValueError(f"{self.op} needs a value")
         if self.op is not Op.NOOP and not self.key:
             raise ValueError(f"{self.op} needs a key")
         if self.seq < 0:
             raise ValueError("seq must be >= 0")
+        if self.op is Op.CONFIG:
+            from protocols.membership import Membership  # noqa: PLC0415 (it imports this module)
+
+            Membership.decode(self.value or "")  # a configuration that does not decode: refused
 
     def payload_size(self) -> int:
         """Approximate bytes of user data, for batch size caps."""

@@ -671,3 +671,64 @@ def _samples(text: str) -> dict[str, float]:
             name, _, value = line.rpartition(" ")
             out[name] = float(value)
     return out
+
+
+# ---- membership ----------------------------------------------------------------------------------
+
+
+async def test_membership_changes_at_the_leader_and_in_status(cluster: InProcessCluster) -> None:
+    http, leader = await leader_http(cluster)
+    follower = next(n for n in cluster.nodes if n != leader)
+    async with http:
+        unsigned = await http.post("/admin/membership", json={"change": "remove", "node": follower})
+        assert unsigned.status_code == 403
+        r = await _admin(http, "", "/admin/membership", {"change": "remove", "node": follower})
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert answer["ok"] and answer["index"] > 0 and answer["change"] == "remove"
+        assert follower not in answer["membership"]["voters"]
+        status = (await http.get("/status")).json()
+        assert status["membership"]["committed"] and status["membership"]["role"] == "voter"
+        assert sorted(status["membership"]["voters"]) == sorted(
+            n for n in cluster.nodes if n != follower
+        )
+        rows = {row["node"]: row for row in status["progress"]}
+        assert set(rows) == set(status["membership"]["voters"]) - {leader}
+        assert all(row["role"] == "voter" and row["entries_behind"] >= 0 for row in rows.values())
+        # Taking it back as a learner: the configuration says so.
+        r = await _admin(http, "", "/admin/membership", {"change": "add-learner", "node": follower})
+        assert r.status_code == 200 and r.json()["membership"]["learners"] == [follower]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        ({"change": "add-voter", "node": "n9"}, 400, "unknown node"),
+        ({"change": "demote", "node": "n2"}, 400, "change: one of"),
+        ({"change": "remove"}, 400, "node: expected"),
+        ({"change": "remove", "node": "n2", "extra": 1}, 400, "extra"),
+        ({"change": "promote", "node": "n2"}, 409, "already a voter"),
+        ({"change": "add-voter", "node": "n3"}, 409, "already a voter"),
+        ({"change": "remove", "node": "n9"}, 409, "not a member"),
+    ],
+)
+async def test_bad_membership_changes_get_clear_errors(
+    cluster: InProcessCluster, body: dict[str, Any], status: int, words: str
+) -> None:
+    http, _ = await leader_http(cluster)
+    async with http:
+        r = await _admin(http, "", "/admin/membership", body)
+        assert r.status_code == status, r.text
+        assert words in r.json()["detail"]
+        after = (await http.get("/status")).json()["membership"]
+        assert sorted(after["voters"]) == sorted(cluster.nodes)  # nothing changed
+
+
+async def test_a_membership_change_at_a_follower_is_redirected(cluster: InProcessCluster) -> None:
+    leader = await cluster.leader()
+    follower = next(n for n in cluster.nodes if n != leader)
+    async with cluster.http() as http:
+        r = await _admin(
+            http, url_of(follower), "/admin/membership", {"change": "remove", "node": follower}
+        )
+        assert r.status_code == 421 and r.json()["leader"] == url_of(leader)

@@ -32,6 +32,7 @@ class SeedResult:
     elections: int
     crashes: int
     digest: str = ""  # of the events, messages and history: equal digests, equal runs
+    config_changes: int = 0  # membership changes committed
     trace: str = ""
     history: list[Operation] = field(default_factory=list)
 
@@ -98,6 +99,7 @@ def run_seed(config: SimConfig, budget: float = 10.0, keep_history: bool = False
         elections=stats.elections_won,
         crashes=stats.crashes,
         digest=run_digest(stats.events, stats.messages, history),
+        config_changes=len(simulator.invariants.configs),
         trace=simulator.format_trace() if config.trace else "",
         history=history if keep_history else [],
     )

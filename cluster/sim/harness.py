@@ -14,9 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from protocols.config import Config
-from protocols.engine import ClientReply, ClientRequest, Consistency, EngineFactory, ReadRequest
+from protocols.engine import (
+    ClientReply,
+    ClientRequest,
+    Consistency,
+    EngineFactory,
+    MembershipRequest,
+    ReadRequest,
+)
 from protocols.engines import engine_factory
 from protocols.events import ProtocolEvent
+from protocols.membership import ChangeKind, ConfChange
 from protocols.messages import Envelope
 from protocols.replica import ReplicaBase
 from protocols.storage import MemoryLogStore
@@ -57,11 +65,18 @@ class Harness:
         protocol: str | EngineFactory = "push",
         nodes: int = 3,
         seed: int = 0,
+        voters: int = 0,
         **config: Any,
     ) -> Harness:
+        """`nodes` engines; with `voters`, only the first that many form the cluster and the
+        others start `joining` (members to be added by a configuration change)."""
         ids = tuple(f"n{i + 1}" for i in range(nodes))
         factory = engine_factory(protocol) if isinstance(protocol, str) else protocol
-        configs = {n: Config(node_id=n, members=ids, **config) for n in ids}
+        first = ids[:voters] if voters else ids
+        configs = {
+            n: Config(node_id=n, members=ids, voters=first, joining=n not in first, **config)
+            for n in ids
+        }
         harness = cls(factory, configs, seed)
         for node in ids:
             harness.stores[node] = MemoryLogStore()
@@ -203,6 +218,14 @@ class Harness:
         request_id = self._next_request
         self._next_request += 1
         self.do(node, lambda e: e.read(ReadRequest(request_id, key, consistency), self.now))
+        return request_id
+
+    def change(self, node: NodeId, kind: ChangeKind | str, target: NodeId) -> int:
+        """Propose a membership change at `node`; returns the request id."""
+        request_id = self._next_request
+        self._next_request += 1
+        request = MembershipRequest(request_id, ConfChange(ChangeKind(kind), target))
+        self.do(node, lambda e: e.change_membership(request, self.now))
         return request_id
 
     def reply(self, request_id: int) -> ClientReply | None:

@@ -14,7 +14,12 @@ predecessor's term; every committed entry under its index. From those two maps f
 - (pull) the sync-source graph never has a cycle;
 - no acknowledged write is missing from the committed log;
 - a snapshot (taken or installed) holds exactly the state, client sessions included, that the
-  committed entries up to its index give: it loses no committed entry and no session.
+  committed entries up to its index give: it loses no committed entry and no session, and
+  carries the configuration in force at its index.
+
+Membership changes: election safety and leader completeness are checked as they are, whatever
+the configurations (one leader per term, whoever voted); at the end every committed entry must
+be durable on a majority of the voters of the last committed configuration.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ from dataclasses import dataclass, field
 
 from protocols.engine import Engine, Ready
 from protocols.kv import KVStateMachine, Session
+from protocols.membership import Membership, membership_of
 from protocols.snapshot import take
 from protocols.storage import StoredState
-from protocols.types import Command, Entry, NodeId, Role
+from protocols.types import Command, Entry, NodeId, Op, Role
 
 SNAPSHOT_CHECKPOINT = 256  # the snapshot checks keep a reference state this often
 
@@ -67,7 +73,8 @@ class Invariants:
     reference: KVStateMachine = field(default_factory=KVStateMachine)
     snapshots_pending: dict[int, list[tuple[float, NodeId, bytes]]] = field(default_factory=dict)
     snapshots_checked: int = 0
-    members: tuple[NodeId, ...] = ()
+    members: tuple[NodeId, ...] = ()  # the initial voters
+    configs: dict[int, Membership] = field(default_factory=dict)  # committed config entries
     _checkpoints: dict[int, KVStateMachine] = field(default_factory=dict)
 
     def _fail(self, now: float, node: NodeId, rule: str, detail: str) -> None:
@@ -176,6 +183,8 @@ class Invariants:
             known = self.committed.get(entry.index)
             if known is None:
                 self.committed[entry.index] = entry
+                if entry.command.op is Op.CONFIG:
+                    self.configs[entry.index] = membership_of(entry.command)
                 upto = self.committed_upto_by_term
                 upto[engine.term] = max(upto.get(engine.term, 0), entry.index)
                 self._before.clear()
@@ -201,7 +210,7 @@ class Invariants:
             if expected is None:
                 return  # not all of 1..index seen committed yet: checked later
             term = self.committed[index].term
-            data = take(index, term, self.members, expected).data
+            data = take(index, term, self.membership_at(index), expected).data
             for taken_at, node, got in self.snapshots_pending.pop(index):
                 self.snapshots_checked += 1
                 if got != data:
@@ -233,6 +242,11 @@ class Invariants:
             machine.apply(self.committed[position])
         return machine
 
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at committed `index` (the initial one before any)."""
+        before = [i for i in self.configs if i <= index]
+        return self.configs[max(before)] if before else Membership(self.members)
+
     def on_write_acked(self, now: float, client: str, seq: int, index: int) -> None:
         """A client got an OK for (client, seq) at `index`: it must be committed there."""
         entry = self.committed.get(index)
@@ -252,7 +266,10 @@ class Invariants:
         with the same entry, on a majority of the durable logs, or covered by a durable
         snapshot there (which the snapshot checks compared with the committed entries).
         """
-        majority = len(stores) // 2 + 1
+        last = max(self.committed, default=0)
+        voters = self.membership_at(last).voters if self.members else tuple(stores)
+        stores = {node: stored for node, stored in stores.items() if node in voters}
+        majority = len(voters) // 2 + 1
         for waiting in self.snapshots_pending.values():
             for taken_at, node, _ in waiting:
                 self._fail(taken_at, node, "snapshot-state", "snapshot beyond the committed log")
@@ -272,6 +289,6 @@ class Invariants:
                     now,
                     "cluster",
                     "committed-durable-on-majority",
-                    f"entry {entry} is durable on {holders} of {len(stores)} nodes",
+                    f"entry {entry} is durable on {holders} of the {len(voters)} voters",
                 )
                 return

@@ -1,8 +1,11 @@
-"""The simulator's nemesis: a seeded schedule of crashes, restarts and partitions.
+"""The simulator's nemesis: a seeded schedule of crashes, restarts, partitions and changes.
 
 Faults arrive at random (exponential gaps) until the end of the run; each crash is paired
 with a restart and each partition with a heal, so that at the end the cluster can recover and
-be checked as a whole.
+be checked as a whole. With membership changes ("membership", and "all"), configuration
+changes arrive as well, from a stream of their own (so the crashes and partitions of a seed
+are the ones it had before changes existed); what each one changes is chosen when it fires,
+from the configuration the leader then has (see Simulator).
 """
 
 from __future__ import annotations
@@ -13,7 +16,8 @@ from enum import Enum
 
 from protocols.types import NodeId
 
-FAULT_MODES = ("none", "crash", "partition", "all")
+FAULT_MODES = ("none", "crash", "partition", "membership", "all")
+MEMBERSHIP_MODES = ("membership", "all")  # the modes that change the configuration
 
 
 class Action(Enum):
@@ -26,6 +30,7 @@ class Action(Enum):
     HEAL = "heal"
     SLOW_LINK = "slow-link"
     SLOW_DISK = "slow-disk"
+    CHANGE = "change"  # a membership change proposed at the leader
 
 
 LEADER = "leader"  # in `nodes`: whoever leads when the fault fires
@@ -41,6 +46,7 @@ class Fault:
     jitter: float = 0.0
     loss: float = 0.0
     ref: int = 0  # faults sharing a ref aim at the same node: an undo hits what was crashed
+    change: str = ""  # CHANGE: a ChangeKind value for `nodes[0]`; empty: chosen when it fires
 
     def describe(self) -> str:
         if self.action is Action.PARTITION:
@@ -48,6 +54,8 @@ class Fault:
         if self.action is Action.ONE_WAY:
             pairs = zip(self.nodes[::2], self.nodes[1::2], strict=True)
             return "one-way " + " ".join(f"{a}-/->{b}" for a, b in pairs)
+        if self.action is Action.CHANGE:
+            return f"change {self.change or 'random'} {','.join(self.nodes)}".strip()
         extra = f" +{self.delay * 1000:g}ms" if self.delay else ""
         return f"{self.action.value} {','.join(self.nodes)}{extra}".strip()
 
@@ -65,7 +73,12 @@ def schedule(
         raise ValueError(f"unknown fault mode {mode!r}; choose one of {', '.join(FAULT_MODES)}")
     if mode == "none":
         return []
-    kinds = {"crash": ["crash"], "partition": ["partition"], "all": ["crash", "partition"]}[mode]
+    kinds = {
+        "crash": ["crash"],
+        "partition": ["partition"],
+        "membership": ["crash", "partition"],
+        "all": ["crash", "partition"],
+    }[mode]
     faults: list[Fault] = []
     down_until: dict[NodeId, float] = {}
     partition_until = 0.0
@@ -100,5 +113,13 @@ def schedule(
                     pairs.extend((src, dst))
                 faults.append(Fault(now, Action.ONE_WAY, tuple(pairs)))
             faults.append(Fault(heal, Action.HEAL))
+    if mode in MEMBERSHIP_MODES:
+        changes = random.Random(rng.getrandbits(64))
+        now = start
+        while True:
+            now += changes.expovariate(2.0 / mean_gap)  # twice as often as the other faults
+            if now >= duration:
+                break
+            faults.append(Fault(now, Action.CHANGE))
     faults.sort(key=lambda fault: fault.time)
     return faults

@@ -23,13 +23,22 @@ from typing import Any
 from cluster.shaper import EgressCaps
 from cluster.sim.clients import ClientLoad, ClientSettings, SimClient
 from cluster.sim.invariants import Invariants, Violation
-from cluster.sim.nemesis import LEADER, Action, Fault, schedule
+from cluster.sim.nemesis import LEADER, MEMBERSHIP_MODES, Action, Fault, schedule
 from cluster.sim.network import Link, SimNetwork
 from protocols.config import Config
-from protocols.engine import ClientReply, ClientRequest, Engine, EngineFactory, ReadRequest, Ready
+from protocols.engine import (
+    ClientReply,
+    ClientRequest,
+    Engine,
+    EngineFactory,
+    MembershipRequest,
+    ReadRequest,
+    Ready,
+)
 from protocols.engines import engine_factory
 from protocols.errors import InvariantViolation, PeerError
 from protocols.events import ProtocolEvent
+from protocols.membership import ChangeKind, ConfChange, Membership
 from protocols.messages import Envelope, VoteResponse
 from protocols.storage import CommitHold, MemoryLogStore
 from protocols.types import HardState, NodeId, Role
@@ -105,6 +114,8 @@ class SimConfig:
     count_bytes: bool = True  # charge every message its encoded size (off: faster, no bytes)
     fifo_links: bool = False  # links keep order (TCP-like); False lets jitter reorder them
     egress: dict[NodeId, EgressCaps] = field(default_factory=dict)  # shared egress caps
+    voters: int = 0  # the first this many nodes form the cluster, the others start joining
+    # (0: all, or with membership changes at most all but two, at least three)
 
     def the_workload(self) -> ClientLoad:
         if self.workload is None:
@@ -113,6 +124,14 @@ class SimConfig:
 
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
+
+    def initial_voters(self) -> tuple[NodeId, ...]:
+        """The configuration the run starts with; the other nodes wait to be added."""
+        count = self.voters
+        if count <= 0:
+            changing = self.faults in MEMBERSHIP_MODES and self.faults_scripted is None
+            count = max(3, self.nodes - 2) if changing else self.nodes
+        return self.node_ids()[: min(count, self.nodes)]
 
     def region_of(self, node: NodeId) -> str:
         if not self.regions:
@@ -198,13 +217,16 @@ class Simulator:
             n: _Node(n, MemoryLogStore(), disk_latency=config.disk_latency_of.get(n, base_disk))
             for n in self.node_ids
         }
-        self.invariants = Invariants(members=self.node_ids)
+        self.voters = config.initial_voters()
+        self.invariants = Invariants(members=self.voters)
         self.stats = SimStats()
         self.faults = (
             list(config.faults_scripted)
             if config.faults_scripted is not None
             else schedule(nemesis_rng, self.node_ids, config.faults, config.duration)
         )
+        self._change_rng = random.Random(nemesis_rng.getrandbits(64))  # what a change changes
+        self.changes_proposed = 0
         self.fault_log: list[tuple[float, str]] = []
         self.protocol_events: list[tuple[NodeId, ProtocolEvent]] = []  # engines' milestones
         self.now = 0.0
@@ -253,7 +275,7 @@ class Simulator:
         self._disk_extra: dict[NodeId, float] = {}  # slow-disk faults
         self._aimed: dict[int, NodeId] = {}  # fault ref -> the leader it was aimed at
         self._started_at: dict[NodeId, float] = {}
-        crashes = config.faults in ("crash", "all")
+        crashes = config.faults in ("crash", "membership", "all")
         self._crash_after_vote = (
             config.crash_after_vote if config.crash_after_vote is not None else 0.2 * crashes
         )
@@ -268,6 +290,8 @@ class Simulator:
         return Config(
             node_id=node_id,
             members=self.node_ids,
+            voters=self.voters,
+            joining=node_id not in self.voters,
             election_timeout=self.config.election_timeout,
             heartbeat_interval=self.config.heartbeat_interval,
             **self.config.config_overrides,
@@ -373,6 +397,8 @@ class Simulator:
                 engine.tick(now)
             elif what == "read":
                 engine.read(obj, now)
+            elif what == "change":
+                engine.change_membership(obj, now)
             else:
                 engine.propose(obj, now)
         except PeerError:
@@ -596,12 +622,47 @@ class Simulator:
                             self.network.slowed[link] = (fault.delay, fault.jitter, fault.loss)
                         else:
                             self.network.slowed.pop(link, None)
+            case Action.CHANGE:
+                self._propose_change(fault)
             case Action.SLOW_DISK:
                 node_id = fault.nodes[0]
                 if fault.delay:
                     self._disk_extra[node_id] = fault.delay
                 else:
                     self._disk_extra.pop(node_id, None)
+
+    def _propose_change(self, fault: Fault) -> None:
+        """Propose a membership change at the leader: the fault's, or one drawn from the
+        leader's configuration (add a non-member, promote a learner, remove anyone while
+        three voters would be left... or two: the leader itself may go)."""
+        leader = self.leader_now()
+        engine = self.nodes[leader].engine if leader is not None else None
+        if engine is None:
+            self.fault_log.append((self.now, f"skipped (no leader): {fault.describe()}"))
+            return
+        if fault.change:
+            change = ConfChange(ChangeKind(fault.change), fault.nodes[0])
+        else:
+            membership = engine.status().membership or Membership(())
+            options: list[ConfChange] = []
+            for node in self.node_ids:
+                role = membership.role_of(node)
+                if role is None:
+                    options.append(ConfChange(ChangeKind.ADD_LEARNER, node))
+                    options.append(ConfChange(ChangeKind.ADD_VOTER, node))
+                elif role == "learner":
+                    options.append(ConfChange(ChangeKind.PROMOTE, node))
+                    options.append(ConfChange(ChangeKind.REMOVE, node))
+                elif len(membership.voters) >= 3:
+                    options.append(ConfChange(ChangeKind.REMOVE, node))
+            if not options:
+                return
+            change = self._change_rng.choice(options)
+        request_id = self._next_request
+        self._next_request += 1
+        self.changes_proposed += 1
+        self.fault_log.append((self.now, f"{leader} proposes {change.describe()}"))
+        self._step(self.nodes[engine.node_id], "change", MembershipRequest(request_id, change))
 
     def _groups(self, fault: Fault) -> list[tuple[NodeId, ...]]:
         """The fault's groups; a single group is cut off from everyone else."""

@@ -1,6 +1,7 @@
 """`raftbench cluster up|status|down`: a local cluster of node processes (cluster.launcher).
 
-The fault actions (`kill`, `partition`, `recover`, ...) live in raftbench.commands.cluster_faults.
+The fault actions (`kill`, `partition`, `recover`, ...) live in raftbench.commands.cluster_faults,
+the membership actions (`add-node`, `remove-node`, `promote`) in raftbench.commands.cluster_members.
 
 Exit status: 0 done, 1 the operation failed (a node did not start, no cluster in the folder,
 namespace mode unavailable), 2 bad usage.
@@ -32,7 +33,7 @@ from cluster.ssh_cluster import HOSTS_STATE_FILE
 from cluster.storage import FsyncPolicy
 from protocols.config import SyncSettings
 from protocols.engines import ENGINES
-from raftbench.commands import cluster_faults, hosts_cluster
+from raftbench.commands import cluster_faults, cluster_members, hosts_cluster
 from raftbench.commands.argtypes import EXIT_FAILED, EXIT_OK, EXIT_USAGE
 from raftbench.commands.hosts import add_hosts_arguments
 
@@ -90,6 +91,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="run each node in its own network namespace (root, iproute2, nftables)",
     )
     up.add_argument("--base-port", type=int, help="loopback: ports from here (default: free)")
+    up.add_argument(
+        "--bootstrap",
+        action="store_true",
+        help="n1 forms a cluster of one (raftbench node --bootstrap); the others start "
+        "joining, to be added with `raftbench cluster add-node --node ID`",
+    )
     up.add_argument("--seed", type=int, help="seed of the nodes' randomness")
     up.add_argument("--start-timeout", type=_seconds, default=30.0, help="seconds per node")
     status = actions.add_parser(
@@ -107,6 +114,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
             "find it in the folder)",
         )
     cluster_faults.register(actions)
+    cluster_members.register(actions)
     parser.set_defaults(handler=run)
 
 
@@ -129,6 +137,8 @@ def run(args: argparse.Namespace) -> int:
         match args.cluster_command:
             case command if command in cluster_faults.ACTIONS:
                 return cluster_faults.run(args)
+            case command if command in cluster_members.ACTIONS:
+                return cluster_members.run(args)
             case command if args.hosts is not None or (args.dir / HOSTS_STATE_FILE).is_file():
                 return hosts_cluster.run(args)
             case "up":
@@ -186,6 +196,7 @@ def _up(args: argparse.Namespace) -> int:
             seed=args.seed,
             start_timeout=args.start_timeout,
             topology=topology,
+            bootstrap=args.bootstrap,
         )
         if not spec.heartbeat_interval < spec.election_timeout:
             return _fail("--heartbeat: must be < --election-timeout", EXIT_USAGE)

@@ -63,6 +63,21 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         type=positive_int,
         help="pull engine, spread: override the cluster file's sync.max_pullers",
     )
+    start = parser.add_mutually_exclusive_group()
+    start.add_argument(
+        "--bootstrap",
+        action="store_const",
+        const="bootstrap",
+        dest="start_as",
+        help="form a cluster of one (this node) that takes the others in by membership changes",
+    )
+    start.add_argument(
+        "--join",
+        action="store_const",
+        const="join",
+        dest="start_as",
+        help="start with no configuration and wait to be added by the leader",
+    )
     parser.add_argument("--seed", type=int, help="seed of the node's randomness (default: OS)")
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
@@ -112,5 +127,7 @@ def run(args: argparse.Namespace) -> int:
         snapshot_entries=args.snapshot_entries,
         snapshot_bytes=args.snapshot_bytes,
         seed=args.seed,
+        config_path=args.config,
+        start_as=args.start_as,
     )
     return main(options)

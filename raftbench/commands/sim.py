@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     )
     violations = nonlinearizable = 0
     virtual = sim_wall = sim_cpu = 0.0
-    ops = 0
+    ops = changes = 0
     started = time.perf_counter()
     configs = seed_configs(base, args.seeds, args.start_seed)
     for config, result in zip(configs, run_seeds(configs, args.budget, args.jobs), strict=True):
@@ -116,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
         sim_wall += result.wall_seconds
         sim_cpu += result.cpu_seconds
         ops += result.ops_ok + result.ops_fail
+        changes += result.config_changes
         violations += len(result.violations)
         nonlinearizable += result.verdict != "linearizable"
         if args.verbose or result.failed:
@@ -123,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
                 f"seed={result.seed} violations={len(result.violations)} "
                 f"history={result.verdict} ops={result.ops_ok + result.ops_fail} "
                 f"unknown={result.ops_unknown} elections={result.elections} "
-                f"crashes={result.crashes} events={result.events} digest={result.digest}"
+                f"crashes={result.crashes} changes={result.config_changes} "
+                f"events={result.events} digest={result.digest}"
             )
         if result.failed:
             for violation in result.violations[:5]:
@@ -139,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         f"# {args.seeds} seeds in {wall:.1f} wall s with {args.jobs} job(s): "
         f"{args.seeds / wall:.2f} seeds/s, {args.seeds * args.duration / wall:.1f}x real time "
         f"end to end (simulation and checking); {ops} client operations completed"
+        + (f", {changes} membership changes committed" if changes else "")
     )
     print(
         f"# per core, simulation alone: {virtual:.0f} virtual s in {sim_wall:.1f} wall s = "
