@@ -33,9 +33,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
+from protocols.egress import PipeLoad
+from protocols.engine import Ready
 from protocols.events import EventKind
 from protocols.messages import (
     Heartbeat,
@@ -184,6 +187,14 @@ class PullEngine(ReplicaBase):
         self._depth: int | None = None  # our source's depth + 1, from its last answer
         # Source side.
         self._held: dict[NodeId, _Held] = {}
+        # Back-pressure on capped pipes (protocols/egress.py): a source queues at most a
+        # send horizon's worth of bytes in a pipe, so what it sends after (heartbeats,
+        # long-poll answers, position reports) waits at most that long behind bulk data,
+        # well within a pull's failure timeout (`_pull_failure_after`). A heartbeat interval
+        # keeps the pipe busy across a loaded host's scheduling delays.
+        self._send_horizon = config.heartbeat_interval
+        self._charged: dict[Hashable, float] = {}  # batch bytes handed over, not yet sent
+        self._recheck_at = math.inf  # when a stream held back by a full pipe is looked at
         self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
         self._pullers = PullerSlots(
             self._selector.settings.puller_cap, self._selector.silence_limit
@@ -247,7 +258,7 @@ class PullEngine(ReplicaBase):
         # asks after every step.
         deadline = self._next_probe
         if self._held:
-            deadline = min(deadline, *(held.deadline for held in self._held.values()))
+            deadline = min(deadline, self._recheck_at, *(h.deadline for h in self._held.values()))
         candidates: tuple[float, ...]
         if self._role is Role.LEADER:
             candidates = (self._next_heartbeat, self._next_liveness_check)
@@ -289,6 +300,8 @@ class PullEngine(ReplicaBase):
         if now >= self._next_probe:
             self._next_probe = now + self._probe_interval
             self._send_probes(now)
+        if now >= self._recheck_at:
+            self._recheck_at = math.inf  # the next flush looks at the held streams again
         self._expire_held(now)
         self._check_pull_timeout(now)
         super().tick(now)
@@ -498,9 +511,60 @@ class PullEngine(ReplicaBase):
             # Shorter but newer (a higher last term), or another entry at `after`: the puller
             # holds entries we do not, and must search back for our common point.
             return PullStatus.DIVERGED, self.log.conflict_hint(after, after_term)
+        if not final and self.log.last_index > after and self._pipe_full(src, after):
+            return None  # like a full socket buffer: send once the pipe has drained
         if final or self.log.last_index > after or self._commit != commit_seen:
             return PullStatus.OK, 0
         return None
+
+    def _room(self, dst: NodeId) -> tuple[float, list[PipeLoad]] | None:
+        """Bytes we may still queue towards `dst` within the send horizon; None: uncapped.
+
+        The narrowest pipe decides, counting what we handed over since our last Ready was
+        sent (the gauge sees only what the runtime has scheduled).
+        """
+        gauge = self.egress_gauge
+        if gauge is None:
+            return None
+        loads = list(gauge.pipe_loads(dst, self._now))
+        if not loads:
+            return None
+        horizon, charged = self._send_horizon, self._charged
+        room = min((horizon - p.queued) * p.rate - charged.get(p.key, 0.0) for p in loads)
+        return room, loads
+
+    def _pipe_full(self, dst: NodeId, after: int) -> bool:
+        """Would the next entry after `after` overfill a capped pipe towards `dst`?"""
+        measured = self._room(dst)
+        if measured is None or after < self.log.snapshot_index:
+            return False
+        if measured[0] >= self.log.entry(after + 1).command.payload_size():
+            return False
+        # Drains at the pipes' rate: look again after a quarter of the horizon.
+        self._recheck_at = min(self._recheck_at, self._now + self._send_horizon / 4)
+        return True
+
+    def _batch(self, src: NodeId, after: int) -> tuple[Entry, ...]:
+        """The entries for a pull answer: a fair share of what the pipes towards `src` take."""
+        limit: float = self.config.max_batch_bytes
+        measured = self._room(src)
+        if measured is not None:
+            room = measured[0]
+            if room < self.log.entry(after + 1).command.payload_size():
+                return ()  # a long-poll answer to a full pipe carries no entries
+            last = self.log.last_index
+            wanting = 1 + sum(1 for h in self._held.values() if last > h.request.after_index)
+            limit = min(limit, room / wanting)
+        entries = tuple(self.log.batch_after(after, self.config.max_batch_entries, int(limit)))
+        if measured is not None:
+            size = float(sum(e.command.payload_size() for e in entries))
+            for load in measured[1]:
+                self._charged[load.key] = self._charged.get(load.key, 0.0) + size
+        return entries
+
+    def advance(self, ready: Ready) -> None:
+        super().advance(ready)
+        self._charged.clear()  # sent: the gauge now sees those bytes in the pipes
 
     def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
         self._held.pop(src, None)  # a new request replaces a held one
@@ -526,12 +590,8 @@ class PullEngine(ReplicaBase):
         entries: tuple[Entry, ...] = ()
         if status is PullStatus.NOT_SYNCING:
             self._pullers.release(src)  # refused: it will look elsewhere
-        if status is PullStatus.OK:
-            entries = tuple(
-                self.log.batch_after(
-                    request.after_index, self.config.max_batch_entries, self.config.max_batch_bytes
-                )
-            )
+        if status is PullStatus.OK and self.log.last_index > request.after_index:
+            entries = self._batch(src, request.after_index)
         if status is PullStatus.OK and request.stream:
             # Exhaust mode: the request stays open, continuing after what we just sent.
             sent = entries[-1] if entries else None

@@ -16,6 +16,7 @@ import math
 import random
 
 from protocols.config import Config
+from protocols.egress import EgressGauge
 from protocols.engine import (
     ClientReply,
     ClientRequest,
@@ -58,6 +59,9 @@ class ReplicaBase:
         self.node_id: NodeId = config.node_id
         self._rng = rng
         self._now = now
+        # The runtime's reading of our capped outgoing pipes (None: nothing is capped);
+        # engines that stream bulk data use it as a socket's back-pressure.
+        self.egress_gauge: EgressGauge | None = None
         self.members: tuple[NodeId, ...] = config.members
         self.peers: tuple[NodeId, ...] = tuple(m for m in config.members if m != self.node_id)
 
