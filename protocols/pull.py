@@ -149,6 +149,7 @@ class PullStats:
     snapshot_fetches: int = 0  # too stale for a source: copied its snapshot (initial sync)
     snapshot_chunks_served: int = 0
     pullers_refused: int = 0  # `spread`: pull requests refused because every slot was taken
+    batches_cut: int = 0  # answers holding fewer entries than we had: a capped pipe was full
     history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
 
 
@@ -551,12 +552,16 @@ class PullEngine(ReplicaBase):
         if measured is not None:
             room = measured[0]
             if room < self.log.entry(after + 1).command.payload_size():
+                self.stats.batches_cut += 1
                 return ()  # a long-poll answer to a full pipe carries no entries
             last = self.log.last_index
             wanting = 1 + sum(1 for h in self._held.values() if last > h.request.after_index)
             limit = min(limit, room / wanting)
         entries = tuple(self.log.batch_after(after, self.config.max_batch_entries, int(limit)))
         if measured is not None:
+            available = min(self.log.last_index - after, self.config.max_batch_entries)
+            if limit < self.config.max_batch_bytes and len(entries) < available:
+                self.stats.batches_cut += 1
             size = float(sum(e.command.payload_size() for e in entries))
             for load in measured[1]:
                 self._charged[load.key] = self._charged.get(load.key, 0.0) + size

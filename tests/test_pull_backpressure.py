@@ -19,14 +19,17 @@ import pytest
 
 from cluster.shaper import EgressCaps, LinkShaper
 from cluster.sim.network import SimNetwork
-from cluster.sim.simulator import Simulator
+from cluster.sim.simulator import SimConfig, Simulator
 from protocols.egress import PipeLoad
 from protocols.messages import Envelope, PullResponse
 from protocols.pull import PullEngine
 from protocols.types import NodeId
+from raftbench.commands.sim import sync_settings
 from workloads.ceiling import bytes_per_copy
 from workloads.scenario import Scenario, load_scenario
 from workloads.sim_driver import sim_config
+from workloads.sim_load import correctness_workload
+from workloads.sim_runner import run_seed
 
 LOAD_SECONDS = 6.0
 
@@ -150,3 +153,52 @@ def test_an_uncapped_node_reports_no_pipes() -> None:
     shaper = LinkShaper(random.Random(1))
     assert shaper.pipe_loads("b", 0.0) == []
     assert SimNetwork(random.Random(1), {}, 0.0).pipe_loads("a", "b", 0.0) == []
+
+
+# ---- safety and liveness under faults, with every node's uplink capped ------------------------
+
+CAPPED_FAULT_SEEDS = 8  # per policy in CI; 100 per policy by hand (-m slow)
+FAULT_UPLINK = 30_000.0  # bytes/s: the correctness workload fills it, so sources hold back
+
+
+def capped_fault_config(policy: str, seed: int) -> SimConfig:
+    config = SimConfig(
+        protocol="pull",
+        seed=seed,
+        faults="all",
+        duration=4.0,
+        config_overrides={"sync": sync_settings(policy, 5, 2)},
+        egress={f"n{i}": EgressCaps(total=FAULT_UPLINK) for i in range(1, 6)},
+    )
+    return dataclasses.replace(config, workload=correctness_workload(config.clients))
+
+
+def test_the_capped_fault_runs_really_hold_sources_back() -> None:
+    sim = Simulator(capped_fault_config("primary", 0))
+    sim.run()
+    engines = [node.engine for node in sim.nodes.values() if isinstance(node.engine, PullEngine)]
+    assert sum(engine.stats.batches_cut for engine in engines) > 0
+
+
+def capped_fault_sweep(policy: str, seeds: range) -> None:
+    failures = []
+    completed = 0
+    for seed in seeds:
+        config = capped_fault_config(policy, seed)
+        result = run_seed(config)
+        completed += result.ops_ok + result.ops_fail
+        if result.failed:
+            failures.append((seed, result.violations[:3], result.verdict))  # capped_fault_config
+    assert not failures, failures[:5]
+    assert completed > len(seeds) * 30  # the clients really did work under the faults and caps
+
+
+@pytest.mark.parametrize("policy", ["primary", "nearest", "spread"])
+def test_capped_sources_stay_safe_and_live_under_all_faults(policy: str) -> None:
+    capped_fault_sweep(policy, range(CAPPED_FAULT_SEEDS))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["primary", "nearest", "spread"])
+def test_capped_sources_stay_safe_under_all_faults_100_seeds(policy: str) -> None:
+    capped_fault_sweep(policy, range(100))
