@@ -18,12 +18,15 @@ from collections.abc import Hashable
 import pytest
 
 from cluster.shaper import EgressCaps, LinkShaper
+from cluster.sim.harness import Harness
 from cluster.sim.network import SimNetwork
 from cluster.sim.simulator import SimConfig, Simulator
 from protocols.egress import PipeLoad
-from protocols.messages import Envelope, PullResponse
+from protocols.engine import ClientRequest
+from protocols.messages import Envelope, PullRequest, PullResponse
 from protocols.pull import PullEngine
-from protocols.types import NodeId
+from protocols.replica import ReplicaBase
+from protocols.types import Command, Entry, NodeId, Op
 from raftbench.commands.sim import sync_settings
 from workloads.ceiling import bytes_per_copy
 from workloads.scenario import Scenario, load_scenario
@@ -202,3 +205,95 @@ def test_capped_sources_stay_safe_and_live_under_all_faults(policy: str) -> None
 @pytest.mark.parametrize("policy", ["primary", "nearest", "spread"])
 def test_capped_sources_stay_safe_under_all_faults_100_seeds(policy: str) -> None:
     capped_fault_sweep(policy, range(100))
+
+
+# ---- the source's rules, one at a time (a gauge the test sets by hand) -------------------------
+
+
+@dataclasses.dataclass
+class FixedGauge:
+    """One uplink whose load the test sets; it does not see what the engine sends."""
+
+    queued: float = 0.0
+    rate: float = 10_000.0  # bytes/s: 1,000 bytes of room in a 0.1 s horizon
+
+    def pipe_loads(self, dst: NodeId, now: float) -> list[PipeLoad]:
+        return [PipeLoad(("total",), self.queued, self.rate)]
+
+
+def streaming_primary(gauge: FixedGauge) -> tuple[Harness, PullEngine]:
+    """n1 leads; its secondaries are down and n2's stream is played by hand."""
+    h = Harness.create("pull", nodes=3, check_quorum=False, heartbeat_interval=0.1)
+    h.elect("n1")
+    h.settle(0.5)
+    for node in ("n2", "n3"):
+        h.crash(node)
+    primary = h["n1"]
+    assert isinstance(primary, PullEngine)
+    primary.egress_gauge = gauge
+    h.inflight.clear()
+    last = primary.log.last_position
+    request = PullRequest(
+        primary.term,
+        last.index,
+        last.term,
+        1,
+        last_index=last.index,
+        last_term=last.term,
+        stream=True,
+    )
+    h.do("n1", lambda e: e.receive(Envelope("n2", "n1", request), h.now))
+    assert h.messages(PullResponse) == []  # held: nothing new yet
+    return h, primary
+
+
+def batches(h: Harness) -> list[tuple[Entry, ...]]:
+    return [s.message.entries for s in h.messages(PullResponse, src="n1") if s.dst == "n2"]
+
+
+def test_a_full_pipe_holds_the_stream_until_it_drains() -> None:
+    gauge = FixedGauge(queued=0.1)  # a whole horizon already queued
+    h, _ = streaming_primary(gauge)
+    h.put("n1", "k", "v" * 100)
+    assert batches(h) == []
+    gauge.queued = 0.0
+    h.advance_time(0.1 / 4, ["n1"])  # the source looks again a quarter horizon later
+    assert [len(batch) for batch in batches(h)] == [1]
+
+
+def test_a_long_poll_answer_to_a_full_pipe_carries_no_entries() -> None:
+    h, primary = streaming_primary(FixedGauge(queued=0.1))
+    h.put("n1", "k", "v" * 100)
+    h.advance_time(primary.config.long_poll_timeout, ["n1"])
+    assert batches(h) == [()]  # the puller hears from its source; the pipe gets nothing
+    assert primary.stats.batches_cut >= 1
+
+
+def propose_six(h: Harness) -> None:
+    """Six 300-byte writes appended in one step, so one flush finds them all."""
+    commands = [Command(Op.PUT, f"k{i}", "v" * 300) for i in range(6)]
+
+    def append_all(engine: ReplicaBase) -> None:
+        for i, command in enumerate(commands):
+            engine.propose(ClientRequest(100 + i, command), h.now)
+
+    h.do("n1", append_all)
+
+
+def test_batches_fit_the_room_the_pipe_has() -> None:
+    h, _ = streaming_primary(FixedGauge(queued=0.0))
+    propose_six(h)
+    sent = batches(h)
+    assert sum(len(batch) for batch in sent) == 6  # the fixed gauge never fills: all go out
+    room = 0.1 * 10_000
+    for batch in sent:
+        assert sum(e.command.payload_size() for e in batch) <= room
+    assert len(sent) > 1  # cut to the room, not one batch of all six
+
+
+def test_an_uncapped_source_sends_everything_in_one_batch() -> None:
+    h, primary = streaming_primary(FixedGauge())
+    primary.egress_gauge = None
+    propose_six(h)
+    assert [len(batch) for batch in batches(h)] == [6]
+    assert primary.stats.batches_cut == 0
