@@ -9,6 +9,12 @@ follows its own log; if the source's log diverged from its own, it searches back
 common entry and rolls back to it (never at or below its commit point: a source that would take
 that away is stale and is deny-listed instead).
 
+On capped pipes a source has back-pressure: the runtime's `EgressGauge` (protocols/egress.py)
+says how full each pipe towards a puller is, and a source keeps at most a heartbeat interval of
+bytes queued there, holding a stream while the pipe is full and sizing batches to a fair share
+of the room. Without it a source flooded its uplink, its long-poll answers and heartbeats
+waited seconds behind the data, and pullers timed out and pulled the same range again.
+
 Positions travel the other way. After each persist a secondary sends `UpdatePosition` upstream
 with its durable (term, index) and the fresh positions of everyone syncing from it, so the
 primary learns every position through chains. The primary commits the highest index i such
