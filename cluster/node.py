@@ -128,6 +128,7 @@ async def run_node(options: NodeOptions) -> int:
             config.link_specs(options.node_id),
             egress=config.egress_caps(options.node_id),
         )
+        engine.egress_gauge = shaper  # the engine's back-pressure on capped pipes
         peers = {m.id: m.peer.peer_address() for m in config.members if m.id != member.id}
         transport = PeerTransport(
             member.id,

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Any
 
+from protocols.egress import PipeLoad
 from protocols.errors import CallerError
 from protocols.types import NodeId
 
@@ -124,6 +125,13 @@ class SerialPipes:
     def busy_until(self, key: Hashable) -> float | None:
         return self._busy_until.get(key)
 
+    def loads(self, path: Sequence[tuple[Hashable, float]], now: float) -> list[PipeLoad]:
+        """How much each pipe of `path` still holds beyond `now` (an engine's back-pressure)."""
+        return [
+            PipeLoad(key, max(0.0, self._busy_until.get(key, now) - now), rate)
+            for key, rate in path
+        ]
+
     def forget(self, key: Hashable) -> None:
         self._busy_until.pop(key, None)
 
@@ -215,6 +223,14 @@ class LinkShaper:
         at = max(sent + delay, self._last_delivery.get(dst, now))
         self._last_delivery[dst] = at
         return at
+
+    def pipe_loads(self, dst: NodeId, now: float) -> list[PipeLoad]:
+        """The capped pipes towards `dst` and what they hold (`protocols.egress.EgressGauge`)."""
+        spec = self._links.get(dst)
+        path = self._egress.path(dst)
+        if spec is not None and spec.bandwidth is not None:
+            path.insert(0, (("link", dst), spec.bandwidth))
+        return self._pipes.loads(path, now)
 
     def forget(self, dst: NodeId) -> None:
         """Drop a removed member's link state."""

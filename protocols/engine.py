@@ -25,6 +25,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from protocols.config import Config
+from protocols.egress import EgressGauge
 from protocols.events import ProtocolEvent
 from protocols.kv import Result
 from protocols.log import RaftLog
@@ -160,6 +161,7 @@ class Engine(Protocol):
 
     node_id: NodeId
     log: RaftLog
+    egress_gauge: EgressGauge | None
 
     def tick(self, now: float) -> None: ...
     def receive(self, envelope: Envelope, now: float) -> None: ...

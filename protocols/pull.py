@@ -9,6 +9,12 @@ follows its own log; if the source's log diverged from its own, it searches back
 common entry and rolls back to it (never at or below its commit point: a source that would take
 that away is stale and is deny-listed instead).
 
+On capped pipes a source has back-pressure: the runtime's `EgressGauge` (protocols/egress.py)
+says how full each pipe towards a puller is, and a source keeps at most a heartbeat interval of
+bytes queued there, holding a stream while the pipe is full and sizing batches to a fair share
+of the room. Without it a source flooded its uplink, its long-poll answers and heartbeats
+waited seconds behind the data, and pullers timed out and pulled the same range again.
+
 Positions travel the other way. After each persist a secondary sends `UpdatePosition` upstream
 with its durable (term, index) and the fresh positions of everyone syncing from it, so the
 primary learns every position through chains. The primary commits the highest index i such
@@ -33,10 +39,12 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 
 from protocols.config import Config
-from protocols.engine import MemberProgress
+from protocols.egress import PipeLoad
+from protocols.engine import MemberProgress, Ready
 from protocols.events import EventKind
 from protocols.messages import (
     Heartbeat,
@@ -147,6 +155,7 @@ class PullStats:
     snapshot_fetches: int = 0  # too stale for a source: copied its snapshot (initial sync)
     snapshot_chunks_served: int = 0
     pullers_refused: int = 0  # `spread`: pull requests refused because every slot was taken
+    batches_cut: int = 0  # answers holding fewer entries than we had: a capped pipe was full
     history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
 
 
@@ -185,6 +194,14 @@ class PullEngine(ReplicaBase):
         self._depth: int | None = None  # our source's depth + 1, from its last answer
         # Source side.
         self._held: dict[NodeId, _Held] = {}
+        # Back-pressure on capped pipes (protocols/egress.py): a source queues at most a
+        # send horizon's worth of bytes in a pipe, so what it sends after (heartbeats,
+        # long-poll answers, position reports) waits at most that long behind bulk data,
+        # well within a pull's failure timeout (`_pull_failure_after`). A heartbeat interval
+        # keeps the pipe busy across a loaded host's scheduling delays.
+        self._send_horizon = config.heartbeat_interval
+        self._charged: dict[Hashable, float] = {}  # batch bytes handed over, not yet sent
+        self._recheck_at = math.inf  # when a stream held back by a full pipe is looked at
         self._serving: dict[NodeId, Snapshot] = {}  # snapshots being copied from us
         self._served_bytes: dict[NodeId, int] = {}  # how far each copy got (for /status)
         self._pullers = PullerSlots(
@@ -250,7 +267,7 @@ class PullEngine(ReplicaBase):
         # asks after every step.
         deadline = self._next_probe
         if self._held:
-            deadline = min(deadline, *(held.deadline for held in self._held.values()))
+            deadline = min(deadline, self._recheck_at, *(h.deadline for h in self._held.values()))
         candidates: tuple[float, ...]
         if self._role is Role.LEADER:
             candidates = (self._next_heartbeat, self._next_liveness_check)
@@ -292,6 +309,8 @@ class PullEngine(ReplicaBase):
         if now >= self._next_probe:
             self._next_probe = now + self._probe_interval
             self._send_probes(now)
+        if now >= self._recheck_at:
+            self._recheck_at = math.inf  # the next flush looks at the held streams again
         self._expire_held(now)
         self._check_pull_timeout(now)
         super().tick(now)
@@ -503,9 +522,64 @@ class PullEngine(ReplicaBase):
             # Shorter but newer (a higher last term), or another entry at `after`: the puller
             # holds entries we do not, and must search back for our common point.
             return PullStatus.DIVERGED, self.log.conflict_hint(after, after_term)
+        if not final and self.log.last_index > after and self._pipe_full(src, after):
+            return None  # like a full socket buffer: send once the pipe has drained
         if final or self.log.last_index > after or self._commit != commit_seen:
             return PullStatus.OK, 0
         return None
+
+    def _room(self, dst: NodeId) -> tuple[float, list[PipeLoad]] | None:
+        """Bytes we may still queue towards `dst` within the send horizon; None: uncapped.
+
+        The narrowest pipe decides, counting what we handed over since our last Ready was
+        sent (the gauge sees only what the runtime has scheduled).
+        """
+        gauge = self.egress_gauge
+        if gauge is None:
+            return None
+        loads = list(gauge.pipe_loads(dst, self._now))
+        if not loads:
+            return None
+        horizon, charged = self._send_horizon, self._charged
+        room = min((horizon - p.queued) * p.rate - charged.get(p.key, 0.0) for p in loads)
+        return room, loads
+
+    def _pipe_full(self, dst: NodeId, after: int) -> bool:
+        """Would the next entry after `after` overfill a capped pipe towards `dst`?"""
+        measured = self._room(dst)
+        if measured is None or after < self.log.snapshot_index:
+            return False
+        if measured[0] >= self.log.entry(after + 1).command.payload_size():
+            return False
+        # Drains at the pipes' rate: look again after a quarter of the horizon.
+        self._recheck_at = min(self._recheck_at, self._now + self._send_horizon / 4)
+        return True
+
+    def _batch(self, src: NodeId, after: int) -> tuple[Entry, ...]:
+        """The entries for a pull answer: a fair share of what the pipes towards `src` take."""
+        limit: float = self.config.max_batch_bytes
+        measured = self._room(src)
+        if measured is not None:
+            room = measured[0]
+            if room < self.log.entry(after + 1).command.payload_size():
+                self.stats.batches_cut += 1
+                return ()  # a long-poll answer to a full pipe carries no entries
+            last = self.log.last_index
+            wanting = 1 + sum(1 for h in self._held.values() if last > h.request.after_index)
+            limit = min(limit, room / wanting)
+        entries = tuple(self.log.batch_after(after, self.config.max_batch_entries, int(limit)))
+        if measured is not None:
+            available = min(self.log.last_index - after, self.config.max_batch_entries)
+            if limit < self.config.max_batch_bytes and len(entries) < available:
+                self.stats.batches_cut += 1
+            size = float(sum(e.command.payload_size() for e in entries))
+            for load in measured[1]:
+                self._charged[load.key] = self._charged.get(load.key, 0.0) + size
+        return entries
+
+    def advance(self, ready: Ready) -> None:
+        super().advance(ready)
+        self._charged.clear()  # sent: the gauge now sees those bytes in the pipes
 
     def _serve_pull(self, src: NodeId, request: PullRequest, now: float) -> None:
         self._held.pop(src, None)  # a new request replaces a held one
@@ -531,12 +605,8 @@ class PullEngine(ReplicaBase):
         entries: tuple[Entry, ...] = ()
         if status is PullStatus.NOT_SYNCING:
             self._pullers.release(src)  # refused: it will look elsewhere
-        if status is PullStatus.OK:
-            entries = tuple(
-                self.log.batch_after(
-                    request.after_index, self.config.max_batch_entries, self.config.max_batch_bytes
-                )
-            )
+        if status is PullStatus.OK and self.log.last_index > request.after_index:
+            entries = self._batch(src, request.after_index)
         if status is PullStatus.OK and request.stream:
             # Exhaust mode: the request stays open, continuing after what we just sent.
             sent = entries[-1] if entries else None

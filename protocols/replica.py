@@ -25,6 +25,7 @@ import math
 import random
 
 from protocols.config import Config
+from protocols.egress import EgressGauge
 from protocols.engine import (
     ClientReply,
     ClientRequest,
@@ -76,6 +77,9 @@ class ReplicaBase:
         self.node_id: NodeId = config.node_id
         self._rng = rng
         self._now = now
+        # The runtime's reading of our capped outgoing pipes (None: nothing is capped);
+        # engines that stream bulk data use it as a socket's back-pressure.
+        self.egress_gauge: EgressGauge | None = None
 
         hard = stored.hard_state
         snapshot = stored.snapshot

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from cluster.shaper import EgressCaps, SerialPipes
 from protocols.codec import encoded_size
+from protocols.egress import PipeLoad
 from protocols.messages import Envelope
 from protocols.types import NodeId
 
@@ -104,6 +105,17 @@ class SimNetwork:
             self._last_arrival[link] = max(times)
         return times
 
+    def pipe_loads(self, src: NodeId, dst: NodeId, now: float) -> list[PipeLoad]:
+        """The capped pipes from `src` towards `dst` and what they hold beyond `now`."""
+        caps = self.egress.get(src)
+        if caps is None:
+            return []
+        return self._pipes[src].loads(caps.path(dst), now)
+
+    def gauge(self, src: NodeId) -> SimGauge:
+        """`src`'s reading of its own pipes, for its engine (`protocols.egress.EgressGauge`)."""
+        return SimGauge(self, src)
+
     def partition(self, groups: list[list[NodeId]]) -> None:
         """Symmetric partition: nodes talk only within their group."""
         self.blocked = {
@@ -123,3 +135,14 @@ class SimNetwork:
 
     def reachable(self, src: NodeId, dst: NodeId) -> bool:
         return (src, dst) not in self.blocked
+
+
+@dataclass(frozen=True, slots=True)
+class SimGauge:
+    """One node's view of its capped pipes in the simulated network."""
+
+    network: SimNetwork
+    node: NodeId
+
+    def pipe_loads(self, dst: NodeId, now: float) -> list[PipeLoad]:
+        return self.network.pipe_loads(self.node, dst, now)

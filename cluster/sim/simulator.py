@@ -302,6 +302,8 @@ class Simulator:
         self._started_at[node.node_id] = self.now
         rng = random.Random(self._engine_rng.getrandbits(64))
         engine = self._factory(self._engine_config(node.node_id), node.store.load(), rng, self.now)
+        if self.network.egress:  # capped senders feel their pipes' back-pressure
+            engine.egress_gauge = self.network.gauge(node.node_id)
         node.engine = engine
         node.inflight = None
         node.hold = CommitHold(HardState(term=-1))  # what was held died with the process
