@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 
 from workloads.aggregate import GroupStats, RunData
 from workloads.memory_series import (
+    BLOCKS,
     GROWS,
     MIB,
     TAIL,
@@ -41,13 +42,14 @@ LONG_RUN = 120.0  # seconds: a measured window this long gets the section even w
 
 FLAT_NOTE = (
     f"Flat means: over the last {TAIL:.0%} of the measured window (the warm-up and the first "
-    f"{1 - TAIL:.0%} left out), the least-squares slope of the node's RSS (1-s means of its "
-    "100 ms samples), as MiB per 10 minutes, has a 95% interval wholly below "
-    f"{TOLERANCE_MIB:g} MiB per 10 min. Wholly above it: grows (marked). Otherwise: unclear. "
-    "The interval is Student t with the standard error and degrees of freedom corrected for "
-    "the residuals' lag-1 autocorrelation (RSS moves in lasting steps). A label grows when "
-    "one of its nodes grows, and is flat when all are. The tolerance is what a 10-minute run "
-    "can resolve, not a bound for days (just under it is still 6 MiB an hour)."
+    f"{1 - TAIL:.0%} left out), the least-squares slope of the node's RSS, as MiB per 10 "
+    f"minutes, has a 95% interval wholly below {TOLERANCE_MIB:g} MiB per 10 min. Wholly above "
+    "it: grows (marked). Otherwise: unclear. The slope is fitted through the mean RSS of "
+    f"{BLOCKS} consecutive equal blocks of that span, with a Student-t interval on "
+    f"{BLOCKS - 2} degrees of freedom (batch means: 100 ms samples of RSS, which moves in "
+    "lasting steps, are far from independent). A label grows when one of its nodes grows, "
+    "and is flat when all are. The tolerance is what a 10-minute run can resolve, not a "
+    "bound for days (just under it is still 6 MiB an hour)."
 )
 LOG_NOTE = (
     "Log held in memory: the entries after the node's latest snapshot (/status log_entries), "

@@ -5,13 +5,13 @@ What "flat" means here, so that a reader can check it:
 
 - **Span:** the last 80% of the measured window (`TAIL`). The warm-up before the window and its
   first 20% are left out: a node's heap, caches and log grow to their working size there.
-- **Slope:** the RSS samples of a node in that span are averaged per `BIN` seconds, and a
-  least-squares line is fitted through the bin means (MiB against seconds).
-- **Interval:** 95%, Student t on the slope's standard error. Memory samples are not
-  independent (RSS moves in steps that persist), which makes the plain least-squares error too
-  small; the error is therefore inflated by sqrt((1 + r) / (1 - r)) and the degrees of freedom
-  cut to the effective count n (1 - r) / (1 + r), r being the lag-1 autocorrelation of the
-  residuals (AR(1) correction; r < 0 taken as 0).
+- **Slope:** that span is cut into `BLOCKS` consecutive blocks of equal length; a
+  least-squares line is fitted through the mean RSS of each block (MiB against seconds).
+- **Interval:** 95%, Student t on that fit (BLOCKS - 2 degrees of freedom). Why blocks: RSS
+  moves in steps that persist, so 100 ms samples are far from independent, and a line through
+  them claims an interval far too narrow; the means of 10 blocks of ~50 s each (batch means)
+  are much closer to independent. Still, a step that happens once and stays counts as growth
+  spread over the span: that is what the verdict is about.
 - **Growth** is the slope times 600 s: MiB per 10 minutes, with the same interval.
 - **Verdict** per node: *grows* when the whole interval of its growth is above
   `TOLERANCE_MIB` per 10 minutes, *flat* when the whole interval is below it, *unclear*
@@ -26,7 +26,6 @@ log (`log_entries`) is still shown.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -40,7 +39,7 @@ from workloads.run_series import measured_window
 
 MIB = 1024 * 1024
 TAIL = 0.8  # the share of the measured window the slope is fitted over (its end)
-BIN = 1.0  # seconds per bin of RSS samples
+BLOCKS = 10  # consecutive blocks the span is cut into (batch means)
 PER = 600.0  # growth is given per this many seconds (10 minutes)
 TOLERANCE_MIB = 1.0  # MiB per 10 minutes: at or below this a node counts as flat
 LEVEL = 0.95
@@ -53,12 +52,12 @@ class MemoryTrend:
 
     node: NodeId
     span: tuple[float, float]  # run seconds the slope is fitted over
-    bins: int  # bin means the line is fitted through
+    blocks: int  # block means the line is fitted through
     start_mib: float  # fitted RSS at the start and end of the span
     end_mib: float
     peak_mib: float  # highest RSS sample in the span
     growth: float  # MiB per 10 minutes
-    low: float | None  # its 95% interval (None: too few bins)
+    low: float | None  # its 95% interval (None: too few blocks)
     high: float | None
     verdict: str  # GROWS | FLAT | UNCLEAR
 
@@ -119,7 +118,7 @@ def memory_trend(record: RunRecord, node: NodeId) -> MemoryTrend | None:
     t, mib = t[inside], rss[inside] / MIB
     if t.size == 0:
         return None
-    centres, means = _bin_means(t, mib, span[0])
+    centres, means = _block_means(t, mib, span)
     slope, low, high = slope_interval(centres, means)
     if slope is None:
         return None
@@ -130,7 +129,7 @@ def memory_trend(record: RunRecord, node: NodeId) -> MemoryTrend | None:
     return MemoryTrend(
         node=node,
         span=span,
-        bins=int(centres.size),
+        blocks=int(centres.size),
         start_mib=intercept + slope * span[0],
         end_mib=intercept + slope * span[1],
         peak_mib=float(np.max(mib)),
@@ -141,24 +140,26 @@ def memory_trend(record: RunRecord, node: NodeId) -> MemoryTrend | None:
     )
 
 
+def block_slope(
+    t: np.ndarray, v: np.ndarray, span: tuple[float, float]
+) -> tuple[float | None, float | None, float | None]:
+    """Slope of v on t through the means of `BLOCKS` equal blocks of `span`, with its 95%
+    interval (batch means; see the module docstring)."""
+    centres, means = _block_means(t, v, span)
+    return slope_interval(centres, means)
+
+
 def slope_interval(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None, float | None]:
-    """Least-squares slope of y on x with its 95% interval, corrected for lag-1
-    autocorrelation of the residuals (module docstring). (None, None, None) below 2 points;
-    no interval below 4."""
+    """Least-squares slope of y on x with its 95% Student-t interval. (None, None, None) below
+    2 points; no interval below 3."""
     n = int(x.size)
     if n < 2 or float(np.ptp(x)) == 0.0:
         return None, None, None
     fit = stats.linregress(x, y)
     slope = float(fit.slope)
-    if n < 4:
+    if n < 3:
         return slope, None, None
-    residuals = y - (fit.intercept + fit.slope * x)
-    r = _lag1(residuals)
-    inflation = math.sqrt((1 + r) / (1 - r))
-    effective = n * (1 - r) / (1 + r)
-    if effective <= 2.0:
-        return slope, None, None
-    half = float(stats.t.ppf(0.5 + LEVEL / 2, effective - 2)) * float(fit.stderr) * inflation
+    half = float(stats.t.ppf(0.5 + LEVEL / 2, n - 2)) * float(fit.stderr)
     return slope, slope - half, slope + half
 
 
@@ -201,24 +202,18 @@ def log_held(record: RunRecord, node: NodeId) -> LogHeld | None:
     )
 
 
-def _bin_means(t: np.ndarray, v: np.ndarray, start: float) -> tuple[np.ndarray, np.ndarray]:
-    """Mean time and mean value of the samples in each `BIN`-second bin from `start`."""
-    keys = np.floor((t - start) / BIN).astype(np.int64)
-    unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    del unique
+def _block_means(
+    t: np.ndarray, v: np.ndarray, span: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean time and mean value of the samples in each of `BLOCKS` equal blocks of `span`
+    (blocks without samples left out)."""
+    width = (span[1] - span[0]) / BLOCKS
+    keys = np.minimum(np.floor((t - span[0]) / width), BLOCKS - 1).astype(np.int64)
+    _, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
     return (
         np.bincount(inverse, weights=t) / counts,
         np.bincount(inverse, weights=v) / counts,
     )
-
-
-def _lag1(residuals: np.ndarray) -> float:
-    centred = residuals - residuals.mean()
-    denominator = float(np.dot(centred, centred))
-    if denominator == 0.0:
-        return 0.0
-    r = float(np.dot(centred[:-1], centred[1:])) / denominator
-    return min(max(r, 0.0), 0.99)
 
 
 def _number(value: object) -> bool:
@@ -232,6 +227,7 @@ __all__ = [
     "UNCLEAR",
     "LogHeld",
     "MemoryTrend",
+    "block_slope",
     "fit_span",
     "has_log_counts",
     "has_rss",
