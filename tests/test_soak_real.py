@@ -102,17 +102,19 @@ def test_a_short_soak_keeps_every_nodes_log_bounded(tmp_path: Path, protocol: st
     raw = dict(load_scenario("soak").raw)
     raw["cluster"] = {**raw["cluster"], "snapshot_entries": THRESHOLD}
     raw["run"] = {**raw["run"], "warmup": 1.0, "cooldown": 1.0}
+    raw["workload"] = {**raw["workload"], "clients": 16}
     scenario = parse_scenario(raw).with_duration(8.0)
     # A node compacts only what it has applied and made durable: writes that arrived after
-    # that stay until the next snapshot. In flight there is at most one per client.
-    slack = scenario.workload.clients
+    # that stay until the next snapshot. In flight there is at most one write per client, and
+    # a client that retries after a timeout may have put its write in the log twice.
+    slack = 2 * scenario.workload.clients
     record = run_real(scenario, protocol, None, 1, 0, protocol, "test", work_dir=tmp_path)
     rows = [row for row in record.timeseries if row.get("up")]
     commits = [int(row["commit"]) for row in rows]
-    assert max(commits) > 5 * (THRESHOLD + slack)  # without compaction: every write held
+    assert max(commits) > 3 * (THRESHOLD + slack)  # without compaction: every write held
     for node in scenario.node_ids:
         mine = [row for row in rows if row["node"] == node]
         assert mine, f"{node} never answered"
         assert max(row["log_entries"] for row in mine) <= THRESHOLD + slack, node
-        assert max(row["snapshot_index"] for row in mine) > 0, node
+        assert max(row["snapshot_index"] for row in mine) > 2 * THRESHOLD, node
         assert all(isinstance(row["rss"], int) and row["rss"] > 0 for row in mine), node

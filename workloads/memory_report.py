@@ -74,12 +74,7 @@ def memory_section(
     if not wants_memory_section(groups):
         return []
     doc.add(Heading(3, "Memory over time"))
-    verdicts = label_verdicts(groups)
-    lines = [
-        f"{label}: {verdict.upper() if verdict == GROWS else verdict}"
-        + (f" (largest growth {growth:+.2f} MiB per 10 min)" if growth is not None else "")
-        for label, (verdict, growth) in verdicts.items()
-    ]
+    lines = memory_lines(groups)
     if lines:
         doc.add(Paragraph("Resident memory after warm-up: " + "; ".join(lines) + "."))
     doc.add(Paragraph(FLAT_NOTE))
@@ -125,9 +120,9 @@ def memory_section(
     return files
 
 
-def label_verdicts(groups: Sequence[GroupStats]) -> dict[str, tuple[str, float | None]]:
-    """Per label with RSS samples: its verdict and the largest growth of any of its nodes."""
-    out: dict[str, tuple[str, float | None]] = {}
+def label_verdicts(groups: Sequence[GroupStats]) -> dict[str, tuple[str, MemoryTrend]]:
+    """Per label with RSS samples: its verdict and the trend of its fastest-growing node."""
+    out: dict[str, tuple[str, MemoryTrend]] = {}
     for group in groups:
         trends = [
             trend
@@ -136,8 +131,25 @@ def label_verdicts(groups: Sequence[GroupStats]) -> dict[str, tuple[str, float |
             if (trend := memory_trend(run.record, node)) is not None
         ]
         if trends:
-            out[group.label] = (label_verdict(trends), max(t.growth for t in trends))
+            out[group.label] = (label_verdict(trends), max(trends, key=lambda t: t.growth))
     return out
+
+
+def memory_lines(groups: Sequence[GroupStats]) -> list[str]:
+    """One line per label: its verdict (GROWS in capitals) and its largest growth with the
+    interval, for the report and the terminal summary."""
+    lines = []
+    for label, (verdict, trend) in label_verdicts(groups).items():
+        interval = (
+            f" [{trend.low:+.2f}, {trend.high:+.2f}]"
+            if trend.low is not None and trend.high is not None
+            else ""
+        )
+        shown = verdict.upper() if verdict == GROWS else verdict
+        lines.append(
+            f"{label}: {shown} (largest: {trend.node} {trend.growth:+.2f}{interval} MiB per 10 min)"
+        )
+    return lines
 
 
 def memory_summary(groups: Sequence[GroupStats]) -> list[dict[str, Any]]:
@@ -221,7 +233,8 @@ def draw_rss(scenario: str, groups: Sequence[GroupStats], folder: Path) -> str |
                     linestyle="--",
                     linewidth=1.4,
                 )
-        verdict = label_verdicts([_only(label, run)]).get(label, ("", None))[0]
+        found = label_verdicts([_only(label, run)]).get(label)
+        verdict = found[0] if found is not None else ""
         ax.set_title(f"{label} (trial {run.summary.trial}): {verdict}")
         ax.set_xlabel("time since the run started (s)")
         ax.set_ylabel("RSS (MiB)")
@@ -274,4 +287,10 @@ def _window(run: RunData) -> float:
     return (end - start) / TAIL
 
 
-__all__ = ["label_verdicts", "memory_section", "memory_summary", "wants_memory_section"]
+__all__ = [
+    "label_verdicts",
+    "memory_lines",
+    "memory_section",
+    "memory_summary",
+    "wants_memory_section",
+]
