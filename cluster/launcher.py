@@ -61,6 +61,7 @@ from cluster.config import (
     parse_cluster_config,
     write_cluster_config,
 )
+from cluster.procfs import ProcStat, read_stat
 from cluster.storage import FsyncPolicy
 from cluster.tls import shared_tls_context
 from protocols.config import SyncSettings
@@ -75,7 +76,6 @@ NETNS_CLIENT_PORT = 8000
 STATE_VERSION = 1
 POLL = 0.05  # seconds between looks at a starting node's stdout
 STDERR_TAIL_LINES = 20
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 class LauncherError(Exception):
@@ -376,8 +376,8 @@ class LocalCluster:
         addresses = [self.layout.host(peer).address for peer in peers]
         netns_mod.block_outgoing(self.layout, node_id, addresses)
 
-    def process_stat(self, node_id: NodeId) -> tuple[int, str, float] | None:
-        """(pid, state letter, CPU seconds) of the node's process while it is still the one
+    def process_stat(self, node_id: NodeId) -> ProcStat | None:
+        """State, CPU and resident memory of the node's process while it is still the one
         this cluster started (None otherwise): what the run's sampler reads."""
         record = self.records[node_id]
         if record.pid is None:
@@ -1025,17 +1025,13 @@ def _read_stat(pid: int) -> tuple[str, int] | None:
     return rest[0], int(rest[19])
 
 
-def proc_stat(pid: int, start_ticks: int | None) -> tuple[int, str, float] | None:
-    """(pid, state letter, CPU seconds) of `pid` if it is still the process that started at
+def proc_stat(pid: int, start_ticks: int | None) -> ProcStat | None:
+    """State, CPU and resident memory of `pid` if it is still the process that started at
     `start_ticks`; None otherwise."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+    found = read_stat(pid)
+    if found is None or (start_ticks is not None and found.start_ticks != start_ticks):
         return None
-    rest = raw[raw.rindex(")") + 2 :].split()
-    if start_ticks is not None and int(rest[19]) != start_ticks:
-        return None
-    return pid, rest[0], (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return found
 
 
 def _start_ticks(pid: int) -> int | None:

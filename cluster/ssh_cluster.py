@@ -56,6 +56,7 @@ from cluster.launcher import (
     NodeRecord,
 )
 from cluster.netns import nft_script
+from cluster.procfs import ProcStat
 from cluster.ssh import ClockSample, HostError, HostPool, Stream
 from cluster.target import RaftbenchTarget
 from protocols.config import SyncSettings
@@ -96,7 +97,8 @@ class SshCluster(LocalCluster):
         self.inventory = pool.inventory
         self.name = name
         self.hosts: dict[NodeId, Host] = pool.inventory.members(len(config.members))
-        self._seen: dict[NodeId, tuple[float, int | None, str, float]] = {}
+        # node -> (when, pid, state, CPU seconds, resident bytes) as the host's monitor last said
+        self._seen: dict[NodeId, tuple[float, int | None, str, float, int | None]] = {}
         self._changed: dict[NodeId, float] = {}
         self._monitors: dict[NodeId, Stream] = {}
         self._waiting: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
@@ -437,23 +439,25 @@ class SshCluster(LocalCluster):
             return "other"
         return "paused" if seen[2] in ("T", "t") else "running"
 
-    def process_stat(self, node_id: NodeId) -> tuple[int, str, float] | None:
-        """(pid, state letter, CPU seconds) from the host's monitor (None: gone or unknown)."""
+    def process_stat(self, node_id: NodeId) -> ProcStat | None:
+        """State, CPU and resident bytes from the host's monitor (None: gone or unknown)."""
         record = self.records[node_id]
         seen = self._seen.get(node_id)
         if record.pid is None or seen is None or seen[1] != record.pid:
             return None
-        return seen[1], seen[2], seen[3]
+        return ProcStat(seen[1], seen[2], record.start_ticks or 0, seen[3], seen[4])
 
     def _ask(self, node_id: NodeId) -> None:
         answer = self.pool.run_json(self.hosts[node_id], self._agent(node_id, "stats"))
         self._note(node_id, answer.get(node_id), time.monotonic())
 
     def _note(self, node_id: NodeId, value: Any, at: float) -> None:
-        if isinstance(value, list) and len(value) == 3:
-            self._seen[node_id] = (at, int(value[0]), str(value[1]), float(value[2]))
+        """Keep what a host said of a node: [pid, state, cpu, rss] (rss: bytes or null)."""
+        if isinstance(value, list) and len(value) == 4:
+            rss = None if value[3] is None else int(value[3])
+            self._seen[node_id] = (at, int(value[0]), str(value[1]), float(value[2]), rss)
         else:
-            self._seen[node_id] = (at, None, "gone", 0.0)
+            self._seen[node_id] = (at, None, "gone", 0.0, None)
 
     def _start_monitors(self) -> None:
         for node_id, host in self.hosts.items():

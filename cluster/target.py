@@ -24,6 +24,7 @@ import httpx
 from cluster.client import ClientError, Get, RaftbenchClient, ReadResult
 from cluster.launcher import LocalCluster
 from cluster.nemesis import FaultEvent, Nemesis
+from cluster.procfs import ProcStat
 from cluster.shaper import LinkSpec
 from protocols.types import NodeId
 
@@ -93,8 +94,9 @@ class Target(Protocol):
         """(pid, start ticks) of the member's process while it exists; None when it is gone."""
         ...
 
-    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
-        """(pid, state letter, CPU seconds) of the member's process; None when it is gone."""
+    def process_stat(self, node: NodeId) -> ProcStat | None:
+        """State, CPU seconds and resident bytes of the member's process; None when it is
+        gone."""
         ...
 
     def unsupported(self) -> Mapping[str, str]:
@@ -110,8 +112,9 @@ class Target(Protocol):
     def injector(self, clock: Callable[[], float], origin: float) -> FaultInjector: ...
 
     async def status(self, http: httpx.AsyncClient, node: NodeId) -> dict[str, Any] | None:
-        """The member's role, term, commit, applied, last, leader, sync_source (None: no
-        answer)."""
+        """The member's role, term, commit, applied, last, leader, sync_source, and the log
+        it holds in memory (log_entries, log_bytes, snapshot_index; null where the system
+        does not say) (None: no answer)."""
         ...
 
     async def traffic(self, http: httpx.AsyncClient, node: NodeId) -> dict[str, float] | None:
@@ -166,7 +169,7 @@ class RaftbenchTarget:
         record = self.cluster.records[node]
         return None if record.pid is None else (record.pid, record.start_ticks)
 
-    def process_stat(self, node: NodeId) -> tuple[int, str, float] | None:
+    def process_stat(self, node: NodeId) -> ProcStat | None:
         return self.cluster.process_stat(node)
 
     def unsupported(self) -> Mapping[str, str]:
@@ -198,6 +201,9 @@ class RaftbenchTarget:
             "sync_source": body.get("sync_source"),
             "sync_depth": body.get("sync_depth"),
             "leader": body.get("leader"),
+            "log_entries": body.get("log_entries"),
+            "log_bytes": body.get("log_bytes"),
+            "snapshot_index": body.get("snapshot_index"),
         }
 
     async def traffic(self, http: httpx.AsyncClient, node: NodeId) -> dict[str, float] | None:

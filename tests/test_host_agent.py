@@ -43,6 +43,7 @@ def test_start_signal_and_stop_a_node(tmp_path: Path) -> None:
         assert (directory / "logs" / "n1.out").read_text().startswith("ready n1 ")
         found = host_agent.stats(directory)["n1"]
         assert found[0] == pid and found[1] in ("R", "S")
+        assert abs(found[3] - _vm_rss(pid)) < 2**20  # its resident bytes, as /proc says
         assert _agent(*start) == {"error": "n1 is already running"}
         assert host_agent.send(directory, "n1", "STOP", 5.0) == {"result": "signalled"}
         deadline = time.monotonic() + 5.0
@@ -96,6 +97,13 @@ def test_monitor_streams_stats_and_answers_signal_requests(tmp_path: Path) -> No
     assert replies[0] == {"reply": 3, "result": "not-running"}
     assert replies[1]["reply"] is None and "bad request" in replies[1]["error"]
     assert replies[2]["reply"] is None and "not a member id" in replies[2]["error"]
+
+
+def _vm_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
 
 
 def _zombie(pid: int) -> bool:

@@ -1,12 +1,16 @@
-"""What every node of a real run looks like every 100 ms: role, indexes, CPU, peer traffic.
+"""What every node of a real run looks like every 100 ms: role, indexes, CPU, memory, peer
+traffic.
 
 Each node has its own polling task (and its own small httpx client) on a fixed 100 ms grid, so
 a node that answers slowly delays only its own samples. A node whose process is stopped,
 paused or gone, or that does not answer `/status` within `timeout`, is sampled as
 ``up: false`` (the row still carries its CPU so far).
 
-CPU comes from ``/proc/<pid>/stat`` (utime + stime), through the target's `process_stat`
-(on SSH hosts: the hosts' process monitors): cheap enough to read at every sample.
+CPU comes from ``/proc/<pid>/stat`` (utime + stime) and resident memory (`rss`, bytes) from
+``/proc/<pid>/statm``, through the target's `process_stat` (on SSH hosts: the hosts' process
+monitors): cheap enough to read at every sample. A raftbench node's /status also gives the log
+it holds in memory (`log_entries`, `log_bytes`) and its `snapshot_index`, so a long run shows
+whether compaction keeps memory bounded; etcd's status has no such counts (null).
 Peer traffic comes from ``/metrics`` (``raftbench_peer_bytes_total`` and
 ``raftbench_peer_messages_total`` per peer and direction), read every `metrics_every` samples
 and at the window's edges (`snapshot`). Both are kept as totals that survive restarts: a node
@@ -35,6 +39,7 @@ from typing import Any
 import anyio
 import httpx
 
+from cluster.procfs import ProcStat
 from cluster.target import Target, parse_traffic
 from protocols.types import NodeId
 from workloads.loadgen import monotonic
@@ -127,7 +132,7 @@ class NodeSampler:
 
         async def ask(node: NodeId) -> None:
             process = self._process(node)
-            if process is None or process[1] in ("T", "t", "Z"):
+            if process is None or process.state in ("T", "t", "Z"):
                 return
             status = await self._status(node)
             if status is not None and status.get("role") == "leader":
@@ -164,20 +169,18 @@ class NodeSampler:
             await self._sample(node, with_metrics=tick % self.metrics_every == 0)
             tick = max(tick + 1, math.floor(self.clock() / self.interval) + 1)
 
-    def _process(self, node: NodeId) -> tuple[int, str] | None:
-        """(pid, state letter) of the node's process, reading its CPU on the way."""
+    def _process(self, node: NodeId) -> ProcStat | None:
+        """The node's process as /proc has it, its CPU counted on the way."""
         found = self.cluster.process_stat(node)
-        if found is None:
-            return None
-        pid, state, cpu = found
-        self._cpu[node].update(pid, {"cpu": cpu})
-        return pid, state
+        if found is not None:
+            self._cpu[node].update(found.pid, {"cpu": found.cpu})
+        return found
 
     async def _refresh(self, node: NodeId) -> None:
         process = self._process(node)
-        if process is not None and process[1] not in ("T", "t", "Z"):
-            await self._read_metrics(node, process[0])
-            await self._read_events(node, process[0])
+        if process is not None and process.state not in ("T", "t", "Z"):
+            await self._read_metrics(node, process.pid)
+            await self._read_events(node, process.pid)
 
     async def _read_events(self, node: NodeId, pid: int) -> None:
         """Fetch the node's protocol events not read yet, placed on the run's clock."""
@@ -216,13 +219,14 @@ class NodeSampler:
         t = self.clock()
         process = self._process(node)
         row: dict[str, Any] = {"t": round(t, 4), "node": node, "up": False}
-        if process is not None and process[1] not in ("T", "t", "Z"):
+        row["rss"] = None if process is None else process.rss
+        if process is not None and process.state not in ("T", "t", "Z"):
             status = await self._status(node)
             if status is not None:
                 row.update(up=True, **status)
                 if with_metrics:
-                    await self._read_metrics(node, process[0])
-                    await self._read_events(node, process[0])
+                    await self._read_metrics(node, process.pid)
+                    await self._read_events(node, process.pid)
         totals = self._traffic[node]
         row["cpu"] = round(self._cpu[node].total("cpu"), 3)
         row["sent"] = int(sum(totals.total(k) for k in totals.names() if "/sent/bytes" in k))

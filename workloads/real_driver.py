@@ -137,6 +137,8 @@ def start_target(
             scenario.heartbeat_interval,
             find_binary(etcd_binary),
             netns,
+            snapshot_count=scenario.etcd.snapshot_count,
+            compaction_retention=scenario.etcd.retention,
         )
         return EtcdCluster.up(directory, spec)
     cluster = LocalCluster.up(directory, cluster_spec(scenario, protocol, policy, seed, netns))

@@ -56,6 +56,7 @@ from workloads.intervals import (
     mean_interval,
     ratio_interval,
 )
+from workloads.memory_report import memory_section, memory_summary
 from workloads.provenance import regenerate
 from workloads.report_doc import (
     Alert,
@@ -757,6 +758,7 @@ def _scenario_section(
     for title, file in figures:
         doc.add(Heading(3, title), Figure(file, f"{scenario}: {title}"))
     report.figures.extend(bandwidth_section(doc, report.folder, scenario, groups))
+    report.figures.extend(memory_section(doc, report.folder, scenario, groups))
     _failover(doc, report, scenario, groups)
 
 
@@ -865,6 +867,11 @@ def _summary_json(report: Report, command: str) -> dict[str, Any]:
         "runs": [{"folder": str(run.folder), **run.summary.to_dict()} for run in report.runs],
         "groups": [group.to_dict() for group in report.groups],
         "ratios": [ratio.to_dict() for ratio in report.ratios],
+        "memory": [
+            entry
+            for scenario in _scenarios(report.groups)
+            for entry in memory_summary([g for g in report.groups if g.scenario == scenario])
+        ],
         "skipped": [{"folder": str(p), "reason": r} for p, r in report.skipped],
         "figures": report.figures,
     }

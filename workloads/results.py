@@ -41,7 +41,8 @@ Two storage forms; `metadata["results_format"]` says which (absent: 1).
     every 100 ms (or finer) per node: `t`, `node`, `up`, `role`, `term`, `commit`, `applied`,
     `last`, and, when known, `sync_source`, `sync_depth` (hops from the primary: 0 for it,
     null without a source), `cpu` (seconds used so far), `sent`/`received`
-    (bytes so far).
+    (bytes so far), `rss` (resident bytes of the node's process; real runs), `log_entries`
+    and `log_bytes` (the log held in memory) and `snapshot_index` (null for etcd).
 ``links.json``
     bytes and messages per directed peer link over the measured window:
     `[{"src", "dst", "bytes", "messages"}]`, plus `regions` ({node: region}).

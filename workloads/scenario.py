@@ -19,6 +19,10 @@ file is loaded, before anything starts, and every error names its field::
     fsync = "always"
     snapshot_entries = 0               # optional: compact every N applied entries (0: off)
     snapshot_bytes = 0                 # optional: ... or at this many log payload bytes
+    [etcd]                             # optional: how the etcd label compacts (its own rules)
+    snapshot_count = 5000              # --snapshot-count (0: etcd's default, 100000)
+    compaction_retention = "1m"        # --auto-compaction-mode periodic (MVCC history kept;
+                                       # "": no auto-compaction, etcd's default)
     [topology]                         # optional; see cluster/config.py
     default_delay_ms = 0.0
     [[topology.links]]
@@ -56,6 +60,7 @@ first group, or from the node, to the others), `heal`, `slow-link`
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -73,6 +78,7 @@ from workloads.generators import Workload, WorkloadError
 
 LEADER = "leader"  # a fault's `node` resolved to whoever leads when the fault fires
 _PROTOCOL_LABELS = ("push", "pull", "etcd")  # etcd: an external target (cluster.etcd)
+_RETENTION = re.compile(r"[0-9]+(\.[0-9]+)?(ms|s|m|h)")  # what etcd's flag takes, Go-style
 
 
 class ScenarioError(RaftbenchError, ValueError):
@@ -144,6 +150,20 @@ class LoadSpread:
 
 
 @dataclass(frozen=True, slots=True)
+class EtcdCompaction:
+    """How the etcd label compacts: etcd has its own rules, so a scenario says what to set.
+
+    `snapshot_count`: etcd's ``--snapshot-count`` (applied entries between raft snapshots;
+    after one, etcd keeps 5000 entries in memory for slow followers). 0: etcd's default.
+    `retention`: ``--auto-compaction-mode periodic --auto-compaction-retention`` (MVCC
+    revisions older than this are compacted, about once per period); "": no auto-compaction
+    (etcd's default: every revision of every key is kept)."""
+
+    snapshot_count: int = 0
+    retention: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class Scenario:
     name: str
     description: str
@@ -163,6 +183,7 @@ class Scenario:
     source: str = ""  # the file it came from
     snapshot_entries: int = 0  # log compaction thresholds (protocols.config.Config); 0: off
     snapshot_bytes: int = 0
+    etcd: EtcdCompaction = EtcdCompaction()  # the etcd label's compaction settings
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -176,6 +197,20 @@ class Scenario:
         """The same scenario under another sync-source policy (for `pull:<policy>` labels)."""
         SyncSettings(policy=policy).validate()
         return _replace(self, sync_policy=policy)
+
+    def with_duration(self, seconds: float) -> Scenario:
+        """The same scenario measured for `seconds` (a shorter soak for tests, say): the fault
+        schedule must still fit, and the recorded TOML (`raw`) says the new duration."""
+        duration = _number(seconds, "--duration")
+        late = [f for f in self.faults if f.at > duration]
+        if late:
+            raise ScenarioError(
+                "--duration", f"a fault is at {late[0].at:g} s, after the end of the run"
+            )
+        raw = dict(self.raw)
+        raw["run"] = {**dict(_table(raw.get("run", {}), "run")), "duration": duration}
+        timing = dataclasses.replace(self.timing, duration=duration)
+        return _replace(self, timing=timing, raw=raw)
 
     def one_way_delays(self) -> dict[tuple[NodeId, NodeId], tuple[float, float, float]]:
         """(delay s, jitter s, loss) per directed link, resolved as the real shaper does."""
@@ -272,6 +307,7 @@ _TOP_KEYS = {
     "run",
     "load",
     "faults",
+    "etcd",
 }
 _CLUSTER_KEYS = {
     "nodes",
@@ -400,6 +436,7 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         raw=raw,
         snapshot_entries=_int(cluster.get("snapshot_entries", 0), "cluster.snapshot_entries", 0),
         snapshot_bytes=_int(cluster.get("snapshot_bytes", 0), "cluster.snapshot_bytes", 0),
+        etcd=_etcd(_table(raw.get("etcd", {}), "etcd")),
     )
     topology_raw = dict(_table(raw.get("topology", {}), "topology"))
     network = _table(raw.get("network", {}), "network")
@@ -512,6 +549,17 @@ def _fault(
         jitter_ms=_number(raw.get("jitter_ms", 0.0), f"{where}.jitter_ms", least=0.0),
         loss=_probability(raw.get("loss", 0.0), f"{where}.loss"),
     )
+
+
+def _etcd(table: Mapping[str, Any]) -> EtcdCompaction:
+    _no_unknown(table, {"snapshot_count", "compaction_retention"}, "etcd.")
+    retention = _text(table.get("compaction_retention", ""), "etcd.compaction_retention", True)
+    if retention and not _RETENTION.fullmatch(retention):
+        raise ScenarioError(
+            "etcd.compaction_retention", f"{retention!r} is not a duration like '1m' or '30s'"
+        )
+    count = _int(table.get("snapshot_count", 0), "etcd.snapshot_count", 0)
+    return EtcdCompaction(count, retention)
 
 
 def parse_protocol_label(label: str) -> tuple[str, str | None]:

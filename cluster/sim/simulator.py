@@ -854,6 +854,9 @@ class Simulator:
                     "sync_source": status.sync_source,
                     **({"sent": sent[node_id]} if self.network.count_bytes else {}),
                     "sync_depth": status.sync_depth,
+                    "log_entries": status.log_entries,
+                    "log_bytes": status.log_bytes,
+                    "snapshot_index": status.snapshot_index,
                 }
             )
         self._at(self.now + interval, _SAMPLE)

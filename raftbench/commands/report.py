@@ -25,6 +25,7 @@ from raftbench.commands.argtypes import positive_float
 from workloads.aggregate import METRIC_BY_KEY, GroupStats, RatioStats
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.intervals import Estimate
+from workloads.memory_report import memory_lines, wants_memory_section
 from workloads.provenance import from_root, repo_command
 from workloads.report import (
     ReportError,
@@ -168,6 +169,11 @@ def print_summary_table(
         ceilings = ceiling_table(mine)
         if ceilings is not None:
             out.print(ceilings)
+        memory = memory_lines(mine) if wants_memory_section(mine) else []
+        if memory:
+            out.print("memory after warm-up (flat: growth < 1 MiB per 10 min, 95%):")
+            for line in memory:
+                out.print(f"  {line}", style="bold red" if "GROWS" in line else None)
         for group in mine:
             if not group.correct:
                 out.print(f"[bold red]! {scenario} / {group.label}: {correctness(group)}[/]")

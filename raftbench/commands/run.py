@@ -11,7 +11,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cluster.ssh import HostError, HostPool
 from protocols.errors import RaftbenchError
-from raftbench.commands.argtypes import positive_int
+from raftbench.commands.argtypes import positive_float, positive_int
 from raftbench.commands.hosts import add_hosts_arguments, check_hosts, open_hosts
 from raftbench.commands.report import print_summary_table
 from workloads.provenance import repo_command
@@ -59,6 +59,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--scenario", required=True, help="catalogue name or TOML file")
     parser.add_argument("--engine", choices=ENGINES, default="real")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--duration",
+        type=positive_float,
+        help="measured seconds, instead of the scenario's [run] duration (a shorter soak)",
+    )
     parser.add_argument("--netns", action="store_true", help="real engine: one netns per node")
     add_hosts_arguments(parser, "real engine: run the nodes on these SSH hosts (hosts.toml)")
     parser.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -116,6 +121,8 @@ def _run_trials(
 ) -> list[TrialResult]:
     console = Console()
     scenario = load_scenario(args.scenario)  # validated before anything starts
+    if args.duration is not None:
+        scenario = scenario.with_duration(args.duration)
     if hosts is not None:
         check_hosts(hosts, scenario.nodes)
     order = compare_order(labels, trials)
