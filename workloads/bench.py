@@ -265,7 +265,7 @@ def _server_cpu(target: Target) -> float:
 
 def _cpu(target: Target, node: NodeId) -> float:
     stat = target.process_stat(node)
-    return 0.0 if stat is None else stat[2]
+    return 0.0 if stat is None else stat.cpu
 
 
 def _sleep_until(when: float) -> None:
