@@ -3,9 +3,10 @@
     .venv/bin/python scripts/idle_messages.py [--nodes 3 5] [--seconds 10]
 
 For push and for pull under every sync-source policy (`spread` with max_pullers 1, so that
-chains form; `fixed` with the tree n2 <- n1, n3 <- n2, n4 <- n1, n5 <- n4): elect n1, let the cluster settle for
-2 s, then count every message the engines hand out for `--seconds`, per type. Prints one line
-per label with the total per second, the ratio to push's and the sync sources at the end.
+chains form; `fixed` with the tree n2 <- n1, n3 <- n2, n4 <- n1, n5 <- n4): elect n1, let the
+cluster settle for 2 s, then count every message the engines hand out for `--seconds`, per
+type. Prints one line per label with the total per second, the ratio to push's and the sync
+sources at the end.
 """
 
 from __future__ import annotations
