@@ -639,7 +639,10 @@ class PullEngine(ReplicaBase):
         primary = self.node_id if self._role is Role.LEADER else self._leader
         contact_age: float | None = None
         if self._role is Role.LEADER:
-            self._contact_sent[src] = self._now
+            if self._heard.get(src, -math.inf) > self._now - 2 * self._keepalive_interval:
+                # Its heartbeat waits; one whose positions stopped coming keeps getting them
+                # (asking for answers: our check-quorum must still see it).
+                self._contact_sent[src] = self._now
         elif self._leader is not None and self._last_leader_contact > -math.inf:
             contact_age = max(0.0, self._now - self._last_leader_contact)
         self._send(
