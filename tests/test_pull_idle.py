@@ -18,9 +18,9 @@ import pytest
 from cluster.sim.harness import Harness
 from protocols.codec import decode, encode
 from protocols.config import SyncSettings
-from protocols.engine import Envelope
 from protocols.events import EventKind
 from protocols.messages import (
+    Envelope,
     Heartbeat,
     HeartbeatResponse,
     PullRequest,
