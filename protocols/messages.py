@@ -293,8 +293,9 @@ class UpdatePosition:
 class StatusProbe:
     """Pull engine's member-to-member heartbeat: liveness, round-trip time, positions.
 
-    Like MongoDB's replSetHeartbeat, every member probes every other one, so each node knows
-    who is up, how far along it is and how far away it is: the sync-source policy's inputs.
+    Like MongoDB's replSetHeartbeat, every pair of members exchanges probes, so each node
+    knows who is up, how far along it is and how far away it is: the sync-source policy's
+    inputs. One exchange per pair serves both sides (PullEngine._send_probes).
     `sent_at` is echoed back so the prober measures the round trip with its own clock.
     """
 

@@ -19,7 +19,11 @@ batch it came with has been validated, capped at the validated prefix) and on th
 heartbeats (trusted only when its term equals the term of the receiver's last entry).
 
 Members probe each other (`StatusProbe`, like replSetHeartbeat) for liveness, positions,
-round-trip times, each other's sync sources and puller counts: the selector's inputs. Under
+round-trip times, each other's sync sources and puller counts: the selector's inputs; one
+exchange per pair and period, rarer where pull traffic already carries them. At rest nothing
+is sent twice: a pull answer from the primary is leader contact (the primary heartbeats only
+members it has not answered for a heartbeat interval), a source relays its own contact's age
+to chained pullers, and heartbeats ask for answers only when a member's positions went quiet. Under
 the `spread` policy a source serves at most `max_pullers` members (protocols/pullers.py) unless
 a puller says it found no free slot anywhere (see protocols/sync_source.py). Elections are
 the shared Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
