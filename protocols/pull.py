@@ -259,8 +259,7 @@ class PullEngine(ReplicaBase):
         # asks after every step.
         deadline = self._next_probe
         if self._held:
-            extra = self._contact_wait()
-            deadline = min(deadline, *(held.deadline + extra for held in self._held.values()))
+            deadline = min(deadline, *(held.deadline for held in self._held.values()))
         candidates: tuple[float, ...]
         if self._role is Role.LEADER:
             candidates = (self._next_heartbeat, self._next_liveness_check)
@@ -425,9 +424,8 @@ class PullEngine(ReplicaBase):
                     # heartbeat would be (the primary sends none while our stream flows).
                     self._heard_from_leader(src, now)
                     self._leader_last = Position(message.last_term, message.last_index)
-                    self._pass_on_leader_contact(now)
-                elif self._relayed_leader_contact(src, message, now):
-                    self._pass_on_leader_contact(now)
+                else:
+                    self._relayed_leader_contact(src, message, now)
                 self._handle_pull_response(src, message, now)
             case SnapshotRequest():
                 self._serve_snapshot(src, message)
@@ -480,7 +478,7 @@ class PullEngine(ReplicaBase):
             case _:
                 pass  # push-only messages have no meaning here
 
-    def _relayed_leader_contact(self, src: NodeId, message: PullResponse, now: float) -> bool:
+    def _relayed_leader_contact(self, src: NodeId, message: PullResponse, now: float) -> None:
         """Our source vouches that it heard from our leader `age` ago: leader contact then.
 
         Like MongoDB's oplog fetcher, which resets the election timer on a sync source's
@@ -496,25 +494,11 @@ class PullEngine(ReplicaBase):
             or message.primary != self._leader
             or src != self._selector.source
         ):
-            return False
+            return
         contact = now - age
-        if contact <= self._last_leader_contact:
-            return False
-        self._last_leader_contact = contact
-        self._reset_election_timer(contact)
-        return True
-
-    def _pass_on_leader_contact(self, now: float) -> None:
-        """Fresh leader contact: answer the empty long polls held past half their time now.
-
-        They would be answered at their deadline anyway; answering them now (and holding the
-        stream again) hands our pullers the contact fresh, so a chained member's contact is
-        about as recent as a heartbeat's would be, at no more messages.
-        """
-        half = self.config.long_poll_timeout / 2
-        for src, held in list(self._held.items()):
-            if now >= held.deadline - half:
-                self._release_held(src, held, final=True)
+        if contact > self._last_leader_contact:
+            self._last_leader_contact = contact
+            self._reset_election_timer(contact)
 
     def _heard_status(self, src: NodeId, message: StatusProbe | StatusReply, now: float) -> _Member:
         member = self._info[src]
@@ -673,22 +657,9 @@ class PullEngine(ReplicaBase):
         )
 
     def _expire_held(self, now: float) -> None:
-        extra = self._contact_wait()
         for src, held in list(self._held.items()):
-            if now >= held.deadline + extra:
+            if now >= held.deadline:
                 self._release_held(src, held, final=True)
-
-    def _contact_wait(self) -> float:
-        """How long past its deadline a chained source holds an empty poll: fresh contact.
-
-        A secondary whose leader contact is more than half a long poll old waits up to that
-        much longer for the next (`_pass_on_leader_contact` answers at once when it comes),
-        so that its pullers' answers carry the primary's contact fresh, not a period old.
-        """
-        half = self.config.long_poll_timeout / 2
-        if self._role is Role.LEADER or self._leader is None:
-            return 0.0
-        return half if self._now - self._last_leader_contact > half else 0.0
 
     def _answer_ready_polls(self) -> None:
         """Long polls that can be answered: entries arrived or the commit point moved."""
