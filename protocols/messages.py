@@ -8,6 +8,7 @@ so an engine only ever sees well-formed values.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -67,6 +68,10 @@ class Heartbeat:
     ctx: int = 0
     last_index: int = 0  # pull: the primary's position, for its members' sync-source views
     last_term: int = 0
+    # pull: False when the primary heard the member's position recently (its UpdatePosition
+    # traffic), so a HeartbeatResponse would tell it nothing; read probes (ctx > 0) are always
+    # answered.
+    want_reply: bool = True
 
     def __post_init__(self) -> None:
         _check_non_negative(
@@ -229,10 +234,16 @@ class PullResponse:
     prev_index: int = 0
     prev_term: int = 0
     depth: int | None = None  # the source's hops from the primary (0: it is; None: unknown)
+    # How long before this answer the source last heard from `primary` (directly or relayed
+    # in turn); None: not vouched for. A chained puller counts it as leader contact.
+    primary_contact_age: float | None = None
 
     def __post_init__(self) -> None:
         if self.depth is not None and self.depth < 0:
             raise ValueError(f"depth must be >= 0, got {self.depth}")
+        age = self.primary_contact_age
+        if age is not None and not (math.isfinite(age) and age >= 0):
+            raise ValueError(f"primary_contact_age must be a finite number >= 0, got {age}")
         _check_non_negative(
             term=self.term,
             request_id=self.request_id,
@@ -282,8 +293,9 @@ class UpdatePosition:
 class StatusProbe:
     """Pull engine's member-to-member heartbeat: liveness, round-trip time, positions.
 
-    Like MongoDB's replSetHeartbeat, every member probes every other one, so each node knows
-    who is up, how far along it is and how far away it is: the sync-source policy's inputs.
+    Like MongoDB's replSetHeartbeat, every pair of members exchanges probes, so each node
+    knows who is up, how far along it is and how far away it is: the sync-source policy's
+    inputs. One exchange per pair serves both sides (PullEngine._send_probes).
     `sent_at` is echoed back so the prober measures the round trip with its own clock.
     """
 
@@ -297,8 +309,13 @@ class StatusProbe:
     sync_source: NodeId | None = None
     pullers: int = 0  # members holding a slot at the sender (the `spread` policy's input)
     overflow: bool = False  # the sender pulls beyond its source's cap (`spread`)
+    # The sender's measured round trip to the receiver (the same path both ways round): the
+    # receiver, which skips probing a member that probes it, learns the RTT from this.
+    rtt: float | None = None
 
     def __post_init__(self) -> None:
+        if self.rtt is not None and not (math.isfinite(self.rtt) and self.rtt >= 0):
+            raise ValueError(f"rtt must be a finite number >= 0, got {self.rtt}")
         _check_non_negative(
             term=self.term,
             last_index=self.last_index,

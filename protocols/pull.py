@@ -25,7 +25,11 @@ batch it came with has been validated, capped at the validated prefix) and on th
 heartbeats (trusted only when its term equals the term of the receiver's last entry).
 
 Members probe each other (`StatusProbe`, like replSetHeartbeat) for liveness, positions,
-round-trip times, each other's sync sources and puller counts: the selector's inputs. Under
+round-trip times, each other's sync sources and puller counts: the selector's inputs; one
+exchange per pair and period, rarer where pull traffic already carries them. At rest nothing
+is sent twice: a pull answer from the primary is leader contact (the primary heartbeats only
+members it has not answered for a heartbeat interval), a source relays its own contact's age
+to chained pullers, and heartbeats ask for answers only when a member's positions went quiet. Under
 the `spread` policy a source serves at most `max_pullers` members (protocols/pullers.py) unless
 a puller says it found no free slot anywhere (see protocols/sync_source.py). Elections are
 the shared Raft ones (pre-vote, one vote per term, the election restriction), plus member priorities
@@ -84,6 +88,9 @@ class _Member:
     sync_source: NodeId | None = None
     pullers: int = 0
     overflow: bool = False
+    probed_us: float = -math.inf  # when its last StatusProbe came
+    probed_at: float = -math.inf  # when we last probed it
+    steady: bool = False  # its last probe or reply showed the same status as the one before
 
 
 @dataclass(slots=True)
@@ -214,6 +221,11 @@ class PullEngine(ReplicaBase):
         self._catchup: _CatchUp | None = None
         self._next_heartbeat = now
         self._next_liveness_check = now
+        # When each member last got a message from us that counts as leader contact (a
+        # heartbeat, or an answer to its pull): a heartbeat goes only to members without one
+        # for a heartbeat interval, so a member pulling from us gets none while its stream flows.
+        self._contact_sent: dict[NodeId, float] = {}
+        self._relayed_at: dict[NodeId, float] = {}  # chained members: their positions came relayed
 
     # ---- what callers read -----------------------------------------------------------------
 
@@ -353,8 +365,7 @@ class PullEngine(ReplicaBase):
 
     def _tick_leader(self, now: float) -> None:
         if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.config.heartbeat_interval
-            self._broadcast_heartbeat(0)
+            self._send_due_heartbeats(now)
         if now >= self._next_liveness_check:
             self._next_liveness_check = now + self.config.election_timeout
             horizon = now - self.config.election_timeout
@@ -366,6 +377,13 @@ class PullEngine(ReplicaBase):
             self._continue_catchup(now)
 
     def _send_probes(self, now: float) -> None:
+        """Probe the members whose turn it is: one exchange per pair and period.
+
+        A probe tells its receiver all the reply would (and our RTT to it) and the reply tells
+        us all about it, so one exchange serves both sides: the member with the lower id
+        probes, the other only when those probes stop coming. The period (`_probe_period`)
+        stretches where other traffic already carries the status.
+        """
         last = self.log.last_position
         probe = StatusProbe(
             self._term,
@@ -379,8 +397,30 @@ class PullEngine(ReplicaBase):
             self._pullers.count(now),
             self._overflowing(),
         )
+        slack = self._probe_interval / 2
         for peer in self.peers:
-            self._send(peer, probe)
+            info = self._info[peer]
+            period = self._probe_period(peer, info, now)
+            if peer < self.node_id and now - info.probed_us < period + slack:
+                continue  # it probes this pair, and its probes come
+            if now - info.probed_at < period - slack:
+                continue
+            info.probed_at = now
+            self._send(peer, probe if info.rtt is None else replace(probe, rtt=info.rtt))
+
+    def _probe_period(self, peer: NodeId, info: _Member, now: float) -> float:
+        """How often a pair exchanges probes: less often where their content is known.
+
+        Our sync source and our pullers are heard on every pull answer and position report,
+        which carry positions, sources and liveness: a probe once per election timeout keeps
+        their RTT and slot counts current. A member whose last status equalled the one before
+        (an idle cluster) is probed every other interval: still twice per election timeout,
+        the silence that makes it unusable as a source. Any change restores the interval.
+        """
+        linked = peer == self._sync_source() or peer in self._held
+        if linked and now - info.last_heard < 2 * self._keepalive_interval:
+            return self.config.election_timeout
+        return 2 * self._probe_interval if info.steady else self._probe_interval
 
     # ---- one door: messages ------------------------------------------------------------------
 
@@ -401,6 +441,13 @@ class PullEngine(ReplicaBase):
                     del self._held[src]
                     self._pullers.release(src)  # it closed the stream it held a slot for
             case PullResponse():
+                if message.primary == src and self._role is not Role.LEADER:
+                    # An answer from the primary itself, in our term: leader contact, as a
+                    # heartbeat would be (the primary sends none while our stream flows).
+                    self._heard_from_leader(src, now)
+                    self._leader_last = Position(message.last_term, message.last_index)
+                else:
+                    self._relayed_leader_contact(src, message, now)
                 self._handle_pull_response(src, message, now)
             case SnapshotRequest():
                 self._serve_snapshot(src, message)
@@ -409,11 +456,10 @@ class PullEngine(ReplicaBase):
             case UpdatePosition():
                 self._handle_update_position(src, message, now)
             case StatusProbe():
-                member = self._heard_member(
-                    src, now, Position(message.last_term, message.last_index)
-                )
-                member.sync_source = message.sync_source
-                member.pullers, member.overflow = message.pullers, message.overflow
+                member = self._heard_status(src, message, now)
+                member.probed_us = now
+                if message.rtt is not None:
+                    member.rtt = message.rtt  # its measure of the round trip we share
                 last = self.log.last_position
                 self._send(
                     src,
@@ -432,11 +478,7 @@ class PullEngine(ReplicaBase):
                     ),
                 )
             case StatusReply():
-                member = self._heard_member(
-                    src, now, Position(message.last_term, message.last_index)
-                )
-                member.sync_source = message.sync_source
-                member.pullers, member.overflow = message.pullers, message.overflow
+                member = self._heard_status(src, message, now)
                 sample = max(0.0, now - message.sent_at)
                 member.rtt = (
                     sample
@@ -457,6 +499,43 @@ class PullEngine(ReplicaBase):
                         self._reads.ack(message.ctx, src, self.voters)
             case _:
                 pass  # push-only messages have no meaning here
+
+    def _relayed_leader_contact(self, src: NodeId, message: PullResponse, now: float) -> None:
+        """Our source vouches that it heard from our leader `age` ago: leader contact then.
+
+        Like MongoDB's oplog fetcher, which resets the election timer on a sync source's
+        metadata naming a primary; here the contact is dated back by the source's own age of
+        it, so the timer and the lease run from when the primary was last heard, never later.
+        The primary heartbeats chained members only every keepalive interval meanwhile.
+        """
+        age = message.primary_contact_age
+        if (
+            age is None
+            or self._role is not Role.FOLLOWER
+            or message.primary is None
+            or message.primary != self._leader
+            or src != self._selector.source
+        ):
+            return
+        contact = now - age
+        if contact > self._last_leader_contact:
+            self._last_leader_contact = contact
+            self._reset_election_timer(contact)
+
+    def _heard_status(self, src: NodeId, message: StatusProbe | StatusReply, now: float) -> _Member:
+        member = self._info[src]
+        position = Position(message.last_term, message.last_index)
+        status = (position, message.sync_source, message.pullers, message.overflow)
+        member.steady = status == (
+            member.position,
+            member.sync_source,
+            member.pullers,
+            member.overflow,
+        )
+        self._heard_member(src, now, position)
+        member.sync_source = message.sync_source
+        member.pullers, member.overflow = message.pullers, message.overflow
+        return member
 
     def _heard_member(self, src: NodeId, now: float, position: Position | None) -> _Member:
         member = self._info.get(src)
@@ -621,6 +700,14 @@ class PullEngine(ReplicaBase):
             self._hold(src, following)
         last = self.log.last_position
         primary = self.node_id if self._role is Role.LEADER else self._leader
+        contact_age: float | None = None
+        if self._role is Role.LEADER:
+            if self._heard.get(src, -math.inf) > self._now - 2 * self._keepalive_interval:
+                # Its heartbeat waits; one whose positions stopped coming keeps getting them
+                # (asking for answers: our check-quorum must still see it).
+                self._contact_sent[src] = self._now
+        elif self._leader is not None and self._last_leader_contact > -math.inf:
+            contact_age = max(0.0, self._now - self._last_leader_contact)
         self._send(
             src,
             PullResponse(
@@ -640,6 +727,7 @@ class PullEngine(ReplicaBase):
                 prev_index=request.after_index,
                 prev_term=request.after_term,
                 depth=self._sync_depth(),
+                primary_contact_age=contact_age,
             ),
         )
 
@@ -1015,6 +1103,8 @@ class PullEngine(ReplicaBase):
             position = Position(reported.term, reported.index)
             if self._role is Role.LEADER:
                 self._heard[node] = now
+                if node != src:
+                    self._relayed_at[node] = now
                 self._record_position(node, position)
             else:
                 self._downstream[node] = (position, now)
@@ -1059,18 +1149,54 @@ class PullEngine(ReplicaBase):
 
     # ---- heartbeats and reads ------------------------------------------------------------------
 
-    def _broadcast_heartbeat(self, ctx: int) -> None:
+    def _heartbeat(self, ctx: int, want_reply: bool = True) -> Heartbeat:
         last = self.log.last_position
-        heartbeat = Heartbeat(
+        return Heartbeat(
             self._term,
             self._commit,
             self.log.term_at(self._commit) or 0,
             ctx,
             last.index,
             last.term,
+            want_reply,
         )
+
+    def _broadcast_heartbeat(self, ctx: int) -> None:
+        """To every member, answers wanted: a read barrier's round, or a new primary's first."""
+        heartbeat = self._heartbeat(ctx)
         for peer in self.peers:
             self._send(peer, heartbeat)
+            self._contact_sent[peer] = self._now
+        self._next_heartbeat = self._now + self.config.heartbeat_interval
+
+    def _send_due_heartbeats(self, now: float) -> None:
+        """A heartbeat to each member that has had no leader contact for a heartbeat interval.
+
+        Members pulling from us hear from us on every answer to their stream; a chained member
+        (its positions reach us relayed) hears of us from its source (`primary_contact_age`),
+        so it gets a heartbeat only every keepalive interval, as a backstop; the others (a
+        stalled stream, a member without a source) every heartbeat interval, as before. An
+        answer is wanted only from a member whose position we have not heard (directly or
+        relayed) for two keepalive intervals, or while catching up (the answers fix the
+        target): otherwise its UpdatePosition traffic already keeps liveness and positions
+        fresh.
+        """
+        quiet = now - 2 * self._keepalive_interval
+        heartbeats: dict[bool, Heartbeat] = {}
+        next_due = math.inf
+        for peer in self.peers:
+            chained = self._relayed_at.get(peer, -math.inf) > quiet
+            interval = self._keepalive_interval if chained else self.config.heartbeat_interval
+            due = self._contact_sent.get(peer, -math.inf) + interval
+            if now >= due:
+                want_reply = self._catchup is not None or self._heard.get(peer, -math.inf) <= quiet
+                if want_reply not in heartbeats:
+                    heartbeats[want_reply] = self._heartbeat(0, want_reply)
+                self._send(peer, heartbeats[want_reply])
+                self._contact_sent[peer] = now
+                due = now + interval
+            next_due = min(next_due, due)
+        self._next_heartbeat = next_due
 
     def _handle_heartbeat(self, src: NodeId, message: Heartbeat, now: float) -> None:
         self._heard_member(src, now, Position(message.last_term, message.last_index))
@@ -1078,8 +1204,9 @@ class PullEngine(ReplicaBase):
             # Our last entry has the commit point's term: our log holds the primary's prefix
             # up to our last entry (log matching), so its commit point is safe up to there.
             self._set_commit(min(message.commit, self.log.last_index))
-        durable = self.durable_position()
-        self._send(src, HeartbeatResponse(self._term, message.ctx, durable.index, durable.term))
+        if message.want_reply or message.ctx:
+            durable = self.durable_position()
+            self._send(src, HeartbeatResponse(self._term, message.ctx, durable.index, durable.term))
 
     # ---- elections: priorities, catch-up, takeover ----------------------------------------------
 
@@ -1088,13 +1215,14 @@ class PullEngine(ReplicaBase):
         self._fetch = None
         self._positions = {}
         self._heard = {}
+        self._contact_sent = {}
+        self._relayed_at = {}
         self._next_liveness_check = now + self.config.election_timeout
         self._catchup = _CatchUp(deadline=now + self.config.catchup_bound)
         self._catchup.responses[self.node_id] = self.log.last_position
         self._event(EventKind.CATCHUP_START)
         # Ask every member for its position now, in this very Ready (MongoDB's catch-up asks
         # at once too): the answers, from a majority, fix the catch-up target.
-        self._next_heartbeat = now + self.config.heartbeat_interval
         self._broadcast_heartbeat(0)
         self._continue_catchup(now)
 

@@ -306,6 +306,11 @@ class ReplicaBase:
         return self._election_deadline
 
     @property
+    def last_leader_contact(self) -> float:
+        """When this member last heard from its leader (pull: also as its source relays it)."""
+        return self._last_leader_contact
+
+    @property
     def election_deadline(self) -> float:
         """When a follower or candidate starts the next election if it hears nothing."""
         return self._election_deadline

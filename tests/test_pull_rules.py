@@ -421,6 +421,7 @@ def test_linearizable_read_refused_by_a_deposed_primary_local_read_served_anywhe
     h.settle(0.5)
     h.isolate("n1")
     h.elapse_election_timeout("n2")
+    h.deliver()  # its (pre-)votes, before n3's own timer may fire in the same step
     h.settle(1.0)
     assert h.role("n2") is Role.LEADER
     h.put("n2", "k", "new")
