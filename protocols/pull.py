@@ -399,7 +399,7 @@ class PullEngine(ReplicaBase):
         )
         slack = self._probe_interval / 2
         for peer in self.peers:
-            info = self._info[peer]
+            info = self._member(peer)
             period = self._probe_period(peer, info, now)
             if peer < self.node_id and now - info.probed_us < period + slack:
                 continue  # it probes this pair, and its probes come
@@ -523,7 +523,7 @@ class PullEngine(ReplicaBase):
             self._reset_election_timer(contact)
 
     def _heard_status(self, src: NodeId, message: StatusProbe | StatusReply, now: float) -> _Member:
-        member = self._info[src]
+        member = self._member(src)
         position = Position(message.last_term, message.last_index)
         status = (position, message.sync_source, message.pullers, message.overflow)
         member.steady = status == (
@@ -537,10 +537,16 @@ class PullEngine(ReplicaBase):
         member.pullers, member.overflow = message.pullers, message.overflow
         return member
 
+    def _member(self, peer: NodeId) -> _Member:
+        """What we know of `peer` (a member added since we started, or the leader that adds
+        us, starts unknown)."""
+        member = self._info.get(peer)
+        if member is None:
+            member = self._info[peer] = _Member()
+        return member
+
     def _heard_member(self, src: NodeId, now: float, position: Position | None) -> _Member:
-        member = self._info.get(src)
-        if member is None:  # (a member added since we started, or the leader that adds us)
-            member = self._info[src] = _Member()
+        member = self._member(src)
         member.last_heard = now
         if position is not None:
             member.position = position

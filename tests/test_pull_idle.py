@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -34,7 +35,7 @@ from protocols.types import Role
 STEP = 0.01
 
 
-def cluster(nodes: int, policy: str, seed: int = 0, **config: object) -> Harness:
+def cluster(nodes: int, policy: str, seed: int = 0, **config: Any) -> Harness:
     """A pull cluster led by n1; `spread` (one puller per source) and `fixed` form chains."""
     ids = [f"n{i + 1}" for i in range(nodes)]
     tree = tuple((ids[i], ids[i - 1] if i % 2 == 0 else ids[0]) for i in range(1, nodes))
