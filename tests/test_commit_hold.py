@@ -55,10 +55,12 @@ async def test_a_committed_write_costs_each_member_one_persist() -> None:
             (reply,) = await nodes[leader].execute([put(f"k{i}", "v")], 5.0)
             assert reply is not None
         after = {node: store.persist_calls for node, store in journal.stores.items()}
-    # Heartbeats may carry commit indexes, and every write moves the commit: held, those
-    # would be a second persist per write on every member.
+    # Every write moves the commit (and heartbeats carry it): written on their own, those hard
+    # states would be a second persist per write on every member, 20 in all. A few extra are
+    # allowed: the first hard state a loop sees is always written, and on a loaded machine a
+    # heartbeat may be late enough for an election (a term change is never held).
     for node in journal.stores:
-        assert after[node] - before[node] <= 10, node
+        assert after[node] - before[node] <= 13, node
 
 
 @pytest.mark.anyio
@@ -70,6 +72,9 @@ async def test_a_clean_stop_writes_the_held_commit_index() -> None:
             (reply,) = await nodes[leader].execute([put(f"k{i}", "v")], 5.0)
             assert reply is not None
         commits = {node: loop.status().commit for node, loop in nodes.items()}
-    # Leaving `loops` closes every loop cleanly: each one writes what it held back.
+    # Leaving `loops` closes every loop cleanly: each one writes what it held back. (A
+    # follower's commit may lag the leader's by the last write: it learns it on the next
+    # message.)
+    assert commits[leader] >= 6
     for node, store in journal.stores.items():
-        assert store.load().hard_state.commit >= commits[node] >= 6, node
+        assert store.load().hard_state.commit >= commits[node], node
