@@ -837,15 +837,22 @@ class LocalCluster:
                     return dict(answer)
                 detail = f"{answer.get('error')}: {answer.get('detail')}"
                 if response.status_code == 409 and uncertain:
-                    # Refused because an earlier attempt did it ("already a voter")?
+                    # Refused because an earlier attempt did it ("already a voter")? Then
+                    # wait for that change to commit rather than report the refusal.
                     status = self.statuses().get(leader) or {}
                     membership = status.get("membership") or {}
-                    if _change_done(change, node_id, membership) and membership.get("committed"):
-                        return {"ok": True, "change": change, "membership": membership}
+                    if _change_done(change, node_id, membership):
+                        if membership.get("committed"):
+                            return {"ok": True, "change": change, "membership": membership}
+                        last = f"{leader}: {change} {node_id} appended, not yet committed"
+                        time.sleep(POLL)
+                        continue
                 if response.status_code in (400, 403, 409):
                     raise LauncherError(f"{change} {node_id}: {detail}")
                 last = f"{leader}: {detail}"
-                uncertain = uncertain or response.status_code == 504
+                # 503/504: the change may have been appended (unknown outcome, or a leader
+                # that lost its term after appending it).
+                uncertain = uncertain or response.status_code in (503, 504)
                 time.sleep(POLL)
         raise LauncherError(f"{change} {node_id}: not done within {timeout} s ({last})")
 
