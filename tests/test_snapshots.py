@@ -154,8 +154,8 @@ def first_chunk_offset(h: Harness, kind: type, dst: str, rounds: int = 100) -> i
     raise AssertionError(f"no {kind.__name__} to {dst}")
 
 
-def assert_caught_up(h: Harness, node: str, leader: str = "n1") -> None:
-    h.settle(1.0)
+def assert_caught_up(h: Harness, node: str, leader: str = "n1", within: float = 1.0) -> None:
+    h.settle(within)
     lagging, ahead = h[node], h[leader]
     assert lagging.snapshots_installed >= 1
     assert lagging.kv.applied_index == ahead.kv.applied_index
@@ -243,7 +243,10 @@ def test_pull_too_stale_member_copies_the_snapshot_then_pulls() -> None:
     """MongoDB's too-stale path: the source no longer has what the member needs."""
     h = pull_compacted()
     h.heal()
-    assert_caught_up(h, "n3")
+    # After the heal n3 first hears its source again: the pair's status probes come from the
+    # lower id (n1) at a steady member's longer period, so this can take up to ~0.5 s more
+    # than a push follower's first AppendEntries (measured: installed 1.5 s after the heal).
+    assert_caught_up(h, "n3", within=2.5)
     n3 = h["n3"]
     assert isinstance(n3, PullEngine)
     assert n3.stats.snapshot_fetches >= 1
