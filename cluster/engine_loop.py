@@ -103,8 +103,7 @@ class _Waiter:
     def finish(self, reply: ClientReply | None) -> None:
         if reply is not None:
             self.reply = reply
-        if not self.done.done():
-            self.done.set_result(None)
+        _resolve(self.done)
 
 
 def _expire(waiters: list[_Waiter]) -> None:

@@ -190,9 +190,10 @@ def _phase(
     attempt, op_timeout = client_timeouts(scenario)
     timing = scenario.timing
     workload = scenario.workload
+    endpoints = _leader_first(target)
     plans = [
         GeneratorPlan(
-            endpoints=_leader_first(target),
+            endpoints=endpoints,
             workload=workload.to_dict(),
             seed=seed,
             workers=ids,
@@ -211,10 +212,10 @@ def _phase(
         pool.go(origin)
         start, end = origin + timing.warmup, origin + timing.warmup + timing.duration
         _sleep_until(start)
-        cpu0, load0, lead0 = _server_cpu(target), pool.cpu_seconds(), _cpu(target, leader)
+        cpu0, load0 = _member_cpu(target), pool.cpu_seconds()
         recording = _record(target, leader, timing.duration, profile)
         _sleep_until(end)
-        cpu1, load1, lead1 = _server_cpu(target), pool.cpu_seconds(), _cpu(target, leader)
+        cpu1, load1 = _member_cpu(target), pool.cpu_seconds()
         if recording is not None:
             recording.wait()
         results = pool.finish(timeout=op_timeout + 30.0)
@@ -223,7 +224,8 @@ def _phase(
     ok = [op.complete - op.invoke for op in iter_window(ops, low, high) if op.complete]
     failures = sum(1 for op in ops if op.outcome != "ok" and low <= op.invoke < high)
     seconds = end - start
-    server = cpu1 - cpu0
+    server = sum(cpu1.values()) - sum(cpu0.values())
+    lead = cpu1[leader] - cpu0[leader]
     cores = os.cpu_count() or 1
     return Phase(
         width=workload.clients,
@@ -234,7 +236,7 @@ def _phase(
         p99_ms=_percentile_ms(ok, 99),
         server_cpu_s=server,
         cpu_per_write_ms=1000.0 * server / len(ok) if ok else math.nan,
-        leader_cpu_per_write_ms=1000.0 * (lead1 - lead0) / len(ok) if ok else math.nan,
+        leader_cpu_per_write_ms=1000.0 * lead / len(ok) if ok else math.nan,
         loadgen_share=(load1 - load0) / (seconds * cores),
     )
 
@@ -258,14 +260,18 @@ def _leader_first(target: Target) -> tuple[str, ...]:
     return (endpoints[index], *endpoints[:index], *endpoints[index + 1 :])
 
 
+def _member_cpu(target: Target) -> dict[NodeId, float]:
+    """CPU seconds of each member's process so far (a member that is gone counts 0)."""
+    cpu = {}
+    for node in target.node_ids:
+        stat = target.process_stat(node)
+        cpu[node] = 0.0 if stat is None else stat.cpu
+    return cpu
+
+
 def _server_cpu(target: Target) -> float:
-    """CPU seconds of every member's process so far (a member that is gone counts 0)."""
-    return sum(_cpu(target, node) for node in target.node_ids)
-
-
-def _cpu(target: Target, node: NodeId) -> float:
-    stat = target.process_stat(node)
-    return 0.0 if stat is None else stat.cpu
+    """CPU seconds of all members' processes so far."""
+    return sum(_member_cpu(target).values())
 
 
 def _sleep_until(when: float) -> None:
