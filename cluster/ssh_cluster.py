@@ -104,6 +104,9 @@ class SshCluster(LocalCluster):
         self._waiting: dict[int, tuple[threading.Event, dict[str, Any]]] = {}
         self._request_id = 0
         self._lock = threading.Lock()
+        # `down` stops the nodes from one thread each, and each rewrites the state file: one
+        # writer at a time, or two renames of the same temporary file race
+        self._state_lock = threading.Lock()
         self._firewall: bool | None = None
 
     # ---- creating and opening --------------------------------------------------------------
@@ -494,6 +497,10 @@ class SshCluster(LocalCluster):
         """Nothing to reap: the node processes are the hosts' children, not ours."""
 
     def _write_state(self) -> None:
+        with self._state_lock:
+            self._write_state_alone()
+
+    def _write_state_alone(self) -> None:
         if not self.directory.is_dir():
             return
         state = {
