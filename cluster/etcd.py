@@ -44,7 +44,7 @@ from cluster import netns as netns_mod
 from cluster.etcd_client import b64, unb64
 from cluster.launcher import proc_stat
 from cluster.nemesis import FaultEvent, NemesisError
-from cluster.procfs import ProcStat
+from cluster.procfs import ProcStat, start_ticks
 from cluster.shaper import LinkSpec
 from cluster.target import FaultInjector
 from cluster.tls import shared_tls_context
@@ -415,7 +415,7 @@ class EtcdCluster:
                 )
             except OSError as error:
                 raise EtcdError(f"{node}: cannot start {self.spec.binary}: {error}") from None
-        member.start_ticks = _start_ticks(member.process.pid)
+        member.start_ticks = start_ticks(member.process.pid)
 
     def _wait_answering(self, node: NodeId, deadline: float) -> None:
         member = self.members[node]
@@ -499,14 +499,6 @@ async def _read_all(
             return values, revision
         last = base64.b64decode(kvs[-1]["key"])
         start = base64.b64encode(last + b"\0").decode("ascii")
-
-
-def _start_ticks(pid: int) -> int | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(raw[raw.rindex(")") + 2 :].split()[19])
 
 
 class EtcdNemesis:

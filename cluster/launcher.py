@@ -61,7 +61,7 @@ from cluster.config import (
     parse_cluster_config,
     write_cluster_config,
 )
-from cluster.procfs import ProcStat, read_stat
+from cluster.procfs import ProcStat, read_stat, start_ticks
 from cluster.storage import FsyncPolicy
 from cluster.tls import shared_tls_context
 from protocols.config import SyncSettings
@@ -448,7 +448,7 @@ class LocalCluster:
                 raise LauncherError(f"{node_id}: cannot start {command[0]}: {error}") from None
         self._children[process.pid] = process
         record.pid = process.pid
-        record.start_ticks = _start_ticks(process.pid)
+        record.start_ticks = start_ticks(process.pid)
         record.starts += 1
         self._write_state()
 
@@ -591,10 +591,10 @@ class LocalCluster:
         child = self._children.get(record.pid)
         if child is not None and child.poll() is not None:
             return "gone"  # our child has exited (and poll() reaped it)
-        stat = _read_stat(record.pid)
+        stat = read_stat(record.pid)
         if stat is None:
             return "gone"
-        state, ticks = stat
+        state, ticks = stat.state, stat.start_ticks
         if ticks != record.start_ticks or not self._cmdline_is_ours(record.pid):
             return "other"
         if state == "Z":
@@ -1021,17 +1021,6 @@ def _is_free(host: str, port: int) -> bool:
     return True
 
 
-def _read_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks) of a process, None if there is none."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces or parentheses.
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return rest[0], int(rest[19])
-
-
 def proc_stat(pid: int, start_ticks: int | None) -> ProcStat | None:
     """State, CPU and resident memory of `pid` if it is still the process that started at
     `start_ticks`; None otherwise."""
@@ -1039,11 +1028,6 @@ def proc_stat(pid: int, start_ticks: int | None) -> ProcStat | None:
     if found is None or (start_ticks is not None and found.start_ticks != start_ticks):
         return None
     return found
-
-
-def _start_ticks(pid: int) -> int | None:
-    stat = _read_stat(pid)
-    return None if stat is None else stat[1]
 
 
 @contextlib.contextmanager

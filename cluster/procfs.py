@@ -29,14 +29,33 @@ class ProcStat(NamedTuple):
 
 def read_stat(pid: int) -> ProcStat | None:
     """`pid`'s state, start time, CPU and resident bytes; None when there is no such process."""
+    rest = _stat_fields(pid)
+    if rest is None:
+        return None
+    cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return ProcStat(pid, rest[0], int(rest[19]), cpu, rss_bytes(pid))
+
+
+def start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot): with the pid, who the process is."""
+    rest = _stat_fields(pid)
+    return None if rest is None else int(rest[19])
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of `pid` (all its threads); None when it is gone."""
+    rest = _stat_fields(pid)
+    return None if rest is None else (int(rest[11]) + int(rest[12])) / CLK_TCK
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards)."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     # The command name (field 2) is in parentheses and may contain spaces or parentheses.
-    rest = raw[raw.rindex(")") + 2 :].split()
-    cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
-    return ProcStat(pid, rest[0], int(rest[19]), cpu, rss_bytes(pid))
+    return raw[raw.rindex(")") + 2 :].split()
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -48,4 +67,12 @@ def rss_bytes(pid: int) -> int | None:
         return None
 
 
-__all__ = ["CLK_TCK", "PAGE_SIZE", "ProcStat", "read_stat", "rss_bytes"]
+__all__ = [
+    "CLK_TCK",
+    "PAGE_SIZE",
+    "ProcStat",
+    "cpu_seconds",
+    "read_stat",
+    "rss_bytes",
+    "start_ticks",
+]

@@ -38,10 +38,10 @@ import numpy as np
 
 from cluster.client import ClientError, RaftbenchClient
 from cluster.config import CLUSTER_FILE, local_cluster_config, write_cluster_config
+from cluster.procfs import cpu_seconds
 from cluster.storage import FsyncPolicy
 
 READY_TIMEOUT = 60.0
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(slots=True)
@@ -129,8 +129,10 @@ async def _worker_main(args: argparse.Namespace) -> WorkerReport:
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError(f"node process {pid} is gone")
+    return seconds
 
 
 async def _read_line(process: anyio.abc.Process) -> str:

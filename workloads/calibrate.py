@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.procfs import cpu_seconds
 from workloads.generators import PRESETS, Workload
 from workloads.loadgen import (
     GeneratorPlan,
@@ -33,7 +34,6 @@ from workloads.loadgen import (
     merge_ops,
     monotonic,
     percentile_ms,
-    process_cpu_seconds,
     split_workers,
 )
 from workloads.null_server import NullServer
@@ -138,7 +138,7 @@ def _sleep_until(when: float) -> None:
 
 
 def _cpu(pids: Iterable[int]) -> float:
-    return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
+    return sum(cpu_seconds(pid) or 0.0 for pid in pids)
 
 
 def _round(value: float | None) -> float | None:

@@ -78,11 +78,11 @@ from cluster.client import (
     normalise_endpoint,
 )
 from cluster.etcd_client import EtcdClient
+from cluster.procfs import cpu_seconds
 from protocols.engine import Consistency
 from workloads.generators import PROCESS_SPAN, LoopMode, OperationStream, OpKind, Workload
 from workloads.results import OpRecord
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 READY = "ready"
 GO = "go"
 LOCAL = "local"
@@ -92,16 +92,6 @@ ETCD = "etcd"  # GeneratorPlan.target of an etcd cluster
 def monotonic() -> float:
     """The machine-wide clock every generator process and the coordinator share."""
     return time.clock_gettime(time.CLOCK_MONOTONIC)
-
-
-def process_cpu_seconds(pid: int) -> float | None:
-    """utime + stime of a process (all its threads) from /proc; None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
 class GeneratorError(Exception):
@@ -646,7 +636,7 @@ class GeneratorPool:
         """CPU used so far by the generator processes (the last reading for exited ones)."""
         total = 0.0
         for process in self.processes:
-            now = process_cpu_seconds(process.pid) if process.returncode is None else None
+            now = cpu_seconds(process.pid) if process.returncode is None else None
             if now is not None:
                 self._last_cpu[process.pid] = now
             total += self._last_cpu.get(process.pid, 0.0)
