@@ -231,7 +231,9 @@ class PullEngine(ReplicaBase):
 
     def _sync_source(self) -> NodeId | None:
         """The source we pull from, once it has served us (a chosen one may still refuse)."""
-        return self._selector.source if self._syncing and self._established else None
+        if not self._established:  # (first: the simulator asks after every step)
+            return None
+        return self._selector.source if self._syncing else None
 
     def _sync_depth(self) -> int | None:
         """Hops from the primary to us: 0 for the primary, None while we have no source."""

@@ -499,6 +499,8 @@ class ReplicaBase:
         may still be in flight to its own disk), a later Ready takes it.
         """
         config = self.config
+        if config.snapshot_entries <= 0 and config.snapshot_bytes <= 0:
+            return  # snapshots are off (asked on every Ready)
         applied = self.kv.applied_index
         since = applied - self.log.snapshot_index
         if since <= 0 or applied > self.log.stable_index:
