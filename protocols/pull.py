@@ -577,7 +577,8 @@ class PullEngine(ReplicaBase):
             return True
         if src == self._selector.source:
             return False
-        if self.log.last_position > Position(request.last_term, request.last_index):
+        log = self.log  # (Position order, on plain tuples: asked for every held poll per step)
+        if (log.last_term, log.last_index) > (request.last_term, request.last_index):
             return True
         return (
             self._established
@@ -607,7 +608,7 @@ class PullEngine(ReplicaBase):
             # We compacted what follows its point: it must copy our snapshot (initial sync).
             return PullStatus.TOO_STALE, 0
         ours = self.log.term_at(after)
-        if ours is None and self.log.last_position <= Position(after_term, after):
+        if ours is None and (self.log.last_term, self.log.last_index) <= (after_term, after):
             # We lack the puller's point but may get it from our own source: wait for it.
             return (PullStatus.NOT_SYNCING, 0) if final else None
         if ours != after_term:
