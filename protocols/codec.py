@@ -3,8 +3,9 @@
 An envelope travels as ``[tag, src, dst, [field, ...]]`` where `tag` is the message type's
 position in `MESSAGE_TYPES`; nested dataclasses (entries, commands, positions) become lists of
 their fields, enums their values. Decoding checks every field's type against the dataclass
-annotations and lets the message's own `__post_init__` check ranges, so a malformed or hostile
-frame raises `DecodeError` and nothing else.
+annotations, then the ranges through the message's own `validate()` (building a message does
+not check them: see protocols/messages.py), so a malformed or hostile frame raises `DecodeError`
+and nothing else.
 """
 
 from __future__ import annotations
@@ -91,15 +92,19 @@ def _dataclass_decoder(cls: type) -> _Decoder:
     fields = [field.name for field in dataclasses.fields(cls)]
     decoders = [_decoder_for(hints[name]) for name in fields]
     count = len(fields)
+    validate: Callable[[Any], None] | None = getattr(cls, "validate", None)
 
     def decode(value: Any) -> Any:
         if type(value) is not list or len(value) != count:
             raise DecodeError(f"{cls.__name__}: expected {count} fields")
         arguments = [decoder(item) for decoder, item in zip(decoders, value, strict=True)]
         try:
-            return cls(*arguments)
+            built = cls(*arguments)
+            if validate is not None:
+                validate(built)
         except (ValueError, TypeError) as error:
             raise DecodeError(f"{cls.__name__}: {error}") from error
+        return built
 
     return decode
 

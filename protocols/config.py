@@ -243,4 +243,7 @@ class Config:
         return self.catchup_timeout or 2 * self.election_timeout
 
     def priority_of(self, member: NodeId) -> float:
-        return dict(self.priorities).get(member, 1.0)
+        for node, priority in reversed(self.priorities):  # (the last word, as a dict would have)
+            if node == member:
+                return priority
+        return 1.0

@@ -31,6 +31,7 @@ from protocols.kv import Result
 from protocols.log import RaftLog
 from protocols.membership import ConfChange, Membership
 from protocols.messages import Envelope
+from protocols.quickinit import quick_init
 from protocols.snapshot import Snapshot
 from protocols.storage import StoredState
 from protocols.types import Command, Entry, HardState, NodeId, Role
@@ -52,6 +53,7 @@ class ReplyStatus(StrEnum):
     REFUSED = "refused"  # a request that cannot apply (result.value says why); nothing happened
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ClientRequest:
     """A write to replicate. `request_id` is the caller's handle to match the reply."""
@@ -60,6 +62,7 @@ class ClientRequest:
     command: Command
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ReadRequest:
     request_id: int
@@ -67,6 +70,7 @@ class ReadRequest:
     consistency: Consistency = Consistency.LINEARIZABLE
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MembershipRequest:
     """A configuration change to propose at the leader (protocols/membership.py)."""
@@ -75,6 +79,7 @@ class MembershipRequest:
     change: ConfChange
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ClientReply:
     request_id: int
@@ -115,6 +120,7 @@ class Ready:
         )
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MemberProgress:
     """What the leader knows of one member's catch-up (shown by `/status`).
@@ -131,6 +137,7 @@ class MemberProgress:
     snapshot_bytes_total: int = 0
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Status:
     """What `/status` and the simulator's invariant checks read."""

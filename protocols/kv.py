@@ -12,9 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from protocols.errors import InvariantViolation
+from protocols.quickinit import quick_init
 from protocols.types import Command, Entry, Op
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The outcome of one command or read.

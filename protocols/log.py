@@ -73,12 +73,14 @@ class RaftLog:
 
     @property
     def last_position(self) -> Position:
-        return Position(self.last_term, self.last_index)
+        entries = self._entries
+        return Position(entries[-1].term, self._offset + len(entries) - 1)
 
     def term_at(self, index: int) -> int | None:
         """The term of the entry at `index`, or None when there is no such entry."""
-        if self._offset <= index <= self.last_index:
-            return self._entries[index - self._offset].term
+        position = index - self._offset  # (no last_index property call: asked very often)
+        if 0 <= position < len(self._entries):
+            return self._entries[position].term
         return None
 
     def entry(self, index: int) -> Entry:
@@ -255,4 +257,7 @@ class RaftLog:
 
     @property
     def has_unstable(self) -> bool:
-        return self._pending_truncate is not None or self._unstable_from <= self.last_index
+        return (
+            self._pending_truncate is not None
+            or self._unstable_from < self._offset + len(self._entries)  # (<= last_index)
+        )

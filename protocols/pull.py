@@ -231,7 +231,9 @@ class PullEngine(ReplicaBase):
 
     def _sync_source(self) -> NodeId | None:
         """The source we pull from, once it has served us (a chosen one may still refuse)."""
-        return self._selector.source if self._syncing and self._established else None
+        if not self._established:  # (first: the simulator asks after every step)
+            return None
+        return self._selector.source if self._syncing else None
 
     def _sync_depth(self) -> int | None:
         """Hops from the primary to us: 0 for the primary, None while we have no source."""
@@ -275,32 +277,37 @@ class PullEngine(ReplicaBase):
         return Position(self.log.term_at(stable) or 0, stable)
 
     def next_deadline(self) -> float:
-        # The earliest timer, from a few tuples rather than a growing list: the simulator
-        # asks after every step.
+        # The earliest timer, compared one by one (no tuples, no min() over them): the
+        # simulator asks after every step.
         deadline = self._next_probe
         if self._held:
-            deadline = min(deadline, self._recheck_at, *(h.deadline for h in self._held.values()))
-        candidates: tuple[float, ...]
-        if self._role is Role.LEADER:
-            candidates = (self._next_heartbeat, self._next_liveness_check)
+            deadline = min(deadline, self._recheck_at)
+            for held in self._held.values():
+                deadline = min(deadline, held.deadline)
+        role = self._role
+        timers: tuple[float, ...]
+        if role is Role.LEADER:
+            timers = (self._next_heartbeat, self._next_liveness_check)
             if self._catchup is not None:
-                candidates += (self._catchup.deadline, self._pull_deadline())
-        elif self._syncing:
+                timers += (self._catchup.deadline, self._pull_deadline())
+        elif role is Role.FOLLOWER or role is Role.PRE_CANDIDATE:  # (self._syncing)
             now = self._now
-            candidates = (self._election_deadline, self._pull_deadline())
+            timers = (self._election_deadline, self._pull_deadline())
             if self._next_source_check > now:
-                candidates += (self._next_source_check,)
+                timers += (self._next_source_check,)
             # Follower timers are skipped by a tick in which the election timer fires (after
             # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
             # next tick (the probe timer guarantees one) instead of pinning the deadline
             # in the past.
             if self._selector.source is not None and self._next_keepalive > now:
-                candidates += (self._next_keepalive,)
+                timers += (self._next_keepalive,)
             if self._takeover_at is not None and self._takeover_at > now:
-                candidates += (self._takeover_at,)
+                timers += (self._takeover_at,)
         else:
-            candidates = (self._election_deadline,)
-        return min(deadline, *candidates)
+            timers = (self._election_deadline,)
+        for timer in timers:
+            deadline = min(deadline, timer)
+        return deadline
 
     def _pull_deadline(self) -> float:
         fetch = self._fetch
@@ -570,7 +577,8 @@ class PullEngine(ReplicaBase):
             return True
         if src == self._selector.source:
             return False
-        if self.log.last_position > Position(request.last_term, request.last_index):
+        log = self.log  # (Position order, on plain tuples: asked for every held poll per step)
+        if (log.last_term, log.last_index) > (request.last_term, request.last_index):
             return True
         return (
             self._established
@@ -600,7 +608,7 @@ class PullEngine(ReplicaBase):
             # We compacted what follows its point: it must copy our snapshot (initial sync).
             return PullStatus.TOO_STALE, 0
         ours = self.log.term_at(after)
-        if ours is None and self.log.last_position <= Position(after_term, after):
+        if ours is None and (self.log.last_term, self.log.last_index) <= (after_term, after):
             # We lack the puller's point but may get it from our own source: wait for it.
             return (PullStatus.NOT_SYNCING, 0) if final else None
         if ours != after_term:
@@ -696,13 +704,7 @@ class PullEngine(ReplicaBase):
             # Exhaust mode: the request stays open, continuing after what we just sent.
             sent = entries[-1] if entries else None
             after = (sent.index, sent.term) if sent else (request.after_index, request.after_term)
-            following = replace(
-                request,
-                after_index=after[0],
-                after_term=after[1],
-                last_index=max(after[0], request.last_index),
-                last_term=max(after[1], request.last_term),
-            )
+            following = request.continued(*after)
             self._hold(src, following)
         last = self.log.last_position
         primary = self.node_id if self._role is Role.LEADER else self._leader

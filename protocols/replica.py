@@ -75,6 +75,10 @@ class ReplicaBase:
     def __init__(self, config: Config, stored: StoredState, rng: random.Random, now: float):
         self.config = config.validate()
         self.node_id: NodeId = config.node_id
+        # Members of priority above 1 time out sooner, so the first leader is usually the
+        # member the operator prefers and priority takeovers (with their churn) stay rare.
+        # (Worked out once: the timer is reset on every message from the leader.)
+        self._base_timeout = config.election_timeout / max(1.0, config.priority_of(self.node_id))
         self._rng = rng
         self._now = now
         # The runtime's reading of our capped outgoing pipes (None: nothing is capped);
@@ -499,6 +503,8 @@ class ReplicaBase:
         may still be in flight to its own disk), a later Ready takes it.
         """
         config = self.config
+        if config.snapshot_entries <= 0 and config.snapshot_bytes <= 0:
+            return  # snapshots are off (asked on every Ready)
         applied = self.kv.applied_index
         since = applied - self.log.snapshot_index
         if since <= 0 or applied > self.log.stable_index:
@@ -609,9 +615,7 @@ class ReplicaBase:
             self._on_leader_learned(src, now)
 
     def _reset_election_timer(self, now: float) -> None:
-        # Members of priority above 1 time out sooner, so the first leader is usually the
-        # member the operator prefers and priority takeovers (with their churn) stay rare.
-        timeout = self.config.election_timeout / max(1.0, self.config.priority_of(self.node_id))
+        timeout = self._base_timeout  # (shorter for members of priority above 1: see __init__)
         self._election_deadline = now + timeout + self._rng.random() * timeout
 
     def _on_election_timeout(self, now: float) -> None:

@@ -133,6 +133,7 @@ from enum import StrEnum
 
 from protocols.config import SyncSettings
 from protocols.errors import CallerError
+from protocols.quickinit import quick_init
 from protocols.types import NodeId, Position
 
 POLICIES: tuple[str, ...] = SyncSettings.POLICIES
@@ -180,6 +181,7 @@ _DROP_REASON = {
 DENY_ON_DROP = frozenset({ChangeReason.SOURCE_SILENT, ChangeReason.LAGGING})
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class MemberView:
     """What the chooser believes about one member.
@@ -215,6 +217,7 @@ class MemberView:
             raise CallerError(f"MemberView.pullers: must be >= 0, got {self.pullers}")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SyncView:
     """The chooser's view of the set at time `now`: its input to every question.
@@ -246,6 +249,7 @@ class SyncView:
         return None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What `update` did: the source to pull from now, the one before, and why it went."""

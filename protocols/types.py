@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
+from protocols.quickinit import quick_init
+
 NodeId = str
 
 
@@ -22,6 +24,7 @@ class Op(StrEnum):
     CONFIG = "config"  # a cluster configuration (protocols/membership.py); the KV ignores it
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Command:
     """A state-machine command with its client session stamp.
@@ -61,6 +64,7 @@ class Command:
 NOOP = Command(Op.NOOP)
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One slot of the replicated log. Index 0 is the empty sentinel (term 0)."""
@@ -70,6 +74,7 @@ class Entry:
     command: Command
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class HardState:
     """What must be durable before any message that depends on it is sent.
@@ -85,6 +90,7 @@ class HardState:
     rollback_id: int = 0  # bumped on every rollback; pullers re-validate when it changes
 
 
+@quick_init
 @dataclass(frozen=True, slots=True, order=True)
 class Position:
     """The (term, index) of a member's last durable entry: what pull replication reports.
