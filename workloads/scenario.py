@@ -61,7 +61,8 @@ first group, or from the node, to the others), `heal`, `slow-link`
 Membership actions (`workloads.catchup` says what is measured): `add-node` (`node`: a member
 outside the configuration; it joins as a learner, and once caught up it is promoted, unless
 `voter = false`) and `remove-node` (`node`; the removed member is stopped once the leader's
-configuration has dropped it). They cannot be undone (no `duration`), and a node is added at most once.
+configuration has dropped it). They cannot be undone (no `duration`); a node is added at
+most once.
 """
 
 from __future__ import annotations
