@@ -118,8 +118,9 @@ def skipped_reason(faults: Sequence[Any]) -> str | None:
     """Why the run's membership actions were not taken (a target without them), if so."""
     for fault in faults:
         detail = str(getattr(fault, "detail", ""))
-        if getattr(fault, "kind", "") == "skipped" and "add-node" in detail:
-            return detail
+        unsupported = detail.startswith("skipped (")  # the target's reason (real_driver)
+        if getattr(fault, "kind", "") == "skipped" and unsupported and "add-node" in detail:
+            return detail[len("skipped (") : detail.rindex("): ")]
     return None
 
 
