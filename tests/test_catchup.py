@@ -24,9 +24,7 @@ def test_the_catalogue_scenarios_load_with_their_membership_actions() -> None:
     add = load_scenario("add-node")
     assert (add.nodes, add.initial_voters) == (4, ("n1", "n2", "n3"))
     assert add.changes_membership and add.snapshot_entries > 0
-    assert [(f.action, f.node, f.voter) for f in add.faults] == [
-        (FaultAction.ADD_NODE, "n4", True)
-    ]
+    assert [(f.action, f.node, f.voter) for f in add.faults] == [(FaultAction.ADD_NODE, "n4", True)]
     replace = load_scenario("replace-node")
     assert [(f.action, f.node) for f in replace.faults] == [
         (FaultAction.REMOVE_NODE, "n3"),
