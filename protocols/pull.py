@@ -537,6 +537,8 @@ class PullEngine(ReplicaBase):
         self._heard_member(src, now, position)
         member.sync_source = message.sync_source
         member.pullers, member.overflow = message.pullers, message.overflow
+        if not self.members and self._selector.source is None:
+            self._next_source_check = now  # being added: this may end its wait (see below)
         return member
 
     def _member(self, peer: NodeId) -> _Member:
@@ -828,7 +830,9 @@ class PullEngine(ReplicaBase):
         if now >= until or (heard and all(self._info[p].rtt is not None for p in heard)):
             return False
         self._send_probes(now)  # those heard and not yet probed, now
+        # Nothing to do until then (or until a probe answer comes): no pending flush meanwhile.
         self._pull_retry_at = max(self._pull_retry_at, until)
+        self._next_source_check = max(self._next_source_check, until)
         return True
 
     def _maybe_pull(self, now: float) -> None:
