@@ -42,10 +42,10 @@ def test_a_newcomer_probes_who_probed_it_and_picks_the_measured_nearest() -> Non
     engine = newcomer()
     engine.receive(probe("n3", 1.0), 1.0)
     sent = drain(engine)
-    probes = [m for m in sent if isinstance(m.message, StatusProbe)]
-    assert [m.dst for m in probes] == ["n3"]  # it probes back the member that probed it
+    probes = [(m.dst, m.message) for m in sent if isinstance(m.message, StatusProbe)]
+    assert [dst for dst, _ in probes] == ["n3"]  # it probes back the member that probed it
     assert engine.selector.source is None  # not measured yet: no choice
-    reply = StatusReply(1, probes[0].message.sent_at, 50, 1, 50, 1, False, primary="n1")
+    reply = StatusReply(1, probes[0][1].sent_at, 50, 1, 50, 1, False, primary="n1")
     engine.receive(Envelope("n3", "n4", reply), 1.001)
     drain(engine)
     assert engine.selector.source == "n3"
