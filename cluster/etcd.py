@@ -56,9 +56,16 @@ START_TIMEOUT = 30.0
 PAGE = 1000  # keys per range answer when reading a whole member
 NO_NETEM = "n/a: no latency emulation for external targets"
 NO_PARTITION = "not applied to etcd: members share loopback (partitions need --netns)"
+NO_MEMBERSHIP = (
+    "not runnable on etcd: the etcd target does not change membership (it would need "
+    "/v3/cluster/member/add and a new member started with --initial-cluster-state existing; "
+    "not built), so the run keeps its initial members"
+)
 UNSUPPORTED: Mapping[str, str] = {
     "slow-link": NO_NETEM,
     "slow-disk": "n/a: slow-disk is raftbench-only (its nodes' persist hook)",
+    "add-node": NO_MEMBERSHIP,
+    "remove-node": NO_MEMBERSHIP,
 }
 LOOPBACK_UNSUPPORTED: Mapping[str, str] = {
     **UNSUPPORTED,
@@ -222,6 +229,9 @@ class EtcdCluster:
 
     def unsupported(self) -> Mapping[str, str]:
         return UNSUPPORTED if self.layout is not None else LOOPBACK_UNSUPPORTED
+
+    def change_membership(self, change: str, node: NodeId) -> dict[str, Any]:
+        raise NemesisError(NO_MEMBERSHIP)
 
     def link_spec(self, src: NodeId, dst: NodeId) -> LinkSpec | None:
         return None

@@ -106,6 +106,7 @@ class ClusterSpec:
     seed: int | None = None  # node i gets seed+i; None: each node seeds from the OS
     log_level: str = "warning"
     bootstrap: bool = False  # n1 forms a cluster of one; the others start joining
+    voters: int = 0  # > 0: the first this many form the cluster, the others start joining
 
     def sync_settings(self) -> SyncSettings:
         """The pull engine's sync settings this spec asks for (defaults where it says None)."""
@@ -119,6 +120,8 @@ class ClusterSpec:
     def validate(self) -> ClusterSpec:
         if self.nodes < 1:
             raise LauncherError(f"--nodes: must be >= 1, got {self.nodes}")
+        if not 0 <= self.voters <= self.nodes:
+            raise LauncherError(f"voters: must be in [0, {self.nodes}], got {self.voters}")
         if self.protocol not in ENGINES:
             raise LauncherError(
                 f"--protocol: unknown {self.protocol!r} (one of {', '.join(sorted(ENGINES))})"
@@ -239,7 +242,7 @@ class LocalCluster:
                 client=client,
                 region=spec.regions[i] if i < len(spec.regions) else "default",
                 priority=float(spec.priorities.get(node_id, 1.0)),
-                joined=spec.bootstrap and i > 0,
+                joined=(spec.bootstrap and i > 0) or 0 < spec.voters <= i,
             )
             for i, (node_id, (peer, client)) in enumerate(zip(ids, addresses, strict=True))
         )

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 import httpx
 
 from cluster.client import ClientError, Get, RaftbenchClient, ReadResult
-from cluster.launcher import LocalCluster
-from cluster.nemesis import FaultEvent, Nemesis
+from cluster.launcher import LauncherError, LocalCluster
+from cluster.nemesis import FaultEvent, Nemesis, NemesisError
 from cluster.procfs import ProcStat
 from cluster.shaper import LinkSpec
 from protocols.types import NodeId
@@ -144,6 +144,13 @@ class Target(Protocol):
         """What the run metadata records about the target (binary, version, settings)."""
         ...
 
+    def change_membership(self, change: str, node: NodeId) -> dict[str, Any]:
+        """One membership change (add-learner, add-voter, promote, remove), at the leader,
+        blocking until it is done (its answer: the entry's `index`, the `membership`); a
+        removed member is then stopped. NemesisError: the target cannot, or it was refused.
+        `unsupported()` names the scenario actions that need it when the target cannot."""
+        ...
+
     def down(self) -> None: ...
 
 
@@ -256,6 +263,15 @@ class RaftbenchTarget:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind}
+
+    def change_membership(self, change: str, node: NodeId) -> dict[str, Any]:
+        try:
+            answer = self.cluster.change_membership(change, node)
+            if change == "remove" and self.cluster.is_alive(node):
+                self.cluster.stop_node(node)
+        except LauncherError as error:
+            raise NemesisError(str(error)) from None
+        return answer
 
     def down(self) -> None:
         self.cluster.down()

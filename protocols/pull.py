@@ -190,6 +190,7 @@ class PullEngine(ReplicaBase):
         self._pull_retry_at = now
         self._failed_pulls = 0
         self._next_source_check = now
+        self._looking_since: float | None = None  # being added: when the primary was first known
         self._established = False  # the chosen source has served us since it was chosen
         self._established_at = -math.inf
         self._probe_point: int | None = None  # divergence search: pull after this index
@@ -405,10 +406,11 @@ class PullEngine(ReplicaBase):
             self._overflowing(),
         )
         slack = self._probe_interval / 2
-        for peer in self.peers:
+        for peer in self._probe_targets():
             info = self._member(peer)
             period = self._probe_period(peer, info, now)
-            if peer < self.node_id and now - info.probed_us < period + slack:
+            paired = peer < self.node_id and bool(self.members)  # a newcomer measures itself
+            if paired and now - info.probed_us < period + slack:
                 continue  # it probes this pair, and its probes come
             if now - info.probed_at < period - slack:
                 continue
@@ -542,6 +544,8 @@ class PullEngine(ReplicaBase):
         self._heard_member(src, now, position)
         member.sync_source = message.sync_source
         member.pullers, member.overflow = message.pullers, message.overflow
+        if not self.members and self._selector.source is None:
+            self._next_source_check = now  # being added: this may end its wait (see below)
         return member
 
     def _member(self, peer: NodeId) -> _Member:
@@ -771,7 +775,7 @@ class PullEngine(ReplicaBase):
         primary = self.node_id if self._role is Role.LEADER else self._leader
         # Sources come from the configuration in force, plus the primary: a member that is
         # being added knows no configuration until it pulls one from there.
-        candidates = self.peers
+        candidates = self.peers if self.members else self._heard_address_book()
         if primary is not None and primary != self.node_id and primary not in candidates:
             candidates = (*candidates, primary)
         unknown = _Member()
@@ -790,13 +794,56 @@ class PullEngine(ReplicaBase):
         )
         return SyncView(self.node_id, self.log.last_position, primary, members, now)
 
+    # A member being added holds no configuration until its first sync brings one, so it knows
+    # only the primary (whose contact told it it was added). The members of the configuration
+    # that added it probe it, though (members probe their configuration's peers): those are
+    # its candidates too (they probe a member as soon as it is added), and it probes them back
+    # to measure their round trips. Its first choice waits until all it heard from are
+    # measured, or one probe interval after the first contact, so that `nearest` can pick a
+    # nearby member for the initial sync instead of the primary (MongoDB's new member likewise
+    # learns the set and its ping times from heartbeats before choosing). Any source is safe:
+    # its answers are checked alike.
+
+    def _heard_address_book(self) -> tuple[NodeId, ...]:
+        """Nodes of the start-up address book that sent us their status (being added)."""
+        return tuple(
+            peer
+            for peer in self.config.members
+            if peer != self.node_id
+            and (info := self._info.get(peer)) is not None
+            and info.last_heard > -math.inf
+        )
+
+    def _probe_targets(self) -> tuple[NodeId, ...]:
+        return self.peers if self.members else self._heard_address_book()
+
+    def _awaiting_members(self, now: float) -> bool:
+        """Being added, before the first choice: wait for a measured member (see above)."""
+        if self.members or self._selector.source is not None:
+            return False
+        if self.config.sync.policy in ("primary", "fixed"):
+            return False
+        heard = self._heard_address_book()
+        if not heard and self._leader is None:
+            return False  # nobody to choose from, nothing to wait for
+        if self._looking_since is None:
+            self._looking_since = now
+        until = self._looking_since + self._probe_interval
+        if now >= until or (heard and all(self._info[p].rtt is not None for p in heard)):
+            return False
+        self._send_probes(now)  # those heard and not yet probed, now
+        # Nothing to do until then (or until a probe answer comes): no pending flush meanwhile.
+        self._pull_retry_at = max(self._pull_retry_at, until)
+        self._next_source_check = max(self._next_source_check, until)
+        return True
+
     def _maybe_pull(self, now: float) -> None:
         """Keep one pull (or stream) open at the chosen source; re-check the choice now and then.
 
         The source is re-evaluated at most once per heartbeat interval (doing it per batch
         would cost more than the answer is worth).
         """
-        if not self._syncing:
+        if not self._syncing or self._awaiting_members(now):
             return
         previous = self._selector.source
         if previous is None or now >= self._next_source_check:
@@ -1283,8 +1330,11 @@ class PullEngine(ReplicaBase):
 
     def _on_membership_changed(self, now: float) -> None:
         # A source that left the configuration is dropped at the next check (not-a-member);
-        # a leader's quorum changed, which may commit more.
+        # a leader's quorum changed, which may commit more. A member just added is probed
+        # at once: a newcomer chooses its first source from those that contact it.
         self._next_source_check = now
+        if any(self._member(peer).probed_at == -math.inf for peer in self.peers):
+            self._next_probe = now
         if self._role is Role.LEADER:
             self._advance_commit()
 

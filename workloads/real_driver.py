@@ -59,6 +59,7 @@ from workloads.calibrate import (
     find_ceiling,
     load_calibration,
 )
+from workloads.catchup import METADATA_KEY
 from workloads.loadgen import (
     GeneratorPlan,
     GeneratorPool,
@@ -68,6 +69,7 @@ from workloads.loadgen import (
     split_workers,
 )
 from workloads.node_sampler import NodeSampler, NodeTotals, leader_changes, leader_time
+from workloads.real_membership import RealMembership
 from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
 from workloads.scenario import LEADER, UNDO, FaultAction, FaultSpec, Scenario, ScenarioError
 
@@ -101,6 +103,7 @@ def cluster_spec(
         topology=scenario.topology,
         netns=netns,
         seed=seed,
+        voters=scenario.voters if scenario.voters < scenario.nodes else 0,
     )
 
 
@@ -118,6 +121,10 @@ def start_target(
     nodes (`netns`: one network namespace per member or node; `hosts`: on the inventory's
     node hosts, over SSH)."""
     if hosts is not None:
+        if scenario.changes_membership:
+            raise ScenarioError(
+                "--hosts", f"{scenario.name} changes membership: local processes only"
+            )
         if protocol == ETCD:
             raise ScenarioError("--protocols", "etcd does not run on --hosts (raftbench only)")
         ssh_spec = cluster_spec(scenario, protocol, policy, seed, netns=False)
@@ -132,7 +139,7 @@ def start_target(
         return target
     if protocol == ETCD:
         spec = EtcdSpec(
-            scenario.nodes,
+            len(scenario.initial_voters),  # etcd cannot add members here (NO_MEMBERSHIP)
             scenario.election_timeout,
             scenario.heartbeat_interval,
             find_binary(etcd_binary),
@@ -303,6 +310,7 @@ class _Run:
     final_state: dict[str, str | None] = field(default_factory=dict)
     unread: list[str] = field(default_factory=list)
     members: dict[NodeId, dict[str, str | None]] | None = None  # each member's own final state
+    membership: RealMembership | None = None  # the scenario's add-node/remove-node
 
     def clock(self) -> float:
         return monotonic() - self.origin
@@ -316,7 +324,12 @@ class _Run:
         timing = self.scenario.timing
         window = (timing.warmup, timing.warmup + timing.duration)
         self.origin = monotonic() + START_MARGIN
-        self.sampler = NodeSampler(self.cluster, self.clock)
+        changes = self.scenario.changes_membership
+        # Membership scenarios read peer counters at every sample: the primary's egress
+        # around a catch-up (workloads.catchup) needs more than a reading every 500 ms.
+        self.sampler = NodeSampler(self.cluster, self.clock, metrics_every=1 if changes else 5)
+        if changes:
+            self.membership = RealMembership(self.cluster, self.sampler, self.clock)
         self.pool.go(self.origin)
         nemesis = self.cluster.injector(monotonic, self.origin)
         schedule = _FaultSchedule(self, nemesis, window[0])
@@ -408,6 +421,10 @@ class _FaultSchedule:
             run.faults.append(
                 FaultRecord(round(t, 4), "skipped", who, f"skipped ({reason}): {spec.describe()}")
             )
+            return
+        if spec.is_membership:
+            assert run.membership is not None
+            run.faults.append(await run.membership.act(spec))
             return
         await self._act(index, spec, node, undo=False)
         if spec.duration is not None:
@@ -609,6 +626,8 @@ def _record(
     )
     if run.cluster.kind == ETCD:
         driver["batching"] = ETCD_BATCHING
+    if run.membership is not None:
+        metadata[METADATA_KEY] = run.membership.metadata()
     metadata |= {
         "target": described
         | {"settings_not_applied": settings_not_applied(scenario, run.cluster.kind, on_hosts)},

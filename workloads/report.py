@@ -42,6 +42,7 @@ from workloads.aggregate import (
     aggregate,
 )
 from workloads.bandwidth_report import bandwidth_section
+from workloads.catchup_report import catchup_section, catchup_summary
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.failover import STAGES as FAILOVER_STAGES
 from workloads.failover import mean_stages, per_trial_rate_back, timelines
@@ -759,6 +760,7 @@ def _scenario_section(
         doc.add(Heading(3, title), Figure(file, f"{scenario}: {title}"))
     report.figures.extend(bandwidth_section(doc, report.folder, scenario, groups))
     report.figures.extend(memory_section(doc, report.folder, scenario, groups))
+    catchup_section(doc, groups)
     _failover(doc, report, scenario, groups)
 
 
@@ -871,6 +873,11 @@ def _summary_json(report: Report, command: str) -> dict[str, Any]:
             entry
             for scenario in _scenarios(report.groups)
             for entry in memory_summary([g for g in report.groups if g.scenario == scenario])
+        ],
+        "catchup": [
+            entry
+            for scenario in _scenarios(report.groups)
+            for entry in catchup_summary([g for g in report.groups if g.scenario == scenario])
         ],
         "skipped": [{"folder": str(p), "reason": r} for p, r in report.skipped],
         "figures": report.figures,

@@ -10,6 +10,8 @@ file is loaded, before anything starts, and every error names its field::
     description = "..."
     [cluster]
     nodes = 3
+    voters = 3                         # optional: the first N form the cluster (default: all);
+                                       # the others run outside it until `add-node` takes them
     regions = ["a", "a", "b"]          # optional, one per node (default: one region)
     priorities = { n1 = 2.0 }          # optional
     election_timeout = 1.0
@@ -55,6 +57,12 @@ Fault actions: `crash` (kill -9; the simulator loses what is not durable), `rest
 first group, or from the node, to the others), `heal`, `slow-link`
 (`node` and optional `peer`, `delay_ms`, `jitter_ms`, `loss`), `slow-disk` (`node`,
 `delay_ms` added to every fsync).
+
+Membership actions (`workloads.catchup` says what is measured): `add-node` (`node`: a member
+outside the configuration; it joins as a learner, and once caught up it is promoted, unless
+`voter = false`) and `remove-node` (`node`; the removed member is stopped once the leader's
+configuration has dropped it). They cannot be undone (no `duration`); a node is added at
+most once.
 """
 
 from __future__ import annotations
@@ -98,7 +106,11 @@ class FaultAction(StrEnum):
     HEAL = "heal"
     SLOW_LINK = "slow-link"
     SLOW_DISK = "slow-disk"
+    ADD_NODE = "add-node"  # a membership change, not a fault (workloads.catchup)
+    REMOVE_NODE = "remove-node"
 
+
+MEMBERSHIP_ACTIONS = (FaultAction.ADD_NODE, FaultAction.REMOVE_NODE)
 
 # What undoes a fault after its `duration`.
 UNDO = {
@@ -122,9 +134,16 @@ class FaultSpec:
     delay_ms: float = 0.0
     jitter_ms: float = 0.0
     loss: float = 0.0
+    voter: bool = True  # add-node: promote the learner once it has caught up
+
+    @property
+    def is_membership(self) -> bool:
+        return self.action in MEMBERSHIP_ACTIONS
 
     def describe(self) -> str:
         parts = [self.action.value]
+        if self.action is FaultAction.ADD_NODE and not self.voter:
+            parts.append("(learner)")
         if self.groups:
             parts.append(" | ".join(",".join(g) for g in self.groups))
         elif self.node:
@@ -184,11 +203,21 @@ class Scenario:
     snapshot_entries: int = 0  # log compaction thresholds (protocols.config.Config); 0: off
     snapshot_bytes: int = 0
     etcd: EtcdCompaction = EtcdCompaction()  # the etcd label's compaction settings
+    voters: int = 0  # the first this many nodes form the cluster (0: all of them)
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def node_ids(self) -> tuple[NodeId, ...]:
         return tuple(f"n{i + 1}" for i in range(self.nodes))
+
+    @property
+    def initial_voters(self) -> tuple[NodeId, ...]:
+        """The configuration the run starts with; the other nodes wait for `add-node`."""
+        return self.node_ids[: self.voters or self.nodes]
+
+    @property
+    def changes_membership(self) -> bool:
+        return any(fault.is_membership for fault in self.faults)
 
     def region_of(self, node: NodeId) -> str:
         return self.regions[self.node_ids.index(node)]
@@ -311,6 +340,7 @@ _TOP_KEYS = {
 }
 _CLUSTER_KEYS = {
     "nodes",
+    "voters",
     "regions",
     "priorities",
     "election_timeout",
@@ -332,6 +362,7 @@ _FAULT_KEYS = {
     "delay_ms",
     "jitter_ms",
     "loss",
+    "voter",
 }
 
 
@@ -369,6 +400,9 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
     if nodes > 15:
         raise ScenarioError("cluster.nodes", f"at most 15 nodes on one machine (got {nodes})")
     node_ids = tuple(f"n{i + 1}" for i in range(nodes))
+    voters = _int(cluster.get("voters", nodes), "cluster.voters", least=1)
+    if voters > nodes:
+        raise ScenarioError("cluster.voters", f"at most cluster.nodes ({nodes}), got {voters}")
     regions_raw = cluster.get("regions", ["local"] * nodes)
     if not isinstance(regions_raw, list) or len(regions_raw) != nodes:
         raise ScenarioError("cluster.regions", f"expected a list of {nodes} region names")
@@ -437,7 +471,9 @@ def parse_scenario(raw: Mapping[str, Any], default_name: str = "scenario") -> Sc
         snapshot_entries=_int(cluster.get("snapshot_entries", 0), "cluster.snapshot_entries", 0),
         snapshot_bytes=_int(cluster.get("snapshot_bytes", 0), "cluster.snapshot_bytes", 0),
         etcd=_etcd(_table(raw.get("etcd", {}), "etcd")),
+        voters=voters,
     )
+    _check_membership(faults, node_ids[:voters])
     topology_raw = dict(_table(raw.get("topology", {}), "topology"))
     network = _table(raw.get("network", {}), "network")
     _no_unknown(network, {"egress_bytes_per_s"}, "network.")
@@ -532,6 +568,13 @@ def _fault(
     one_way = raw.get("one_way", False)
     if not isinstance(one_way, bool):
         raise ScenarioError(f"{where}.one_way", "expected true or false")
+    voter = raw.get("voter", True)
+    if not isinstance(voter, bool):
+        raise ScenarioError(f"{where}.voter", "expected true or false")
+    if "voter" in raw and action is not FaultAction.ADD_NODE:
+        raise ScenarioError(f"{where}.voter", "only add-node takes it")
+    if action in MEMBERSHIP_ACTIONS and (node is None or node == LEADER):
+        raise ScenarioError(f"{where}.node", f"{action.value} needs a member id")
     duration = raw.get("duration")
     if duration is not None:
         duration = _number(duration, f"{where}.duration")
@@ -548,7 +591,32 @@ def _fault(
         delay_ms=_number(raw.get("delay_ms", 0.0), f"{where}.delay_ms", least=0.0),
         jitter_ms=_number(raw.get("jitter_ms", 0.0), f"{where}.jitter_ms", least=0.0),
         loss=_probability(raw.get("loss", 0.0), f"{where}.loss"),
+        voter=voter,
     )
+
+
+def _check_membership(faults: tuple[FaultSpec, ...], voters: tuple[NodeId, ...]) -> None:
+    """Membership actions in time order must make sense: add only a node outside the
+    configuration (and each at most once), remove only a member, and never the last one."""
+    members = set(voters)
+    added: set[str] = set()
+    order = sorted(enumerate(faults), key=lambda item: item[1].at)
+    for index, fault in order:
+        where = f"faults[{index}].node"
+        node = fault.node or ""
+        if fault.action is FaultAction.ADD_NODE:
+            if node in members:
+                raise ScenarioError(where, f"{node!r} is already in the configuration then")
+            if node in added:
+                raise ScenarioError(where, f"{node!r} is added twice (a node joins once)")
+            members.add(node)
+            added.add(node)
+        elif fault.action is FaultAction.REMOVE_NODE:
+            if node not in members:
+                raise ScenarioError(where, f"{node!r} is not in the configuration then")
+            if len(members) == 1:
+                raise ScenarioError(where, f"{node!r} is the last member")
+            members.discard(node)
 
 
 def _etcd(table: Mapping[str, Any]) -> EtcdCompaction:

@@ -17,9 +17,11 @@ from cluster.sim.clients import ClientSettings
 from cluster.sim.nemesis import LEADER, Action, Fault
 from cluster.sim.simulator import SimConfig, Simulator
 from protocols.config import SyncSettings
+from workloads.catchup import METADATA_KEY
 from workloads.results import FaultRecord, OpRecord, RunRecord, run_metadata
 from workloads.scenario import UNDO, FaultAction, FaultSpec, Scenario
 from workloads.sim_load import WorkloadLoad, op_record
+from workloads.sim_membership import SimMembership
 
 LAN_ONE_WAY = 0.0001  # 100 µs: the simulator's stand-in for a same-datacentre link
 LAN_JITTER = 0.00002
@@ -31,6 +33,8 @@ def scenario_faults(scenario: Scenario) -> list[Fault]:
     faults: list[Fault] = []
     offset = scenario.timing.warmup
     for ref, spec in enumerate(scenario.faults, start=1):
+        if spec.is_membership:  # driven by SimMembership, which watches what follows
+            continue
         faults.extend(
             dataclasses.replace(fault, ref=ref)
             for fault in _convert(spec, spec.at + offset, undo=False)
@@ -124,6 +128,7 @@ def sim_config(scenario: Scenario, protocol: str, policy: str | None, seed: int)
         settle=timing.cooldown,
         fifo_links=True,  # the real transport runs over TCP: links never reorder
         egress=scenario.egress_caps(),
+        voters=len(scenario.initial_voters),
     )
 
 
@@ -142,16 +147,18 @@ def run_sim(
     wall = time.perf_counter()
     sim = Simulator(config)
     sim.start()
+    membership = SimMembership(sim, scenario) if scenario.changes_membership else None
+    run_until = membership.run_until if membership is not None else sim.run_until
     window = (scenario.timing.warmup, scenario.timing.warmup + scenario.timing.duration)
-    sim.run_until(window[0])
+    run_until(window[0])
     before = {link: (s.bytes, s.messages) for link, s in sim.network.stats.items()}
     leader_before = dict(sim.leader_time)
-    sim.run_until(window[1])
+    run_until(window[1])
     after = {link: (s.bytes, s.messages) for link, s in sim.network.stats.items()}
     leader_during = {
         n: sim.leader_time.get(n, 0.0) - leader_before.get(n, 0.0) for n in sim.node_ids
     }
-    sim.run_until(sim.end_time)
+    run_until(sim.end_time)
     sim.finish()
     links = []
     sent: dict[str, int] = dict.fromkeys(sim.node_ids, 0)
@@ -195,6 +202,8 @@ def run_sim(
         wall_seconds=time.perf_counter() - wall,
         window=window,
     )
+    if membership is not None:
+        metadata[METADATA_KEY] = membership.metadata()
     metadata |= {
         "driver": {"kind": "simulated clients", "processes": None, "cpu_share": None},
         "final_state": _final_state(sim),

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from raftbench.commands.argtypes import positive_float
 from workloads.aggregate import METRIC_BY_KEY, GroupStats, RatioStats
+from workloads.catchup_report import catchup_lines
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
 from workloads.intervals import Estimate
 from workloads.memory_report import memory_lines, wants_memory_section
@@ -174,6 +175,11 @@ def print_summary_table(
             out.print("memory after warm-up (flat: growth < 1 MiB per 10 min, 95%):")
             for line in memory:
                 out.print(f"  {line}", style="bold red" if "GROWS" in line else None)
+        catchup = catchup_lines(mine)
+        if catchup:
+            out.print("catch-up (mean [95%] over trials; primary before -> during):")
+            for line in catchup:
+                out.print(f"  {line}")
         for group in mine:
             if not group.correct:
                 out.print(f"[bold red]! {scenario} / {group.label}: {correctness(group)}[/]")
