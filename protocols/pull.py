@@ -298,13 +298,21 @@ class PullEngine(ReplicaBase):
             # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
             # next tick (the probe timer guarantees one) instead of pinning the deadline
             # in the past.
-            if self._selector.source is not None and self._next_keepalive > now:
-                candidates += (self._next_keepalive,)
+            if self._selector.source is not None and self._keepalive_deadline() > now:
+                candidates += (self._keepalive_deadline(),)
             if self._takeover_at is not None and self._takeover_at > now:
                 candidates += (self._takeover_at,)
         else:
             candidates = (self._election_deadline,)
         return min(deadline, *candidates)
+
+    def _keepalive_deadline(self) -> float:
+        """When the keepalive timer wakes us. While a stream is open its answers (one per long
+        poll at least) wake us anyway, and the report goes with the first one after it is due
+        (`_flush`): the timer is then a backstop, one long poll later."""
+        if self._pull is not None and self.config.pull_streaming:
+            return self._next_keepalive + self.config.long_poll_timeout
+        return self._next_keepalive
 
     def _pull_deadline(self) -> float:
         fetch = self._fetch
@@ -1370,6 +1378,8 @@ class PullEngine(ReplicaBase):
                 return True
             if self._now >= self._next_source_check:
                 return True
+            if self._selector.source is not None and self._now >= self._next_keepalive:
+                return True  # a keepalive is due: it goes with this wake-up
             return self._positions_dirty and self._selector.source is not None
         return False
 
@@ -1388,7 +1398,7 @@ class PullEngine(ReplicaBase):
         # first of this flush's messages: the primary hears of them as soon as they are
         # durable, not one more Ready later and behind the batches we forward to our pullers.
         mine = self.log.last_position if self.log.has_unstable else self.durable_position()
-        if mine != self._reported and self.log.has_unstable:
+        if (mine != self._reported and self.log.has_unstable) or self._now >= self._next_keepalive:
             self._positions_dirty = True
         if self._positions_dirty:
             self._positions_dirty = False
