@@ -96,3 +96,22 @@ def test_at_rest_the_primary_answers_its_pullers_long_polls_together() -> None:
     settled = sorted(answers.items())[2:]  # the first expiries bring them together
     assert len(settled) >= 10
     assert all(pullers == {"n2", "n3"} for _, pullers in settled)
+
+
+def test_a_due_keepalive_goes_with_the_next_wake_up_without_a_timer() -> None:
+    """At rest a secondary's keepalive report needs no wake-up of its own: the first message
+    it handles after it is due (here a stream answer) carries it out; its timer is a backstop."""
+    h = pull_cluster(sync=SyncSettings(policy="primary"))
+    n2, primary = h["n2"], h["n1"]
+    assert isinstance(n2, PullEngine) and isinstance(primary, PullEngine)
+    assert not h.inflight
+    due = n2._next_keepalive
+    assert n2.next_deadline() > due  # while the stream flows the timer is a backstop
+    h.now = max(due, primary._held["n2"].deadline) + 0.001
+    h.do("n1", lambda e: e.tick(h.now))  # the primary answers n2's long poll; n2 never ticks
+    delivered = h.deliver(lambda m: m.dst == "n2")
+    (answer,) = h.only(PullResponse, delivered)
+    assert not answer.message.entries
+    (report,) = h.messages(UpdatePosition, src="n2")
+    assert report.dst == "n1"
+    assert report.message.positions[0].index == n2.durable_position().index
