@@ -13,10 +13,12 @@ passed, then processes Readies until there are none:
    meanwhile. A hard state that only moves the commit index is held back and written with the
    next persist, or when the loop stops cleanly (`protocols.storage.CommitHold`): no fsync of
    its own;
-2. send the Ready's messages (they may promise what step 1 made durable). A leader's go
-   before step 1 instead (`Ready.send_first`): its followers write while it does;
-3. count the committed entries (the engine has applied them already);
-4. answer the waiting clients;
+2. count the committed entries (the engine has applied them already);
+3. answer the waiting clients (a reply depends on nothing this Ready sends: answering first
+   lets the client's answer leave before the peer messages);
+4. send the Ready's messages (they may promise what step 1 made durable). A leader's go
+   before step 1 instead when there is something to write (`Ready.send_first`): its
+   followers write while it does;
 5. `advance()`.
 
 Inputs that arrive during a persist wait in the queues and are fed together after `advance`,
@@ -36,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -143,6 +146,12 @@ class LoopMetrics:
         )
         self.persists = registry.counter(
             "raftbench_persists_total", "Readies that were made durable (one store write each)."
+        )
+        self.turns = registry.counter(
+            "raftbench_loop_turns_total",
+            "Turns of the engine loop, by what woke it: queued input, a due timer, or nothing "
+            "(a timer that fired before the engine's deadline).",
+            ["cause"],
         )
         self.commit_latency = registry.histogram(
             "raftbench_commit_latency_seconds",
@@ -304,6 +313,7 @@ class EngineLoop:
                 await self._wait_for_work()
                 if self.closed:  # close() may have run while we waited
                     break
+                self._count_turn()
                 self._feed()
                 while self.engine.has_ready() and not self._closed:
                     if not await self._process_ready():
@@ -332,6 +342,10 @@ class EngineLoop:
         if delay <= 0:
             await anyio.lowlevel.checkpoint()
             return
+        # uvloop (libuv) keeps time in milliseconds and rounds a delay to the nearest one: a
+        # timer could fire up to half a millisecond before the engine's deadline and wake the
+        # loop for nothing (a quarter of a pull node's wake-ups at rest). Round up instead.
+        delay = math.ceil(delay * 1000.0) / 1000.0
         # A future and a timer handle: the loop sleeps here once per turn.
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
@@ -347,6 +361,15 @@ class EngineLoop:
         if wake is not None:
             _resolve(wake)
             self._wake = None
+
+    def _count_turn(self) -> None:
+        if self._peer_inbox or self._inbox:
+            cause = "input"
+        elif anyio.current_time() >= self.engine.next_deadline():
+            cause = "timer"
+        else:
+            cause = "nothing"
+        self.metrics.turns.inc(1, cause)
 
     def _feed(self) -> None:
         """Hand everything queued to the engine, then tick it if its deadline has passed."""
@@ -395,23 +418,27 @@ class EngineLoop:
             self._event_seq += 1
             self._events.append((self._event_seq, event))
         send = self._send
-        if ready.send_first:
-            for envelope in ready.messages:
-                send(envelope)
-        persisted = ready.needs_persist()
-        if persisted:
+        persisted, hard_state = False, None
+        if ready.needs_persist():
             persisted, hard_state = self._hold.take(
                 ready.hard_state, ready.truncate_after, ready.entries, ready.snapshot
             )
-            if persisted:
-                await self._persist(ready, hard_state)
-        if not ready.send_first:
+        # Replies go before the messages that leave after the persist (or with no persist at
+        # all): a reply depends on nothing this Ready sends, and the tasks woken first run
+        # first, so a client's answer is not written behind the commit notices to peers.
+        send_after = not ready.send_first
+        if not send_after and persisted:
             for envelope in ready.messages:
                 send(envelope)
+        if persisted:
+            await self._persist(ready, hard_state)
         if ready.committed:
             self.metrics.commits.inc(len(ready.committed))
         if ready.replies:
             self._deliver_replies(ready.replies)
+        if send_after or not persisted:
+            for envelope in ready.messages:
+                send(envelope)
         engine.advance(ready)
         self._observe_role()
         return persisted

@@ -51,6 +51,7 @@ from protocols.egress import PipeLoad
 from protocols.engine import MemberProgress, Ready
 from protocols.events import EventKind
 from protocols.messages import (
+    Envelope,
     Heartbeat,
     HeartbeatResponse,
     MemberPosition,
@@ -182,6 +183,7 @@ class PullEngine(ReplicaBase):
         self._probe_interval = config.election_timeout / 5  # MongoDB: 2 s against 10 s
         self._keepalive_interval = config.election_timeout / 4
         self._next_probe = now
+        self._timer_slack = config.long_poll_timeout / 2  # see `tick`
         self.stats = PullStats()
         # Puller side.
         self._pull: _Pull | None = None
@@ -196,7 +198,7 @@ class PullEngine(ReplicaBase):
         self._probe_point: int | None = None  # divergence search: pull after this index
         self._source_rollback_id: int | None = None
         self._downstream: dict[NodeId, tuple[Position, float]] = {}
-        self._reported: Position | None = None  # last durable position sent upstream
+        self._reported: Position | None = None  # last position sent upstream (durable when sent)
         self._positions_dirty = False
         self._next_keepalive = now
         self._depth: int | None = None  # our source's depth + 1, from its last answer
@@ -293,15 +295,19 @@ class PullEngine(ReplicaBase):
                 timers += (self._catchup.deadline, self._pull_deadline())
         elif role is Role.FOLLOWER or role is Role.PRE_CANDIDATE:  # (self._syncing)
             now = self._now
+            # The periodic source check (`_next_source_check`) sets no timer of its own: it
+            # runs at the next wake-up after it is due (a pull answer comes at least every
+            # long poll, a probe or keepalive sooner; a silent source fails by the pull
+            # timeout), which at rest halves the timer wake-ups of a secondary.
             timers = (self._election_deadline, self._pull_deadline())
-            if self._next_source_check > now:
-                timers += (self._next_source_check,)
             # Follower timers are skipped by a tick in which the election timer fires (after
             # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
             # next tick (the probe timer guarantees one) instead of pinning the deadline
             # in the past.
-            if self._selector.source is not None and self._next_keepalive > now:
-                timers += (self._next_keepalive,)
+            if self._selector.source is not None:
+                keepalive = self._keepalive_deadline()
+                if keepalive > now:
+                    timers += (keepalive,)
             if self._takeover_at is not None and self._takeover_at > now:
                 timers += (self._takeover_at,)
         else:
@@ -309,6 +315,14 @@ class PullEngine(ReplicaBase):
         for timer in timers:
             deadline = min(deadline, timer)
         return deadline
+
+    def _keepalive_deadline(self) -> float:
+        """When the keepalive timer wakes us. While a stream is open its answers (one per long
+        poll at least) wake us anyway, and the report goes with the first one after it is due
+        (`_flush`): the timer is then a backstop, one long poll later."""
+        if self._pull is not None and self.config.pull_streaming:
+            return self._next_keepalive + self.config.long_poll_timeout
+        return self._next_keepalive
 
     def _pull_deadline(self) -> float:
         fetch = self._fetch
@@ -325,13 +339,21 @@ class PullEngine(ReplicaBase):
     # ---- timers ------------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        # When a timer of ours is due, the probe timer, if due within `_timer_slack`, runs
+        # with it rather than wake the node again (keeping its grid: no more probes), and a
+        # long poll that expires answers those expiring within the slack too: at rest a
+        # primary's polls, one per puller, fall into one rhythm. A tick with nothing due (a
+        # harness may give them) runs nothing early, and polls keep their length.
+        soon = now + self._timer_slack if now >= self.next_deadline() else now
         self._now = now
-        if now >= self._next_probe:
-            self._next_probe = now + self._probe_interval
+        if soon >= self._next_probe:
+            self._next_probe += self._probe_interval
+            if self._next_probe <= now:  # a stall (SIGSTOP, a loaded host): start afresh
+                self._next_probe = now + self._probe_interval
             self._send_probes(now)
         if now >= self._recheck_at:
             self._recheck_at = math.inf  # the next flush looks at the held streams again
-        self._expire_held(now)
+        self._expire_held(now, soon)
         self._check_pull_timeout(now)
         super().tick(now)
 
@@ -743,10 +765,20 @@ class PullEngine(ReplicaBase):
             ),
         )
 
-    def _expire_held(self, now: float) -> None:
+    def _expire_held(self, now: float, soon: float) -> None:
+        """Answer the long polls whose time is up and, if there are any, those due by `soon`
+        (see `tick`): an answer a little early is an empty batch, and the polls it re-arms
+        expire together."""
+        if not any(now >= held.deadline for held in self._held.values()):
+            return
         for src, held in list(self._held.items()):
             if now >= held.deadline:
                 self._release_held(src, held, final=True)
+            elif soon >= held.deadline:
+                decision = self._decide(src, held.request, True, held.commit_seen)
+                if decision is not None and decision[0] is PullStatus.OK:  # refusals wait
+                    del self._held[src]
+                    self._answer_pull(src, held.request, *decision)
 
     def _answer_ready_polls(self) -> None:
         """Long polls that can be answered: entries arrived or the commit point moved."""
@@ -1165,8 +1197,7 @@ class PullEngine(ReplicaBase):
                 self._downstream[node] = (position, now)
                 self._positions_dirty = True
 
-    def _upstream_positions(self, now: float) -> tuple[MemberPosition, ...]:
-        mine = self.durable_position()
+    def _upstream_positions(self, now: float, mine: Position) -> tuple[MemberPosition, ...]:
         horizon = now - self.config.election_timeout
         positions = [MemberPosition(self.node_id, mine.term, mine.index)]
         for node, (position, heard) in sorted(self._downstream.items()):
@@ -1401,19 +1432,33 @@ class PullEngine(ReplicaBase):
                 return True
             if self._now >= self._next_source_check:
                 return True
+            if self._selector.source is not None and self._now >= self._next_keepalive:
+                return True  # a keepalive is due: it goes with this wake-up
             return self._positions_dirty and self._selector.source is not None
         return False
 
     def _flush(self) -> None:
+        first = len(self._outbox)
         self._answer_ready_polls()
         self._commit_moved = False
         if not self._syncing:
             return
         self._maybe_pull(self._now)
         source = self._selector.source
-        if self._positions_dirty and source is not None:
+        if source is None:
+            return
+        # Our position once this Ready is written. A secondary's messages leave only after
+        # its Ready's persist, so when this Ready writes entries the report rides in it, the
+        # first of this flush's messages: the primary hears of them as soon as they are
+        # durable, not one more Ready later and behind the batches we forward to our pullers.
+        mine = self.log.last_position if self.log.has_unstable else self.durable_position()
+        if (mine != self._reported and self.log.has_unstable) or self._now >= self._next_keepalive:
+            self._positions_dirty = True
+        if self._positions_dirty:
             self._positions_dirty = False
             self._next_keepalive = self._now + self._keepalive_interval
-            positions = self._upstream_positions(self._now)
-            self._reported = Position(positions[0].term, positions[0].index)
-            self._send(source, UpdatePosition(self._term, positions))
+            positions = self._upstream_positions(self._now, mine)
+            self._reported = mine
+            self._outbox.insert(
+                first, Envelope(self.node_id, source, UpdatePosition(self._term, positions))
+            )

@@ -6,6 +6,7 @@ journal, so the test can check the order in which the real loop did things.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -17,7 +18,7 @@ import pytest
 
 from cluster.engine_loop import EngineLoop, ReadOp
 from protocols.config import Config
-from protocols.engine import ClientReply, Consistency, ReplyStatus
+from protocols.engine import ClientReply, ClientRequest, Consistency, Ready, ReplyStatus
 from protocols.errors import InvariantViolation
 from protocols.messages import AppendEntries, AppendResponse, Envelope, Heartbeat
 from protocols.push import PushEngine
@@ -208,3 +209,98 @@ async def test_an_engine_invariant_violation_ends_run_and_answers_waiting_client
             group.start_soon(client)
     assert caught.group_contains(InvariantViolation, match="broken on purpose")
     assert [r.status for r in outcome if r is not None] == [ReplyStatus.UNKNOWN]
+
+
+class Metronome(PushEngine):
+    """Nothing but a timer, due every 2.4 ms: most deadlines fall between two milliseconds."""
+
+    period = 0.0024
+    due = 0.0
+    ticks = 0
+
+    def next_deadline(self) -> float:
+        return self.due
+
+    def tick(self, now: float) -> None:
+        self.ticks += 1
+        self.due = now + self.period
+
+    def has_ready(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"), "asyncio"],
+)
+async def test_the_loop_never_wakes_before_the_engine_deadline() -> None:
+    """uvloop rounds a timer to the nearest millisecond; woken early, the loop would find
+    nothing due and sleep again (a wasted wake-up). Every turn here must be a tick."""
+    config = Config("n1", ("n1",), election_timeout=0.2, heartbeat_interval=0.04)
+    store = MemoryLogStore()
+    engine = Metronome(config, store.load(), random.Random(1), 0.0)
+    loop = EngineLoop(engine, store, lambda envelope: None, offload_persist=False)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as group:
+            group.start_soon(loop.run)
+            while engine.ticks < 40:
+                await anyio.sleep(0.01)
+            loop.close()
+    turns = loop.metrics.turns
+    assert turns.value("nothing") == 0
+    assert turns.value("timer") == engine.ticks
+
+
+class Replier(PushEngine):
+    """One Ready carrying a client's reply and two peer messages, persisting nothing."""
+
+    def __init__(self, *args: object, send_first: bool) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.send_first = send_first
+        self.request_id: int | None = None
+
+    def propose(self, request: ClientRequest, now: float) -> None:
+        self.request_id = request.request_id
+
+    def next_deadline(self) -> float:
+        return math.inf
+
+    def has_ready(self) -> bool:
+        return self.request_id is not None
+
+    def ready(self) -> Ready:
+        assert self.request_id is not None
+        heartbeat = Heartbeat(1, 0)
+        return Ready(
+            messages=[Envelope("n1", peer, heartbeat) for peer in ("n2", "n3")],
+            replies=[ClientReply(self.request_id, ReplyStatus.OK)],
+            send_first=self.send_first,
+        )
+
+    def advance(self, ready: Ready) -> None:
+        self.request_id = None
+
+
+@pytest.mark.parametrize("send_first", [True, False])
+async def test_a_reply_is_handed_over_before_the_peer_messages_of_its_ready(
+    send_first: bool,
+) -> None:
+    """The client's answer must not queue behind commit notices to peers: the tasks woken
+    first run first, so the reply is resolved before the messages are sent."""
+    config = Config("n1", ("n1", "n2", "n3"), election_timeout=0.2, heartbeat_interval=0.04)
+    store = MemoryLogStore()
+    engine = Replier(config, store.load(), random.Random(1), 0.0, send_first=send_first)
+    answered_at_send: list[bool] = []
+    loop: EngineLoop
+
+    def send(envelope: Envelope) -> None:
+        answered_at_send.append(loop.metrics.replies.value("write", ReplyStatus.OK.value) == 1)
+
+    loop = EngineLoop(engine, store, send, offload_persist=False)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as group:
+            group.start_soon(loop.run)
+            (reply,) = await loop.execute([put("k", "v")], DEADLINE)
+            loop.close()
+    assert reply is not None and reply.status is ReplyStatus.OK
+    assert answered_at_send == [True, True]
