@@ -38,6 +38,8 @@ import uvicorn
 from cluster.api import NodeServices, create_app
 from cluster.config import Address, ClusterConfig, load_cluster_config
 from cluster.engine_loop import EngineLoop
+from cluster.heap_trim import HeapTrimError, run_heap_trims, trim_period
+from cluster.memtrace import MemtraceError, run_memtrace, settings_from_env
 from cluster.metrics import Family, Registry
 from cluster.shaper import LinkShaper
 from cluster.storage import FileLogStore, FsyncPolicy, open_store
@@ -178,6 +180,11 @@ async def _serve(
             timeout_graceful_shutdown=2,
         )
     )
+    try:
+        memtrace = settings_from_env(options.node_id)
+        trims = trim_period()
+    except (MemtraceError, HeapTrimError) as error:
+        raise StartError(str(error)) from None
     code = EXIT_OK
     stop = anyio.Event()
     http_done = anyio.Event()
@@ -193,6 +200,10 @@ async def _serve(
                 group.start_soon(_run_loop, loop, stop)
                 group.start_soon(members.follow, loop)
                 group.start_soon(_serve_http, server, http_socket, http_done)
+                if memtrace is not None:  # a diagnostic, off unless the environment asks
+                    group.start_soon(run_memtrace, memtrace)
+                if trims is not None:
+                    group.start_soon(run_heap_trims, trims)
                 bound = transport.listen_address
                 http_host, http_port = http_socket.getsockname()[:2]
                 announce = options.announce or _print_flush

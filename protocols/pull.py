@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import deque
 from collections.abc import Hashable
 from dataclasses import dataclass, field, replace
 
@@ -77,6 +78,7 @@ from protocols.types import Entry, NodeId, Position, Role
 _ZERO = Position(0, 0)
 _RTT_WEIGHT = 0.2  # exponentially weighted moving average of measured round trips
 _PULL_RETRIES = 2  # consecutive timed-out pulls before a source is dropped
+SOURCE_HISTORY = 256  # sync-source decisions kept in PullStats.history
 
 
 @dataclass(slots=True)
@@ -164,7 +166,11 @@ class PullStats:
     snapshot_chunks_served: int = 0
     pullers_refused: int = 0  # `spread`: pull requests refused because every slot was taken
     batches_cut: int = 0  # answers holding fewer entries than we had: a capped pipe was full
-    history: list[tuple[float, NodeId | None, str]] = field(default_factory=list)
+    # The latest sync-source decisions (time, source, why), oldest first: a bounded window, so
+    # a member whose source flaps for hours holds the same memory as one that chose once.
+    history: deque[tuple[float, NodeId | None, str]] = field(
+        default_factory=lambda: deque(maxlen=SOURCE_HISTORY)
+    )
 
 
 class PullEngine(ReplicaBase):

@@ -108,6 +108,21 @@ def test_the_interval_allows_for_memory_samples_that_are_not_independent() -> No
     assert raw_covered / runs < 0.6
 
 
+def test_memory_that_never_moves_is_flat() -> None:
+    """RSS is counted in pages, so a quiet node can read the same value for minutes: an exact
+    fit (slope 0, no spread) is flat, not undecided."""
+    record = _record("push", 0.0)
+    for row in record.timeseries:
+        row["rss"] = 40 * MIB
+    trend = memory_trend(record, "n1")
+    assert trend is not None
+    assert (trend.growth, trend.low, trend.high) == (0.0, 0.0, 0.0)
+    assert trend.verdict == FLAT
+    x = np.arange(5, dtype=float)
+    assert slope_interval(x, np.full(5, 3.0)) == (0.0, 0.0, 0.0)
+    assert slope_interval(x[:2], np.full(2, 3.0)) == (0.0, None, None)  # no interval from 2
+
+
 def test_verdicts_need_the_whole_interval_on_one_side_of_the_tolerance() -> None:
     assert verdict(-0.5, 0.5) == FLAT
     assert verdict(TOLERANCE_MIB + 0.1, 9.0) == GROWS

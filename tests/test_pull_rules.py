@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from cluster.sim.harness import Harness
+from protocols import pull as pull_module
 from protocols.engine import Consistency, ReplyStatus
 from protocols.messages import (
     Envelope,
@@ -472,3 +473,24 @@ def test_a_follower_stalled_past_its_election_timeout_keeps_its_timers_moving() 
     stalled.tick(now)  # the engine loop checks the deadline right here, before ready()
     assert stalled.status().role is not Role.FOLLOWER  # the election timer fired
     assert stalled.next_deadline() > now
+
+
+def test_the_sync_source_history_keeps_a_bounded_window_of_the_latest_decisions(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Memory stays bounded on a long run: each source decision is counted, but only the latest
+    `SOURCE_HISTORY` are kept, oldest first, however often a member's source flaps."""
+    monkeypatch.setattr(pull_module, "SOURCE_HISTORY", 4)
+    h = pull_cluster()
+    for _ in range(6):  # isolating the primary makes the others choose anew, twice
+        (leader,) = h.leaders()
+        h.isolate(leader)
+        h.settle(3.0)
+        h.heal()
+        h.settle(1.0)
+    stats = {node: engine(h, node).stats for node in ("n1", "n2", "n3")}
+    assert max(s.source_changes for s in stats.values()) > 4
+    for s in stats.values():
+        assert len(s.history) == min(s.source_changes, 4)
+        times = [when for when, _, _ in s.history]
+        assert times == sorted(times)

@@ -155,6 +155,10 @@ def slope_interval(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | 
     n = int(x.size)
     if n < 2 or float(np.ptp(x)) == 0.0:
         return None, None, None
+    if float(np.ptp(y)) == 0.0:
+        # Every point equal (RSS that did not move a page over the span): the line is exact,
+        # slope 0 with nothing left to vary, where linregress gives an undefined (NaN) error.
+        return 0.0, (0.0 if n >= 3 else None), (0.0 if n >= 3 else None)
     fit = stats.linregress(x, y)
     slope = float(fit.slope)
     if n < 3:
