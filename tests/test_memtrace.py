@@ -28,7 +28,6 @@ from cluster.memtrace import (
     MemtraceSettings,
     mallinfo,
     mapped_memory,
-    pymalloc_stats,
     run_memtrace,
     settings_from_env,
     status_memory,
@@ -136,15 +135,32 @@ def test_without_frames_a_sample_leaves_tracemalloc_off(tmp_path: Path) -> None:
     assert len(sample["gc_collections"]) == 3 and set(sample["mapped"]) == {"heap", "anon", "file"}
 
 
-def test_pymalloc_stats_count_the_arenas_a_ballast_takes() -> None:
+_BALLAST = textwrap.dedent(
+    """
+    import json
+    from cluster.memtrace import pymalloc_stats
     before = pymalloc_stats()
-    ballast = [float(i) for i in range(200_000)]  # 24-byte objects: about 6 MiB of pymalloc blocks
+    ballast = [float(i) for i in range(200_000)]  # 24-byte objects: about 6 MiB of blocks
     during = pymalloc_stats()
+    del ballast
+    after = pymalloc_stats()
+    print(json.dumps({"before": before, "during": during, "after": after}))
+    """
+)
+
+
+def test_pymalloc_stats_count_the_arenas_a_ballast_takes() -> None:
+    # In a fresh interpreter: in this one, earlier tests leave partly used arenas that the
+    # ballast would fill first and then keep alive.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    done = subprocess.run(
+        [sys.executable, "-c", _BALLAST], capture_output=True, text=True, env=env, check=True
+    )
+    stats = json.loads(done.stdout)
+    before, during, after = stats["before"], stats["during"], stats["after"]
     assert during["arenas"] - before["arenas"] >= 4
     assert during["allocated"] - before["allocated"] >= 200_000 * 24
     assert during["arenas_highwater"] >= during["arenas"]
-    del ballast
-    after = pymalloc_stats()
     assert during["arenas"] - after["arenas"] >= 4  # emptied arenas go back to the kernel
 
 
@@ -175,7 +191,9 @@ _HOLES = textwrap.dedent(
     from cluster.memtrace import mapped_memory
     big, small = [], []
     for _ in range(256):
-        big.append(bytearray(64 * 1024))
+        block = bytearray(64 * 1024)
+        block[::4096] = b"x" * 16  # touch every page: calloc may hand out untouched zero pages
+        big.append(block)
         small.append(bytearray(600))
     del big
     before = mapped_memory()["heap"]
