@@ -310,10 +310,10 @@ class EngineLoop:
         """Run until `close()`; raises what the engine or the store raise (the node must stop)."""
         try:
             while not self._closed:
-                await self._wait_for_work()
+                cause = await self._wait_for_work()
                 if self.closed:  # close() may have run while we waited
                     break
-                self._count_turn()
+                self.metrics.turns.inc(1, cause)
                 self._feed()
                 while self.engine.has_ready() and not self._closed:
                     if not await self._process_ready():
@@ -334,14 +334,17 @@ class EngineLoop:
             self._store.persist(held, None, [])
             self._hold.held = None
 
-    async def _wait_for_work(self) -> None:
+    async def _wait_for_work(self) -> str:
+        """Sleep until input arrives or the engine's deadline passes; say what woke the loop:
+        "input", "timer", or "nothing" (a wake-up that finds no work wastes a turn)."""
         if self._inbox or self._peer_inbox:
             await anyio.lowlevel.checkpoint()
-            return
-        delay = self.engine.next_deadline() - anyio.current_time()
+            return "input"
+        deadline = self.engine.next_deadline()  # fixed while we sleep: only this loop feeds it
+        delay = deadline - anyio.current_time()
         if delay <= 0:
             await anyio.lowlevel.checkpoint()
-            return
+            return "timer"
         # uvloop (libuv) keeps time in milliseconds and rounds a delay to the nearest one: a
         # timer could fire up to half a millisecond before the engine's deadline and wake the
         # loop for nothing (a quarter of a pull node's wake-ups at rest). Round up instead.
@@ -355,21 +358,15 @@ class EngineLoop:
         finally:
             timer.cancel()
             self._wake = None
+        if self._inbox or self._peer_inbox:
+            return "input"
+        return "timer" if anyio.current_time() >= deadline else "nothing"
 
     def _wake_up(self) -> None:
         wake = self._wake
         if wake is not None:
             _resolve(wake)
             self._wake = None
-
-    def _count_turn(self) -> None:
-        if self._peer_inbox or self._inbox:
-            cause = "input"
-        elif anyio.current_time() >= self.engine.next_deadline():
-            cause = "timer"
-        else:
-            cause = "nothing"
-        self.metrics.turns.inc(1, cause)
 
     def _feed(self) -> None:
         """Hand everything queued to the engine, then tick it if its deadline has passed."""
@@ -426,8 +423,8 @@ class EngineLoop:
         # Replies go before the messages that leave after the persist (or with no persist at
         # all): a reply depends on nothing this Ready sends, and the tasks woken first run
         # first, so a client's answer is not written behind the commit notices to peers.
-        send_after = not ready.send_first
-        if not send_after and persisted:
+        send_early = ready.send_first and persisted
+        if send_early:
             for envelope in ready.messages:
                 send(envelope)
         if persisted:
@@ -436,7 +433,7 @@ class EngineLoop:
             self.metrics.commits.inc(len(ready.committed))
         if ready.replies:
             self._deliver_replies(ready.replies)
-        if send_after or not persisted:
+        if not send_early:
             for envelope in ready.messages:
                 send(envelope)
         engine.advance(ready)

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 
 import anyio
 
+from cluster.env_numbers import env_number, env_seconds
+
 TRIM_ENV = "RAFTBENCH_MALLOC_TRIM"  # seconds between trims; unset or 0: never
 
 
@@ -27,18 +29,9 @@ class HeapTrimError(ValueError):
 def trim_period(environ: Mapping[str, str] | None = None) -> float | None:
     """Seconds between trims the environment asks for; None: do not trim."""
     env = os.environ if environ is None else environ
-    text = env.get(TRIM_ENV, "")
-    if not text:
+    if env_number(env, TRIM_ENV, "0", HeapTrimError) == 0:
         return None
-    try:
-        period = float(text)
-    except ValueError:
-        raise HeapTrimError(f"{TRIM_ENV}={text!r}: not a number") from None
-    if period == 0:
-        return None
-    if not 0 < period < float("inf"):
-        raise HeapTrimError(f"{TRIM_ENV}={text!r}: must be a positive number of seconds, or 0")
-    return period
+    return env_seconds(env, TRIM_ENV, "0", HeapTrimError)
 
 
 def heap_trimmer() -> Callable[[], bool] | None:

@@ -42,6 +42,8 @@ from typing import Any
 
 import anyio
 
+from cluster.env_numbers import env_number, env_seconds
+
 MEMTRACE_ENV = "RAFTBENCH_MEMTRACE"
 PERIOD_ENV = "RAFTBENCH_MEMTRACE_PERIOD"
 FRAMES_ENV = "RAFTBENCH_MEMTRACE_FRAMES"
@@ -67,23 +69,13 @@ def settings_from_env(
     directory = env.get(MEMTRACE_ENV, "")
     if not directory:
         return None
-    period = _number(env, PERIOD_ENV, "30")
-    frames = _number(env, FRAMES_ENV, "0")
+    period = env_seconds(env, PERIOD_ENV, "30", MemtraceError)
+    frames = env_number(env, FRAMES_ENV, "0", MemtraceError)
     if frames != int(frames):
         raise MemtraceError(f"{FRAMES_ENV}={frames}: must be a whole number")
-    if not 0 < period < float("inf"):
-        raise MemtraceError(f"{PERIOD_ENV}={period}: must be > 0 seconds")
     if frames < 0:
         raise MemtraceError(f"{FRAMES_ENV}={frames}: must be >= 0")
     return MemtraceSettings(Path(directory) / f"{node_id}.jsonl", period, int(frames))
-
-
-def _number(env: Mapping[str, str], name: str, default: str) -> float:
-    text = env.get(name, default)
-    try:
-        return float(text)
-    except ValueError:
-        raise MemtraceError(f"{name}={text!r}: not a number") from None
 
 
 _MALLINFO_FIELDS = (
