@@ -119,6 +119,9 @@ def test_one_tiny_round_against_etcd_measures_every_phase(tmp_path: Path) -> Non
         for measured in recorded["phases"]:
             assert measured["writes"] > 0 and measured["server_cpu_s"] > 0
             assert measured["p50_ms"] <= measured["p99_ms"]
+            # Phases run one after another on one cluster: the second phase's workers must
+            # not reuse the first's sessions (their writes were answered as stale duplicates).
+            assert measured["failures"] == 0, (recorded["label"], measured)
         assert recorded["idle_cores"] >= 0
     assert "ratios to etcd" in done.stdout and "idle pull/push" in done.stdout
 

@@ -203,6 +203,7 @@ def _phase(
             op_timeout=op_timeout,
             attempt_timeout=attempt,
             target=target.kind,
+            client_prefix=f"{scenario.name}-",  # one cluster serves every phase
         )
         for index, ids in enumerate(split_workers(workload.clients, scenario.load.processes))
     ]
@@ -310,6 +311,7 @@ METRICS: tuple[tuple[str, str], ...] = (
     ("p99_ms", "p99 ms"),
     ("cpu_per_write_ms", "CPU/write ms"),
     ("loadgen_share", "loadgen"),
+    ("failures", "failed"),
 )
 
 
@@ -388,7 +390,7 @@ def format_table(blocks: Sequence[Block], settings: BenchSettings) -> str:
         "medians over rounds [lowest, highest]",
         "",
         f"{'label':<12} {'W':>3} {'writes/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'CPU/write ms':>13} {'loadgen':>8}",
+        f"{'CPU/write ms':>13} {'loadgen':>8} {'failed':>7}",
     ]
     for label, entry in summary.items():
         for width in widths:
@@ -397,6 +399,7 @@ def format_table(blocks: Sequence[Block], settings: BenchSettings) -> str:
                 f"{label:<12} {width:>3} {cells['writes_per_s'].median:>9.0f} "
                 f"{cells['p50_ms'].median:>8.2f} {cells['p99_ms'].median:>8.2f} "
                 f"{cells['cpu_per_write_ms'].median:>13.3f} {cells['loadgen_share'].median:>8.0%}"
+                f" {cells['failures'].median:>7.0f}"
             )
     lines += ["", f"{'label':<12} {'idle cores (members summed)':>28}"]
     for label, entry in summary.items():

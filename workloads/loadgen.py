@@ -113,6 +113,10 @@ class GeneratorPlan:
     attempt_timeout: float = 5.0
     drain: float = 0.0  # open loop: a backlog may still be sent until stop_at + drain
     target: str = "raftbench"  # raftbench | etcd: which client speaks to the endpoints
+    # Prefix of the workers' client ids (their exactly-once sessions): loads run one after
+    # another against the same cluster need distinct ones, or a worker's seq 1 is taken for a
+    # stale duplicate of the previous load's worker with the same id.
+    client_prefix: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
@@ -261,7 +265,7 @@ class Worker:
             return
         self.client = RaftbenchClient(
             plan.endpoints,
-            client_id=f"w{worker_id}",
+            client_id=f"{plan.client_prefix}w{worker_id}",
             timeout=plan.op_timeout,
             attempt_timeout=plan.attempt_timeout,
         )
