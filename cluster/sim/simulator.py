@@ -232,6 +232,8 @@ class Simulator:
         self.now = 0.0
         self._heap: list[tuple[float, int, int, Any, Any]] = []
         self._seq = 0
+        # Open loop: each client's arrivals not yet in the heap, as (time, sequence number).
+        self._arrivals_due: dict[int, Iterator[tuple[float, int]]] = {}
         # A FIFO link's arrival that lands on the same instant as the link's previous one
         # joins that delivery: (link) -> (time, batch still waiting in the heap).
         self._batches: dict[tuple[NodeId, NodeId], tuple[float, list[Envelope]]] = {}
@@ -337,8 +339,14 @@ class Simulator:
                 arrivals = self.workload.arrivals(
                     self.config.duration, self._stream_seed, client.number
                 )
-                for intended in arrivals:
-                    self._at(float(intended), _ARRIVAL, client, float(intended))
+                # A client's arrivals enter the heap one at a time, each with the sequence
+                # number it would have had had all been pushed now: the heap pops them in the
+                # same order, and stays small instead of holding a scenario's every arrival.
+                first = self._seq + 1
+                self._seq += len(arrivals)
+                queued = sorted(zip(map(float, arrivals), range(first, self._seq + 1), strict=True))
+                self._arrivals_due[client.number] = iter(queued)
+                self._push_next_arrival(client)
             else:
                 self._at(self._client_rng.uniform(0, 0.05), _CLIENT_START, client)
         if self.config.sample_interval > 0:
@@ -719,8 +727,16 @@ class Simulator:
         client.next_op(self.now)
         self._send_attempt(client)
 
+    def _push_next_arrival(self, client: SimClient) -> None:
+        """Put the client's next open-loop arrival in the heap, under its reserved number."""
+        due = next(self._arrivals_due[client.number], None)
+        if due is not None:
+            time, seq = due
+            heapq.heappush(self._heap, (time, seq, _ARRIVAL, client, time))
+
     def _on_arrival(self, client: SimClient, intended: float) -> None:
         """Open loop: an operation is due; it waits if this client is still busy."""
+        self._push_next_arrival(client)
         if client.current is None and not client.backlog:
             client.next_op(self.now, intended)
             self._send_attempt(client)
