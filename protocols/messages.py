@@ -331,7 +331,9 @@ class StatusProbe:
     Like MongoDB's replSetHeartbeat, every pair of members exchanges probes, so each node
     knows who is up, how far along it is and how far away it is: the sync-source policy's
     inputs. One exchange per pair serves both sides (PullEngine._send_probes).
-    `sent_at` is echoed back so the prober measures the round trip with its own clock.
+    `sent_at` is echoed back so the prober measures the round trip with its own clock. It is
+    when the probe leaves the sender's capped pipes (handed over, plus the wait behind the bytes
+    they already hold: PullEngine._queued_ahead), so the round trip measures distance, not load.
     """
 
     term: int
@@ -364,7 +366,8 @@ class StatusProbe:
 @quick_init
 @dataclass(frozen=True, slots=True)
 class StatusReply:
-    """Answer to a StatusProbe, echoing `sent_at`."""
+    """Answer to a StatusProbe, echoing `sent_at` plus the wait of this reply in the
+    replier's capped pipes (see StatusProbe): the prober's round trip leaves queues out."""
 
     term: int
     sent_at: float

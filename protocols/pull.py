@@ -443,7 +443,32 @@ class PullEngine(ReplicaBase):
             if now - info.probed_at < period - slack:
                 continue
             info.probed_at = now
-            self._send(peer, probe if info.rtt is None else replace(probe, rtt=info.rtt))
+            message = probe if info.rtt is None else replace(probe, rtt=info.rtt)
+            queued = self._queued_ahead(peer)
+            if queued > 0.0:  # dated when it leaves our pipes: see `_queued_ahead`
+                message = replace(message, sent_at=now + queued)
+            self._send(peer, message)
+
+    def _queued_ahead(self, dst: NodeId) -> float:
+        """Seconds a message handed over now waits in our capped pipes towards `dst` behind
+        what they already hold (0: uncapped or idle).
+
+        A probe and its reply are timed without this wait (the probe is dated when it leaves
+        our pipes, a reply adds its own wait to the echoed time), so the round trip the
+        sync-source policies compare is the distance between two members, not how much bulk
+        data one of them is streaming. Counting the queue made a busy source look far away
+        (up to a send horizon, 200 ms in geo-bandwidth): pullers left it as `closer-member`
+        for an idle one, even in another region, whose pipe then filled in turn, and trees
+        settled with two copies through one pipe once the change budget was spent.
+        """
+        gauge = self.egress_gauge
+        if gauge is None:
+            return 0.0
+        charged = self._charged
+        wait = 0.0
+        for load in gauge.pipe_loads(dst, self._now):
+            wait = max(wait, load.queued + charged.get(load.key, 0.0) / load.rate)
+        return wait
 
     def _probe_period(self, peer: NodeId, info: _Member, now: float) -> float:
         """How often a pair exchanges probes: less often where their content is known.
@@ -502,7 +527,7 @@ class PullEngine(ReplicaBase):
                     src,
                     StatusReply(
                         self._term,
-                        message.sent_at,
+                        message.sent_at + self._queued_ahead(src),
                         last.index,
                         last.term,
                         self._commit,
