@@ -176,6 +176,11 @@ class NodeSampler:
             self._cpu[node].update(found.pid, {"cpu": found.cpu})
         return found
 
+    async def refresh(self, node: NodeId) -> None:
+        """Read one node's counters now: before it is killed, so that what it sent since the
+        last periodic read (every `metrics_every` samples) is not lost with the process."""
+        await self._refresh(node)
+
     async def _refresh(self, node: NodeId) -> None:
         process = self._process(node)
         if process is not None and process.state not in ("T", "t", "Z"):

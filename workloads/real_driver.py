@@ -446,6 +446,9 @@ class _FaultSchedule:
     async def _act(self, index: int, spec: FaultSpec, node: NodeId | None, undo: bool) -> None:
         run = self.run_
         action = UNDO[spec.action] if undo else spec.action
+        if action is FaultAction.CRASH and node is not None and run.sampler is not None:
+            with anyio.CancelScope(shield=True):
+                await run.sampler.refresh(node)  # its last counters, before they die with it
         t = run.clock()
         try:
             with anyio.CancelScope(shield=True):
