@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from collections.abc import Callable, Mapping
 
 import anyio
 
-from cluster.env_numbers import env_number, env_seconds
+from cluster.env_numbers import env_number, positive_seconds
 
 TRIM_ENV = "RAFTBENCH_MALLOC_TRIM"  # seconds between trims; unset or 0: never
 
@@ -29,19 +30,26 @@ class HeapTrimError(ValueError):
 def trim_period(environ: Mapping[str, str] | None = None) -> float | None:
     """Seconds between trims the environment asks for; None: do not trim."""
     env = os.environ if environ is None else environ
-    if env_number(env, TRIM_ENV, "0", HeapTrimError) == 0:
-        return None
-    return env_seconds(env, TRIM_ENV, "0", HeapTrimError)
+    period = env_number(env, TRIM_ENV, "0", HeapTrimError)
+    return None if period == 0 else positive_seconds(TRIM_ENV, period, HeapTrimError)
 
 
-def heap_trimmer() -> Callable[[], bool] | None:
-    """glibc's ``malloc_trim(0)`` (True when it released memory); None off glibc."""
+@functools.cache
+def libc() -> ctypes.CDLL | None:
+    """The C library, loaded once (finding it runs ``ldconfig``); None where there is none."""
     name = ctypes.util.find_library("c")
     if name is None:
         return None
     try:
-        function = ctypes.CDLL(name).malloc_trim
-    except (OSError, AttributeError):
+        return ctypes.CDLL(name)
+    except OSError:
+        return None
+
+
+def heap_trimmer() -> Callable[[], bool] | None:
+    """glibc's ``malloc_trim(0)`` (True when it released memory); None off glibc."""
+    function = getattr(libc(), "malloc_trim", None)
+    if function is None:
         return None
     function.argtypes = [ctypes.c_size_t]
     function.restype = ctypes.c_int

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import gc
 import json
 import os
@@ -42,7 +41,8 @@ from typing import Any
 
 import anyio
 
-from cluster.env_numbers import env_number, env_seconds
+from cluster.env_numbers import env_number, positive_seconds
+from cluster.heap_trim import libc
 
 MEMTRACE_ENV = "RAFTBENCH_MEMTRACE"
 PERIOD_ENV = "RAFTBENCH_MEMTRACE_PERIOD"
@@ -69,7 +69,9 @@ def settings_from_env(
     directory = env.get(MEMTRACE_ENV, "")
     if not directory:
         return None
-    period = env_seconds(env, PERIOD_ENV, "30", MemtraceError)
+    period = positive_seconds(
+        PERIOD_ENV, env_number(env, PERIOD_ENV, "30", MemtraceError), MemtraceError
+    )
     frames = env_number(env, FRAMES_ENV, "0", MemtraceError)
     if frames != int(frames):
         raise MemtraceError(f"{FRAMES_ENV}={frames}: must be a whole number")
@@ -96,20 +98,9 @@ class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in _MALLINFO_FIELDS]
 
 
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return None
-    try:
-        return ctypes.CDLL(name)
-    except OSError:
-        return None
-
-
 def mallinfo() -> dict[str, int] | None:
     """glibc's heap statistics of this process (main arena and the others); None off glibc."""
-    libc = _libc()
-    function = getattr(libc, "mallinfo2", None) if libc is not None else None
+    function = getattr(libc(), "mallinfo2", None)
     if function is None:
         return None
     function.restype = _MallInfo2
