@@ -18,9 +18,8 @@ def env_number(env: Mapping[str, str], name: str, default: str, error: type[Valu
         raise error(f"{name}={text!r}: not a number") from None
 
 
-def env_seconds(env: Mapping[str, str], name: str, default: str, error: type[ValueError]) -> float:
-    """The variable `name` as a positive, finite number of seconds; `error` otherwise."""
-    seconds = env_number(env, name, default, error)
+def positive_seconds(name: str, seconds: float, error: type[ValueError]) -> float:
+    """`seconds` (read from the variable `name`) if positive and finite; `error` otherwise."""
     if not 0 < seconds < float("inf"):
-        raise error(f"{name}={env.get(name) or default!r}: must be a positive number of seconds")
+        raise error(f"{name}={seconds!r}: must be a positive number of seconds")
     return seconds

@@ -32,8 +32,7 @@ def read_stat(pid: int) -> ProcStat | None:
     rest = _stat_fields(pid)
     if rest is None:
         return None
-    cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
-    return ProcStat(pid, rest[0], int(rest[19]), cpu, rss_bytes(pid))
+    return ProcStat(pid, rest[0], int(rest[19]), _cpu(rest), rss_bytes(pid))
 
 
 def start_ticks(pid: int) -> int | None:
@@ -45,7 +44,11 @@ def start_ticks(pid: int) -> int | None:
 def cpu_seconds(pid: int) -> float | None:
     """User + system CPU seconds of `pid` (all its threads); None when it is gone."""
     rest = _stat_fields(pid)
-    return None if rest is None else (int(rest[11]) + int(rest[12])) / CLK_TCK
+    return None if rest is None else _cpu(rest)
+
+
+def _cpu(rest: list[str]) -> float:
+    return (int(rest[11]) + int(rest[12])) / CLK_TCK  # utime + stime
 
 
 def _stat_fields(pid: int) -> list[str] | None:

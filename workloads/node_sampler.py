@@ -148,7 +148,7 @@ class NodeSampler:
         """Read every node's counters now (metrics included) and return the totals."""
         async with anyio.create_task_group() as group:
             for node in self.cluster.node_ids:
-                group.start_soon(self._refresh, node)
+                group.start_soon(self.refresh, node)
         return self.totals()
 
     def totals(self) -> dict[NodeId, NodeTotals]:
@@ -177,11 +177,8 @@ class NodeSampler:
         return found
 
     async def refresh(self, node: NodeId) -> None:
-        """Read one node's counters now: before it is killed, so that what it sent since the
-        last periodic read (every `metrics_every` samples) is not lost with the process."""
-        await self._refresh(node)
-
-    async def _refresh(self, node: NodeId) -> None:
+        """Read one node's counters now (the edges of the window; before a node is killed,
+        so that what it sent since the last periodic read is not lost with the process)."""
         process = self._process(node)
         if process is not None and process.state not in ("T", "t", "Z"):
             await self._read_metrics(node, process.pid)
