@@ -179,6 +179,10 @@ class PullEngine(ReplicaBase):
     protocol = "pull"
 
     def __init__(self, config: Config, stored: StoredState, rng: random.Random, now: float):
+        # Secondaries pull; a dry run (pre-vote) does not change that, as in MongoDB. True
+        # while the role is FOLLOWER or PRE_CANDIDATE: a plain attribute, set by each role
+        # change below before the shared code switches the role (read on every step).
+        self._syncing = True  # (the shared constructor starts as a FOLLOWER)
         super().__init__(config, stored, rng, now)
         self._selector = SyncSourceSelector(
             config.sync.effective(config.election_timeout),
@@ -190,6 +194,10 @@ class PullEngine(ReplicaBase):
         self._keepalive_interval = config.election_timeout / 4
         self._next_probe = now
         self._timer_slack = config.long_poll_timeout / 2  # see `tick`
+        # Fixed by the configuration; read by `next_deadline`, which runs after every step.
+        self._long_poll = config.long_poll_timeout
+        self._streaming = config.pull_streaming
+        self._failure_after = config.long_poll_timeout + 2 * config.heartbeat_interval
         self.stats = PullStats()
         # Puller side.
         self._pull: _Pull | None = None
@@ -227,6 +235,7 @@ class PullEngine(ReplicaBase):
         self._positions: dict[NodeId, Position] = {}
         self._heard: dict[NodeId, float] = {}
         self._commit_moved = False
+        self._commit_basis = -1  # our durable index when `_advance_commit` last ran (-1: never)
         self._catchup: _CatchUp | None = None
         self._next_heartbeat = now
         self._next_liveness_check = now
@@ -269,11 +278,6 @@ class PullEngine(ReplicaBase):
         return tuple(p for p in self.peers if p in info and info[p].last_heard >= horizon)
 
     @property
-    def _syncing(self) -> bool:
-        """Secondaries pull; a dry run (pre-vote) does not change that, as in MongoDB."""
-        return self._role is Role.FOLLOWER or self._role is Role.PRE_CANDIDATE
-
-    @property
     def selector(self) -> SyncSourceSelector:
         return self._selector
 
@@ -286,49 +290,57 @@ class PullEngine(ReplicaBase):
         return Position(self.log.term_at(stable) or 0, stable)
 
     def next_deadline(self) -> float:
-        # The earliest timer, compared one by one (no tuples, no min() over them): the
-        # simulator asks after every step.
+        # The earliest timer, compared one by one with the helpers inlined (no tuples, no
+        # method calls): the simulator asks after every step.
         deadline = self._next_probe
         if self._held:
             deadline = min(deadline, self._recheck_at)
             for held in self._held.values():
                 deadline = min(deadline, held.deadline)
         role = self._role
-        timers: tuple[float, ...]
         if role is Role.LEADER:
-            timers = (self._next_heartbeat, self._next_liveness_check)
-            if self._catchup is not None:
-                timers += (self._catchup.deadline, self._pull_deadline())
-        elif role is Role.FOLLOWER or role is Role.PRE_CANDIDATE:  # (self._syncing)
+            deadline = min(deadline, self._next_heartbeat)
+            deadline = min(deadline, self._next_liveness_check)
+            catchup = self._catchup
+            if catchup is not None:
+                deadline = min(deadline, catchup.deadline, self._pull_deadline())
+        elif self._syncing:
             now = self._now
             # The periodic source check (`_next_source_check`) sets no timer of its own: it
             # runs at the next wake-up after it is due (a pull answer comes at least every
             # long poll, a probe or keepalive sooner; a silent source fails by the pull
             # timeout), which at rest halves the timer wake-ups of a secondary.
-            timers = (self._election_deadline, self._pull_deadline())
+            deadline = min(deadline, self._election_deadline)
+            # (`_pull_deadline`, inlined)
+            fetch, pull = self._fetch, self._pull
+            if fetch is not None and fetch.source is not None:
+                pull_deadline = fetch.sent_at + self._failure_after
+            elif pull is None:
+                # A due retry happens in the next ready(), not in tick(): no timer for it.
+                retry = self._pull_retry_at
+                pull_deadline = retry if retry > now else math.inf
+            else:
+                pull_deadline = pull.sent_at + self._failure_after
+            deadline = min(deadline, pull_deadline)
             # Follower timers are skipped by a tick in which the election timer fires (after
             # a long stall, e.g. SIGSTOP), so one may already be due: it then runs at the
             # next tick (the probe timer guarantees one) instead of pinning the deadline
             # in the past.
             if self._selector.source is not None:
-                keepalive = self._keepalive_deadline()
-                if keepalive > now:
-                    timers += (keepalive,)
-            if self._takeover_at is not None and self._takeover_at > now:
-                timers += (self._takeover_at,)
+                # The keepalive timer. While a stream is open its answers (one per long
+                # poll at least) wake us anyway, and the report goes with the first one after
+                # it is due (`_flush`): the timer is then a backstop, one long poll later.
+                keepalive = self._next_keepalive
+                if pull is not None and self._streaming:
+                    keepalive += self._long_poll
+                if now < keepalive < deadline:
+                    deadline = keepalive
+            takeover = self._takeover_at
+            if takeover is not None and now < takeover < deadline:
+                deadline = takeover
         else:
-            timers = (self._election_deadline,)
-        for timer in timers:
-            deadline = min(deadline, timer)
+            deadline = min(deadline, self._election_deadline)
         return deadline
-
-    def _keepalive_deadline(self) -> float:
-        """When the keepalive timer wakes us. While a stream is open its answers (one per long
-        poll at least) wake us anyway, and the report goes with the first one after it is due
-        (`_flush`): the timer is then a backstop, one long poll later."""
-        if self._pull is not None and self.config.pull_streaming:
-            return self._next_keepalive + self.config.long_poll_timeout
-        return self._next_keepalive
 
     def _pull_deadline(self) -> float:
         fetch = self._fetch
@@ -340,7 +352,7 @@ class PullEngine(ReplicaBase):
         return self._pull.sent_at + self._pull_failure_after()
 
     def _pull_failure_after(self) -> float:
-        return self.config.long_poll_timeout + 2 * self.config.heartbeat_interval
+        return self._failure_after
 
     # ---- timers ------------------------------------------------------------------------------
 
@@ -661,20 +673,22 @@ class PullEngine(ReplicaBase):
             # refuses it as it refuses a would-be cycle, and a stream to it ends here.
             return PullStatus.NOT_SYNCING, 0
         after, after_term = request.after_index, request.after_term
-        if after < self.log.snapshot_index:
+        log = self.log
+        if after < log.snapshot_index:
             # We compacted what follows its point: it must copy our snapshot (initial sync).
             return PullStatus.TOO_STALE, 0
-        ours = self.log.term_at(after)
-        if ours is None and (self.log.last_term, self.log.last_index) <= (after_term, after):
+        ours = log.term_at(after)
+        last = log.last_index
+        if ours is None and (log.last_term, last) <= (after_term, after):
             # We lack the puller's point but may get it from our own source: wait for it.
             return (PullStatus.NOT_SYNCING, 0) if final else None
         if ours != after_term:
             # Shorter but newer (a higher last term), or another entry at `after`: the puller
             # holds entries we do not, and must search back for our common point.
-            return PullStatus.DIVERGED, self.log.conflict_hint(after, after_term)
-        if not final and self.log.last_index > after and self._pipe_full(src, after):
+            return PullStatus.DIVERGED, log.conflict_hint(after, after_term)
+        if not final and last > after and self._pipe_full(src, after):
             return None  # like a full socket buffer: send once the pipe has drained
-        if final or self.log.last_index > after or self._commit != commit_seen:
+        if final or last > after or self._commit != commit_seen:
             return PullStatus.OK, 0
         return None
 
@@ -763,16 +777,26 @@ class PullEngine(ReplicaBase):
             after = (sent.index, sent.term) if sent else (request.after_index, request.after_term)
             following = request.continued(*after)
             self._hold(src, following)
-        last = self.log.last_position
-        primary = self.node_id if self._role is Role.LEADER else self._leader
+        log = self.log
+        last = log.last_position
+        now = self._now
         contact_age: float | None = None
-        if self._role is Role.LEADER:
-            if self._heard.get(src, -math.inf) > self._now - 2 * self._keepalive_interval:
+        primary: NodeId | None
+        source: NodeId | None
+        depth: int | None
+        if self._role is Role.LEADER:  # (`_sync_source()` and `_sync_depth()`, inlined)
+            primary, source, depth = self.node_id, None, 0
+            if self._heard.get(src, -math.inf) > now - 2 * self._keepalive_interval:
                 # Its heartbeat waits; one whose positions stopped coming keeps getting them
                 # (asking for answers: our check-quorum must still see it).
-                self._contact_sent[src] = self._now
-        elif self._leader is not None and self._last_leader_contact > -math.inf:
-            contact_age = max(0.0, self._now - self._last_leader_contact)
+                self._contact_sent[src] = now
+        else:
+            primary = self._leader
+            source = self._sync_source()
+            depth = self._depth if source is not None else None
+            if primary is not None and self._last_leader_contact > -math.inf:
+                contact_age = max(0.0, now - self._last_leader_contact)
+        commit = self._commit
         self._send(
             src,
             PullResponse(
@@ -780,18 +804,18 @@ class PullEngine(ReplicaBase):
                 request_id=request.request_id,
                 status=status,
                 entries=entries,
-                commit=self._commit,
-                commit_term=self.log.term_at(self._commit) or 0,
+                commit=commit,
+                commit_term=log.term_at(commit) or 0,
                 rollback_id=self._rollback_id,
                 last_index=last.index,
                 last_term=last.term,
                 primary=primary,
-                sync_source=self._sync_source(),
+                sync_source=source,
                 hint_index=hint,
-                hint_term=self.log.term_at(hint) or 0 if hint else 0,
+                hint_term=log.term_at(hint) or 0 if hint else 0,
                 prev_index=request.after_index,
                 prev_term=request.after_term,
-                depth=self._sync_depth(),
+                depth=depth,
                 primary_contact_age=contact_age,
             ),
         )
@@ -813,8 +837,13 @@ class PullEngine(ReplicaBase):
 
     def _answer_ready_polls(self) -> None:
         """Long polls that can be answered: entries arrived or the commit point moved."""
+        if not self._held:
+            return
         for src, held in list(self._held.items()):
-            self._release_held(src, held, final=False)
+            decision = self._decide(src, held.request, False, held.commit_seen)
+            if decision is not None:
+                del self._held[src]
+                self._answer_pull(src, held.request, *decision)
 
     def _release_held(self, src: NodeId, held: _Held, final: bool) -> None:
         decision = self._decide(src, held.request, final, held.commit_seen)
@@ -826,11 +855,13 @@ class PullEngine(ReplicaBase):
         if not self._held:
             return False
         last, commit = self.log.last_index, self._commit
-        return any(
-            (last > held.request.after_index or commit != held.commit_seen)
-            and self._decide(src, held.request, False, held.commit_seen) is not None
-            for src, held in self._held.items()
-        )
+        for src, held in self._held.items():
+            request = held.request
+            if (last > request.after_index or commit != held.commit_seen) and self._decide(
+                src, request, False, held.commit_seen
+            ) is not None:
+                return True
+        return False
 
     # ---- puller side ---------------------------------------------------------------------------
 
@@ -906,8 +937,8 @@ class PullEngine(ReplicaBase):
         The source is re-evaluated at most once per heartbeat interval (doing it per batch
         would cost more than the answer is worth).
         """
-        if not self._syncing or self._awaiting_members(now):
-            return
+        if not self._syncing or (not self.members and self._awaiting_members(now)):
+            return  # (a member of the configuration never waits: checked first, per step)
         previous = self._selector.source
         if previous is None or now >= self._next_source_check:
             self._next_source_check = now + self.config.heartbeat_interval
@@ -1237,32 +1268,49 @@ class PullEngine(ReplicaBase):
         return tuple(positions)
 
     def _record_position(self, node: NodeId, position: Position) -> None:
-        self._positions[node] = position
+        positions = self._positions
+        if positions.get(node) == position and self._commit_basis == self.log.stable_index:
+            return  # a repeated report: nothing `_advance_commit` reads changed (see there)
+        positions[node] = position
         self._advance_commit()
 
     def _advance_commit(self) -> None:
-        """The highest index durable on a majority in positions of the current term."""
+        """The highest index durable on a majority in positions of the current term.
+
+        It reads the positions, our durable index, the voters and the term. After it has run
+        as a primary done catching up, `_commit_basis` holds our durable index: while that
+        stays and a report repeats a known position, its answer would be the same, so
+        `_record_position` and `_on_persisted` skip it (about half the reports repeat, and
+        most Readies persist no entry of ours). A position that changes, a membership change
+        and a new term (`_commit_basis` reset) always run it.
+        """
         if self._role is not Role.LEADER or self._catchup is not None:
             return
-        voters = self.voters
+        voters, term, log = self.voters, self._term, self.log
         indexes = [
-            p.index
-            for node, p in self._positions.items()
-            if p.term == self._term and node in voters
+            p.index for node, p in self._positions.items() if p.term == term and node in voters
         ]
-        own = self.durable_position()
-        if own.term == self._term and self.node_id in voters:
-            indexes.append(own.index)
-        candidate = min(committed_index(indexes, len(voters)), self.log.last_index)
+        stable = self._commit_basis = log.stable_index  # (our `durable_position()`)
+        if (log.term_at(stable) or 0) == term and self.node_id in voters:
+            indexes.append(stable)
+        candidate = min(committed_index(indexes, len(voters)), log.last_index)
         if candidate > self._commit:
             self._set_commit(candidate)
             self._commit_moved = True
 
     def _on_persisted(self) -> None:
         if self._role is Role.LEADER:
-            self._advance_commit()
-        elif self.durable_position() != self._reported:
-            self._positions_dirty = True
+            if self._commit_basis != self.log.stable_index:
+                self._advance_commit()
+        else:  # (`durable_position() != self._reported`, without building the position)
+            reported, log = self._reported, self.log
+            stable = log.stable_index
+            if (
+                reported is None
+                or reported.index != stable
+                or reported.term != (log.term_at(stable) or 0)
+            ):
+                self._positions_dirty = True
 
     # ---- heartbeats and reads ------------------------------------------------------------------
 
@@ -1331,6 +1379,7 @@ class PullEngine(ReplicaBase):
         self._cancel_pull()
         self._fetch = None
         self._positions = {}
+        self._commit_basis = -1
         self._heard = {}
         self._contact_sent = {}
         self._relayed_at = {}
@@ -1431,6 +1480,7 @@ class PullEngine(ReplicaBase):
     def _on_step_down(self) -> None:
         self._catchup = None
         self._positions = {}
+        self._commit_basis = -1
         self._heard = {}
         self._commit_moved = False
         self._pull = None
@@ -1444,28 +1494,45 @@ class PullEngine(ReplicaBase):
     def _become_follower(self, term: int, leader: NodeId | None, now: float) -> None:
         if not self._syncing:
             self._pull = None
-        super()._become_follower(term, leader, now)
+        self._syncing = True
+        try:
+            super()._become_follower(term, leader, now)
+        finally:  # (it refuses a term going back, before the role changes)
+            role = self._role
+            self._syncing = role is Role.FOLLOWER or role is Role.PRE_CANDIDATE
+
+    def _become_pre_candidate(self, now: float) -> None:
+        self._syncing = True
+        super()._become_pre_candidate(now)
 
     def _become_candidate(self, now: float) -> None:
         self._cancel_pull()
         self._established = False
+        self._syncing = False
         super()._become_candidate(now)
         self._recheck_held()
+
+    def _become_leader(self, now: float) -> None:
+        self._syncing = False
+        super()._become_leader(now)
 
     # ---- flushing accumulated intent -----------------------------------------------------------
 
     def _has_pending_flush(self) -> bool:
-        if self._polls_answerable():
+        if self._held and self._polls_answerable():
             return True
         if self._syncing:
-            fetching = self._fetch is not None and self._fetch.source is not None
-            if not fetching and self._pull is None and self._now >= self._pull_retry_at:
+            now = self._now
+            fetch = self._fetch
+            fetching = fetch is not None and fetch.source is not None
+            if not fetching and self._pull is None and now >= self._pull_retry_at:
                 return True
-            if self._now >= self._next_source_check:
+            if now >= self._next_source_check:
                 return True
-            if self._selector.source is not None and self._now >= self._next_keepalive:
-                return True  # a keepalive is due: it goes with this wake-up
-            return self._positions_dirty and self._selector.source is not None
+            if self._selector.source is None:
+                return False
+            # A keepalive is due (it goes with this wake-up), or a position to report.
+            return now >= self._next_keepalive or self._positions_dirty
         return False
 
     def _flush(self) -> None:
