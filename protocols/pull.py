@@ -1549,8 +1549,9 @@ class PullEngine(ReplicaBase):
         # its Ready's persist, so when this Ready writes entries the report rides in it, the
         # first of this flush's messages: the primary hears of them as soon as they are
         # durable, not one more Ready later and behind the batches we forward to our pullers.
-        mine = self.log.last_position if self.log.has_unstable else self.durable_position()
-        if (mine != self._reported and self.log.has_unstable) or self._now >= self._next_keepalive:
+        unstable = self.log.has_unstable
+        mine = self.log.last_position if unstable else self.durable_position()
+        if (unstable and mine != self._reported) or self._now >= self._next_keepalive:
             self._positions_dirty = True
         if self._positions_dirty:
             self._positions_dirty = False
