@@ -760,7 +760,7 @@ class PullEngine(ReplicaBase):
             self._answer_pull(src, request, *decision)
 
     def _hold(self, src: NodeId, request: PullRequest) -> None:
-        deadline = self._now + self.config.long_poll_timeout
+        deadline = self._now + self._long_poll
         self._held[src] = _Held(src, request, deadline, self._commit)
 
     def _answer_pull(

@@ -459,15 +459,20 @@ class SyncSourceSelector:
             and source.sync_source is None
         ):
             return ChangeReason.NOT_AHEAD
-        if policy not in ("primary", "fixed") and self._lagging(view, source):
-            return ChangeReason.LAGGING
+        # The candidates under every rule, worked out once for the two checks that need them
+        # (pure functions of the view: `update` runs for each secondary every heartbeat).
+        strict: list[MemberView] = []
+        if policy not in ("primary", "fixed"):
+            strict = self._candidates(view, strict=True)
+            if self._lagging(view, source, strict):
+                return ChangeReason.LAGGING
         if (
             policy == "spread"
             and self._overflow
             and any(member.node != source.node for member in self._free_candidates(view))
         ):
             return ChangeReason.POLICY  # a slot freed up elsewhere: leave the overflow
-        if policy in ("nearest", "spread") and self._closer_exists(view, source):
+        if policy in ("nearest", "spread") and self._closer_exists(view, source, strict):
             return ChangeReason.CLOSER
         return None
 
@@ -676,11 +681,12 @@ class SyncSourceSelector:
             return self._rng.choice(sorted(member.node for member in candidates))
         raise CallerError(f"sync.policy: {policy!r} does not pick among candidates")
 
-    def _lagging(self, view: SyncView, source: MemberView) -> bool:
-        """Is another candidate ahead of `source` by more than the lag limit?"""
+    def _lagging(self, view: SyncView, source: MemberView, candidates: list[MemberView]) -> bool:
+        """Is another of the `candidates` (every rule) ahead of `source` by more than the lag
+        limit?"""
         settings = self._settings
         source_lag = self._progress.lag(source.position, view.now)
-        for candidate in self._candidates(view, strict=True):
+        for candidate in candidates:
             if candidate.node == source.node or candidate.position <= source.position:
                 continue
             if settings.max_lag_seconds > 0:
@@ -692,12 +698,14 @@ class SyncSourceSelector:
                 return True
         return False
 
-    def _closer_exists(self, view: SyncView, source: MemberView) -> bool:
-        """Is a candidate closer than `source` by more than the threshold (rate limit allowing)?"""
+    def _closer_exists(
+        self, view: SyncView, source: MemberView, candidates: list[MemberView]
+    ) -> bool:
+        """Is one of the `candidates` (every rule) closer than `source` by more than the
+        threshold (rate limit allowing)?"""
         threshold = self._settings.change_threshold
         if threshold == 0 or source.rtt is None or self.changed_too_often(view.now):
             return False
-        candidates = self._candidates(view, strict=True)
         if self._policy(view) == "spread":  # only towards a free slot
             candidates = [c for c in candidates if c.pullers < self._settings.max_pullers]
         return any(
