@@ -479,9 +479,13 @@ class ReplicaBase:
         if self._commit <= self.kv.applied_index:
             return []
         committed = self.log.entries(self.kv.applied_index + 1, self._commit)
+        apply = self.kv.apply
+        pending_writes = self._pending_writes
         for entry in committed:
-            result = self.kv.apply(entry)
-            pending = self._pending_writes.pop(entry.index, None)
+            result = apply(entry)
+            if not pending_writes:  # (a follower: nothing of its own awaits these entries)
+                continue
+            pending = pending_writes.pop(entry.index, None)
             if pending is None:
                 continue
             request_id, term = pending
