@@ -443,14 +443,18 @@ class ReplicaBase:
             or self._rollback_id != handed.rollback_id
         ):
             changed_hard = self._handed_hard_state = self.hard_state()
-        committed = self._apply_committed()
+        # (the guards below spare calls on every Ready: most have nothing to apply or serve)
+        committed = self._apply_committed() if self._commit > self.kv.applied_index else []
         self._maybe_leave()
-        self._maybe_take_snapshot()
+        config = self.config
+        if config.snapshot_entries > 0 or config.snapshot_bytes > 0:
+            self._maybe_take_snapshot()
         truncate_after, entries = self.log.take_unstable()
         # Answered with the applied index, not the read index: the state may have moved past
         # the read index, and the answer must not look older than the value it carries.
-        for _, request in self._reads.take_servable(self.kv.applied_index):
-            self._reply_read(request)
+        if self._reads.has_servable(self.kv.applied_index):
+            for _, request in self._reads.take_servable(self.kv.applied_index):
+                self._reply_read(request)
         ready = Ready(
             hard_state=changed_hard,
             truncate_after=truncate_after,
