@@ -170,10 +170,10 @@ _DECODERS: list[_Decoder] = [_dataclass_decoder(cls) for cls in MESSAGE_TYPES]
 _ENCODERS: dict[type, _Encoder] = {cls: _fields_encoder(cls) for cls in MESSAGE_TYPES}
 _decode_node = _scalar_decoder(str)
 _ENTRY_FIELDS: dict[type, str] = {
-    cls: field.name
+    cls: name
     for cls in MESSAGE_TYPES
-    for field in dataclasses.fields(cls)
-    if typing.get_type_hints(cls)[field.name] == tuple[Entry, ...]
+    for name, hint in typing.get_type_hints(cls).items()
+    if hint == tuple[Entry, ...]
 }
 _SHELL_ENCODERS: dict[type, _Encoder] = {
     cls: _fields_encoder(cls, entries_left_out=True) for cls in _ENTRY_FIELDS
