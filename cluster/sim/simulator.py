@@ -532,8 +532,10 @@ class Simulator:
             for arrival in arrivals(envelope, now):
                 if fifo:
                     self._deliver_fifo(arrival, envelope)
-                else:
-                    self._at(arrival, _DELIVER, nodes[envelope.dst], envelope)
+                else:  # (`_at` spelled out: one call less per message)
+                    self._seq += 1
+                    item = (arrival, self._seq, _DELIVER, nodes[envelope.dst], envelope)
+                    heapq.heappush(self._heap, item)
 
     def _deliver_fifo(self, arrival: float, envelope: Envelope) -> None:
         """Schedule a FIFO link's arrival; one at the instant of the link's last joins it."""
