@@ -412,7 +412,7 @@ class ReplicaBase:
             or self._rollback_id != handed.rollback_id
             or self._has_pending_flush()
             or self._reads.has_servable(self.kv.applied_index)
-            or self._can_start_read_round()
+            or (self._role is Role.LEADER and self._can_start_read_round())
             or bool(self._events)
             or self._snapshot_to_save is not None
         )
@@ -424,7 +424,8 @@ class ReplicaBase:
         if self._ready_outstanding:
             raise CallerError("ready() called again before advance()")
         self._flush()
-        if self._can_start_read_round():
+        leader = self._role is Role.LEADER  # (spares followers the leader-only calls below)
+        if leader and self._can_start_read_round():
             ctx = self._reads.start_round(self._commit, self.node_id, self.voters)
             if ctx is not None:
                 self._broadcast_heartbeat(ctx)
@@ -445,7 +446,8 @@ class ReplicaBase:
             changed_hard = self._handed_hard_state = self.hard_state()
         # (the guards below spare calls on every Ready: most have nothing to apply or serve)
         committed = self._apply_committed() if self._commit > self.kv.applied_index else []
-        self._maybe_leave()
+        if leader:
+            self._maybe_leave()
         config = self.config
         if config.snapshot_entries > 0 or config.snapshot_bytes > 0:
             self._maybe_take_snapshot()
