@@ -11,6 +11,7 @@ and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import types
 import typing
 from collections.abc import Callable
@@ -122,6 +123,10 @@ def _entry_to_wire(entry: Entry) -> list[Any]:
     return [entry.term, entry.index, [c.op.value, c.key, c.value, c.expected, c.client_id, c.seq]]
 
 
+def _no_entries(value: Any) -> list[Any]:
+    return []
+
+
 def _encoder_for(annotation: Any) -> _Encoder:
     """A converter to wire form, chosen once per field from its annotation."""
     origin = typing.get_origin(annotation)
@@ -143,9 +148,18 @@ def _encoder_for(annotation: Any) -> _Encoder:
     return _identity
 
 
-def _fields_encoder(cls: type) -> _Encoder:
+def _fields_encoder(cls: type, entries_left_out: bool = False) -> _Encoder:
+    """`cls` to its wire list; `entries_left_out`: its entries field as an empty list."""
     hints = typing.get_type_hints(cls)
-    plan = [(field.name, _encoder_for(hints[field.name])) for field in dataclasses.fields(cls)]
+    plan = [
+        (
+            field.name,
+            _no_entries
+            if entries_left_out and hints[field.name] == tuple[Entry, ...]
+            else _encoder_for(hints[field.name]),
+        )
+        for field in dataclasses.fields(cls)
+    ]
     plain = [name for name, convert in plan if convert is _identity]
     if len(plain) == len(plan):  # all scalars: one attrgetter-like pass
         return lambda value: [getattr(value, name) for name in plain]
@@ -155,6 +169,15 @@ def _fields_encoder(cls: type) -> _Encoder:
 _DECODERS: list[_Decoder] = [_dataclass_decoder(cls) for cls in MESSAGE_TYPES]
 _ENCODERS: dict[type, _Encoder] = {cls: _fields_encoder(cls) for cls in MESSAGE_TYPES}
 _decode_node = _scalar_decoder(str)
+_ENTRY_FIELDS: dict[type, str] = {
+    cls: name
+    for cls in MESSAGE_TYPES
+    for name, hint in typing.get_type_hints(cls).items()
+    if hint == tuple[Entry, ...]
+}
+_SHELL_ENCODERS: dict[type, _Encoder] = {
+    cls: _fields_encoder(cls, entries_left_out=True) for cls in _ENTRY_FIELDS
+}
 
 
 def encode(envelope: Envelope) -> bytes:
@@ -185,3 +208,44 @@ def decode(frame: bytes) -> Envelope:
 def encoded_size(envelope: Envelope) -> int:
     """Bytes the envelope occupies on the wire (what the simulator charges to a link)."""
     return len(encode(envelope))
+
+
+_SHORTEST_KEPT_BATCH = 4  # below it, encoding the batch again costs less than keeping it
+
+
+class WireSizer:
+    """Exactly `encoded_size`, without encoding the same entries again for every copy sent.
+
+    msgpack writes a list as its header followed by its items, so an envelope carrying
+    entries is as large as the same envelope with an empty entries list (one byte), plus the
+    entries list packed on its own. A leader sends the same batch of entries to each follower
+    in turn, so the last batches' sizes are kept. A batch is recognised by the identity of
+    every entry in it; the kept batch holds its entries, so no id can be reused meanwhile.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._capacity = capacity
+        self._batches: dict[tuple[int, int], tuple[tuple[Entry, ...], int]] = {}
+
+    def size(self, envelope: Envelope) -> int:
+        """Bytes `envelope` occupies on the wire; always equal to `len(encode(envelope))`."""
+        message = envelope.message
+        kind = type(message)
+        field = _ENTRY_FIELDS.get(kind)
+        entries: tuple[Entry, ...] = () if field is None else getattr(message, field)
+        if len(entries) < _SHORTEST_KEPT_BATCH:
+            return encoded_size(envelope)
+        shell = msgpack.packb(
+            [_TAGS[kind], envelope.src, envelope.dst, _SHELL_ENCODERS[kind](message)],
+            use_bin_type=True,
+        )
+        key = (id(entries[0]), len(entries))
+        kept = self._batches.get(key)
+        if kept is not None and all(map(operator.is_, kept[0], entries)):
+            packed = kept[1]
+        else:
+            packed = len(msgpack.packb([_entry_to_wire(e) for e in entries], use_bin_type=True))
+            if len(self._batches) >= self._capacity:
+                self._batches.clear()
+            self._batches[key] = (entries, packed)
+        return len(shell) - 1 + packed

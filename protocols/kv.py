@@ -69,38 +69,43 @@ class KVStateMachine:
             )
         self.applied_index = entry.index
         command = entry.command
-        if command.op is Op.NOOP or command.op is Op.CONFIG:
+        op = command.op
+        if op is Op.NOOP or op is Op.CONFIG:
             return Result(ok=True)  # (a configuration is the engine's business, not the KV's)
-        if command.client_id:
-            session = self._sessions.get(command.client_id)
+        client_id = command.client_id
+        if client_id:
+            session = self._sessions.get(client_id)
             if session is not None and command.seq <= session.seq:
                 if command.seq == session.seq:
                     return Result(session.result.ok, session.result.value, duplicate=True)
                 return Result(ok=False, duplicate=True)
-        result = self._execute(command)
-        if command.client_id:
-            self._sessions[command.client_id] = Session(command.seq, result)
-        return result
+            result = self._execute(command)
+            # Replaced, never mutated: copies of this table share Session objects.
+            self._sessions[client_id] = Session(command.seq, result)
+            return result
+        return self._execute(command)
 
     def _execute(self, command: Command) -> Result:
+        # `is` tests in turn (every node applies every entry; a match statement would compare
+        # the enum's strings by value)
         key = command.key
-        previous = self._data.get(key)
-        match command.op:
-            case Op.PUT:
-                assert command.value is not None  # Command.__post_init__ guarantees it
-                self._data[key] = command.value
-                return Result(ok=True, value=previous)
-            case Op.DELETE:
-                self._data.pop(key, None)
-                return Result(ok=True, value=previous)
-            case Op.CAS:
-                if previous != command.expected:
-                    return Result(ok=False, value=previous)
-                assert command.value is not None  # Command.__post_init__ guarantees it
-                self._data[key] = command.value
-                return Result(ok=True, value=previous)
-            case _:
-                raise InvariantViolation(f"unknown op in log: {command.op!r}")
+        data = self._data
+        previous = data.get(key)
+        op = command.op
+        if op is Op.PUT:
+            assert command.value is not None  # Command.__post_init__ guarantees it
+            data[key] = command.value
+            return Result(True, previous)
+        if op is Op.DELETE:
+            data.pop(key, None)
+            return Result(True, previous)
+        if op is Op.CAS:
+            if previous != command.expected:
+                return Result(False, previous)
+            assert command.value is not None  # Command.__post_init__ guarantees it
+            data[key] = command.value
+            return Result(True, previous)
+        raise InvariantViolation(f"unknown op in log: {command.op!r}")
 
     def get(self, key: str) -> str | None:
         """The value as of `applied_index` (None when absent)."""

@@ -15,6 +15,7 @@ leader may count itself in a quorum up to `stable_index` and no further.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Sequence
 
 from protocols.errors import CallerError
@@ -29,12 +30,15 @@ class RaftLog:
     ) -> None:
         self._offset = snapshot_index
         self._entries: list[Entry] = [Entry(snapshot_term, snapshot_index, NOOP)]
-        self.size_bytes = 0  # payload bytes of the entries in memory (compaction threshold)
+        # Running payload bytes beside `_entries`: `_sums[p]` counts every entry up to position
+        # p from a fixed origin, so a batch is sized by two lookups, not by summing its entries
+        # again for each follower and each retry.
+        self._sums: list[int] = [0]
         for offset, entry in enumerate(entries, start=snapshot_index + 1):
             if entry.index != offset:
                 raise CallerError(f"stored log is not contiguous at index {offset}")
             self._entries.append(entry)
-            self.size_bytes += entry.command.payload_size()
+            self._sums.append(self._sums[-1] + entry.command.payload_size())
         # Indexes of the configuration entries after the snapshot (protocols/membership.py),
         # and a counter bumped whenever that list changes, so the engine re-reads it only then.
         self.config_indexes: list[int] = [
@@ -48,6 +52,11 @@ class RaftLog:
         self._floor_since_handout = self.last_index
 
     # ---- reading -------------------------------------------------------------------------
+
+    @property
+    def size_bytes(self) -> int:
+        """Payload bytes of the entries in memory (the compaction threshold counts them)."""
+        return self._sums[-1] - self._sums[0]
 
     @property
     def last_index(self) -> int:
@@ -102,15 +111,15 @@ class RaftLog:
         """
         if index < self._offset:
             raise CallerError(f"entries after {index} are compacted (snapshot {self._offset})")
-        batch: list[Entry] = []
-        size = 0
         start = index + 1 - self._offset
-        for entry in self._entries[start : start + max_entries]:
-            size += entry.command.payload_size()
-            if batch and size > max_bytes:
-                break
-            batch.append(entry)
-        return batch
+        end = min(start + max_entries, len(self._entries))
+        if start >= end:
+            return []
+        sums = self._sums
+        limit = sums[start - 1] + max_bytes
+        if sums[end - 1] > limit:  # the first entry past the limit ends it (sums only grow)
+            end = max(bisect_right(sums, limit, start, end), start + 1)
+        return self._entries[start:end]
 
     def matches(self, index: int, term: int) -> bool:
         """Log matching check: do we hold an entry at `index` with `term`?"""
@@ -138,10 +147,11 @@ class RaftLog:
     def append_new(self, term: int, commands: Iterable[Command]) -> list[Entry]:
         """Leader side: append commands at the end in `term`."""
         added = []
+        sums = self._sums
         for command in commands:
             entry = Entry(term, self.last_index + 1, command)
             self._entries.append(entry)
-            self.size_bytes += command.payload_size()
+            sums.append(sums[-1] + command.payload_size())
             added.append(entry)
             if command.op is Op.CONFIG:
                 self.config_indexes.append(entry.index)
@@ -154,9 +164,8 @@ class RaftLog:
             raise CallerError(f"truncate_after({index}) below the snapshot at {self._offset}")
         if index >= self.last_index:
             return
-        removed = self._entries[index + 1 - self._offset :]
-        self.size_bytes -= sum(entry.command.payload_size() for entry in removed)
         del self._entries[index + 1 - self._offset :]
+        del self._sums[index + 1 - self._offset :]
         if self.config_indexes and self.config_indexes[-1] > index:
             self.config_indexes = [i for i in self.config_indexes if i <= index]
             self.config_version += 1
@@ -187,7 +196,9 @@ class RaftLog:
             added = entries[position:]
             self._check_contiguous(added)
             self._entries.extend(added)
-            self.size_bytes += sum(e.command.payload_size() for e in added)
+            sums = self._sums
+            for e in added:
+                sums.append(sums[-1] + e.command.payload_size())
             configs = [e.index for e in added if e.command.op is Op.CONFIG]
             if configs:
                 self.config_indexes.extend(configs)
@@ -211,10 +222,9 @@ class RaftLog:
                 f"compact({index}): must be after the snapshot ({self._offset}) and durable"
                 f" (stable {self.stable_index})"
             )
-        dropped = self._entries[1 : index - self._offset + 1]
-        self.size_bytes -= sum(entry.command.payload_size() for entry in dropped)
         sentinel = Entry(self._entries[index - self._offset].term, index, NOOP)
         self._entries = [sentinel, *self._entries[index - self._offset + 1 :]]
+        self._sums = self._sums[index - self._offset :]  # (the sentinel's sum is the origin)
         self._offset = index
         if self.config_indexes and self.config_indexes[0] <= index:
             # (the caller keeps the configuration in force at `index` with the snapshot)
@@ -229,7 +239,7 @@ class RaftLog:
         """
         self._entries = [Entry(term, index, NOOP)]
         self._offset = index
-        self.size_bytes = 0
+        self._sums = [0]
         self.config_indexes = []
         self.config_version += 1
         self._pending_truncate = index

@@ -325,8 +325,11 @@ class PushEngine(ReplicaBase):
         if self.log.matches(message.prev_index, message.prev_term):
             entries = message.entries
             if entries:
+                # Only entries we already hold can conflict: those up to our last index (the
+                # batch follows prev_index contiguously; decoding checks it).
+                held = entries[: max(self.log.last_index - message.prev_index, 0)]
                 first_conflict = next(
-                    (e.index for e in entries if self.log.term_at(e.index) not in (None, e.term)),
+                    (e.index for e in held if self.log.term_at(e.index) not in (None, e.term)),
                     None,
                 )
                 if first_conflict is not None and first_conflict <= self._commit:

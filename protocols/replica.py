@@ -412,7 +412,7 @@ class ReplicaBase:
             or self._rollback_id != handed.rollback_id
             or self._has_pending_flush()
             or self._reads.has_servable(self.kv.applied_index)
-            or self._can_start_read_round()
+            or (self._role is Role.LEADER and self._can_start_read_round())
             or bool(self._events)
             or self._snapshot_to_save is not None
         )
@@ -424,7 +424,8 @@ class ReplicaBase:
         if self._ready_outstanding:
             raise CallerError("ready() called again before advance()")
         self._flush()
-        if self._can_start_read_round():
+        leader = self._role is Role.LEADER  # (spares followers the leader-only calls below)
+        if leader and self._can_start_read_round():
             ctx = self._reads.start_round(self._commit, self.node_id, self.voters)
             if ctx is not None:
                 self._broadcast_heartbeat(ctx)
@@ -443,14 +444,19 @@ class ReplicaBase:
             or self._rollback_id != handed.rollback_id
         ):
             changed_hard = self._handed_hard_state = self.hard_state()
-        committed = self._apply_committed()
-        self._maybe_leave()
-        self._maybe_take_snapshot()
+        # (the guards below spare calls on every Ready: most have nothing to apply or serve)
+        committed = self._apply_committed() if self._commit > self.kv.applied_index else []
+        if leader:
+            self._maybe_leave()
+        config = self.config
+        if config.snapshot_entries > 0 or config.snapshot_bytes > 0:
+            self._maybe_take_snapshot()
         truncate_after, entries = self.log.take_unstable()
         # Answered with the applied index, not the read index: the state may have moved past
         # the read index, and the answer must not look older than the value it carries.
-        for _, request in self._reads.take_servable(self.kv.applied_index):
-            self._reply_read(request)
+        if self._reads.has_servable(self.kv.applied_index):
+            for _, request in self._reads.take_servable(self.kv.applied_index):
+                self._reply_read(request)
         ready = Ready(
             hard_state=changed_hard,
             truncate_after=truncate_after,
@@ -479,9 +485,13 @@ class ReplicaBase:
         if self._commit <= self.kv.applied_index:
             return []
         committed = self.log.entries(self.kv.applied_index + 1, self._commit)
+        apply = self.kv.apply
+        pending_writes = self._pending_writes
         for entry in committed:
-            result = self.kv.apply(entry)
-            pending = self._pending_writes.pop(entry.index, None)
+            result = apply(entry)
+            if not pending_writes:  # (a follower: nothing of its own awaits these entries)
+                continue
+            pending = pending_writes.pop(entry.index, None)
             if pending is None:
                 continue
             request_id, term = pending

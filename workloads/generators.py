@@ -40,6 +40,7 @@ from numpy.typing import NDArray
 
 from protocols.engine import Consistency
 from protocols.errors import RaftbenchError
+from protocols.quickinit import quick_init
 
 MAX_KEY_COUNT: Final = 10_000_000  # zipfian/latest keep a table of key_count floats (80 MB here)
 MIN_VALUE_SIZE: Final = 16  # room for the unique tag of a value (client id and counter)
@@ -109,8 +110,13 @@ def key_name(index: int, key_count: int) -> str:
     """
     if not 0 <= index < key_count:
         raise WorkloadError("key index", f"must be in [0, {key_count}) (got {index})")
-    width = max(KEY_DIGITS, len(str(key_count - 1)))
-    return f"k{index:0{width}d}"
+    return f"k{index:0{_key_width(key_count)}d}"
+
+
+@lru_cache(maxsize=8)
+def _key_width(key_count: int) -> int:
+    """Digits of the key names of a `key_count`-key space (asked for every operation)."""
+    return max(KEY_DIGITS, len(str(key_count - 1)))
 
 
 def unique_value(client_id: int, counter: int, size: int) -> str:
@@ -620,6 +626,7 @@ class Workload:
 # Operation streams
 
 
+@quick_init  # one per operation: the simulated steady-write scenario builds 17,000 a second
 @dataclass(frozen=True, slots=True)
 class PlannedOp:
     """One operation a client is to perform.
@@ -691,25 +698,24 @@ class OperationStream:
             key = workload.key(self._keys.next_write())
         else:
             key = workload.key(self._keys.next_read())
-        match kind:
-            case OpKind.READ:
-                return PlannedOp(kind, key, consistency=self._level())
-            case OpKind.WRITE:
-                value = self._new_value()
-                self._known[key] = value
-                return PlannedOp(kind, key, value)
-            case OpKind.DELETE:
-                self._known[key] = None
-                return PlannedOp(kind, key)
-            case OpKind.CAS:
-                expected = self._known.get(key)
-                value = self._new_value()
-                self._known[key] = value
-                return PlannedOp(kind, key, value, expected)
-            case OpKind.RMW:
-                value = self._new_value()
-                self._known[key] = value
-                return PlannedOp(kind, key, value, consistency=self._level())
+        # (`is` tests in turn: a match statement compares the enum's strings by value)
+        if kind is OpKind.READ:
+            return PlannedOp(kind, key, None, None, self._level())
+        if kind is OpKind.WRITE:
+            value = self._new_value()
+            self._known[key] = value
+            return PlannedOp(kind, key, value)
+        if kind is OpKind.DELETE:
+            self._known[key] = None
+            return PlannedOp(kind, key)
+        if kind is OpKind.CAS:
+            expected = self._known.get(key)
+            value = self._new_value()
+            self._known[key] = value
+            return PlannedOp(kind, key, value, expected)
+        value = self._new_value()  # OpKind.RMW, the last kind
+        self._known[key] = value
+        return PlannedOp(kind, key, value, None, self._level())
 
     def _new_value(self) -> str:
         self._written += 1

@@ -80,6 +80,7 @@ class ClientOp:
 
 
 _F = {"read": "read", "write": "write", "cas": "cas", "delete": "delete"}
+_OPS = {"write": Op.PUT, "cas": Op.CAS, "delete": Op.DELETE}  # a write's f -> its command
 
 
 @dataclass(slots=True)
@@ -140,8 +141,7 @@ class SimClient:
     def command(self) -> Command:
         op = self.current
         assert op is not None and op.f != "read"
-        kind = {"write": Op.PUT, "cas": Op.CAS, "delete": Op.DELETE}[op.f]
-        return Command(kind, op.key, op.value, op.expected, self.client_id, op.seq)
+        return Command(_OPS[op.f], op.key, op.value, op.expected, self.client_id, op.seq)
 
     def pick_target(self) -> NodeId:
         op = self.current

@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from cluster.shaper import EgressCaps, SerialPipes
-from protocols.codec import encoded_size
+from protocols.codec import WireSizer
 from protocols.egress import PipeLoad
 from protocols.messages import Envelope
 from protocols.types import NodeId
@@ -58,6 +58,7 @@ class SimNetwork:
         self.blocked: set[Link] = set()  # directed: (a, b) blocks a -> b
         self.slowed: dict[Link, tuple[float, float, float]] = {}  # added by slow-link faults
         self.count_bytes = True  # encoding every message costs; correctness runs skip it
+        self._sizer = WireSizer()  # exact sizes, each entry sized once for all its copies
         self.fifo = False  # True: each link delivers in order (TCP); False: jitter reorders
         self._last_arrival: dict[Link, float] = {}
         self.stats: dict[Link, LinkStats] = defaultdict(LinkStats)
@@ -79,7 +80,7 @@ class SimNetwork:
         stats = self.stats[link]
         stats.messages += 1
         caps = self.egress.get(envelope.src)
-        size = encoded_size(envelope) if self.count_bytes or caps is not None else 0
+        size = self._sizer.size(envelope) if self.count_bytes or caps is not None else 0
         if self.count_bytes:
             stats.bytes += size
         if self.slowed:
