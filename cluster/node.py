@@ -196,7 +196,7 @@ async def _serve(
                 peer = config.member(options.node_id).peer
                 raise StartError(f"cannot listen on {peer} (peer transport): {error}") from None
             async with anyio.create_task_group() as group:
-                group.start_soon(_watch_signals, stop)
+                await group.start(_watch_signals, stop)
                 group.start_soon(_run_loop, loop, stop)
                 group.start_soon(members.follow, loop)
                 group.start_soon(_serve_http, server, http_socket, http_done)
@@ -298,8 +298,13 @@ async def _serve_http(server: _Server, sock: socket.socket, done: anyio.Event) -
         done.set()
 
 
-async def _watch_signals(stop: anyio.Event) -> None:
+async def _watch_signals(
+    stop: anyio.Event, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+) -> None:
+    """Turn SIGTERM/SIGINT into a clean stop. Started with `group.start`, so the handlers are
+    in place before the ready line: a supervisor may signal as soon as it reads that line."""
     with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        task_status.started()
         async for signum in signals:
             logger.info("received %s: stopping", signal.Signals(signum).name)
             stop.set()
