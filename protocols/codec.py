@@ -182,10 +182,16 @@ _SHELL_ENCODERS: dict[type, _Encoder] = {
 
 def encode(envelope: Envelope) -> bytes:
     """The envelope as bytes, ready for any transport."""
+    return _pack(envelope, _ENCODERS)
+
+
+def _pack(envelope: Envelope, encoders: dict[type, _Encoder]) -> bytes:
+    """The envelope's wire form, its message converted by `encoders` (the full ones, or the
+    shells that leave the entries out)."""
     message = envelope.message
-    body = _ENCODERS[type(message)](message)
+    kind = type(message)
     packed: bytes = msgpack.packb(
-        [_TAGS[type(message)], envelope.src, envelope.dst, body], use_bin_type=True
+        [_TAGS[kind], envelope.src, envelope.dst, encoders[kind](message)], use_bin_type=True
     )
     return packed
 
@@ -235,10 +241,7 @@ class WireSizer:
         entries: tuple[Entry, ...] = () if field is None else getattr(message, field)
         if len(entries) < _SHORTEST_KEPT_BATCH:
             return encoded_size(envelope)
-        shell = msgpack.packb(
-            [_TAGS[kind], envelope.src, envelope.dst, _SHELL_ENCODERS[kind](message)],
-            use_bin_type=True,
-        )
+        shell = _pack(envelope, _SHELL_ENCODERS)
         key = (id(entries[0]), len(entries))
         kept = self._batches.get(key)
         if kept is not None and all(map(operator.is_, kept[0], entries)):

@@ -221,7 +221,7 @@ class PullEngine(ReplicaBase):
         # Back-pressure on capped pipes (protocols/egress.py): a source queues at most a
         # send horizon's worth of bytes in a pipe, so what it sends after (heartbeats,
         # long-poll answers, position reports) waits at most that long behind bulk data,
-        # well within a pull's failure timeout (`_pull_failure_after`). A heartbeat interval
+        # well within a pull's failure timeout (`_failure_after`). A heartbeat interval
         # keeps the pipe busy across a loaded host's scheduling delays.
         self._send_horizon = config.heartbeat_interval
         self._charged: dict[Hashable, float] = {}  # batch bytes handed over, not yet sent
@@ -345,14 +345,11 @@ class PullEngine(ReplicaBase):
     def _pull_deadline(self) -> float:
         fetch = self._fetch
         if fetch is not None and fetch.source is not None:
-            return fetch.sent_at + self._pull_failure_after()
+            return fetch.sent_at + self._failure_after
         if self._pull is None:
             # A due retry happens in the next ready(), not in tick(): no timer for it.
             return self._pull_retry_at if self._pull_retry_at > self._now else math.inf
-        return self._pull.sent_at + self._pull_failure_after()
-
-    def _pull_failure_after(self) -> float:
-        return self._failure_after
+        return self._pull.sent_at + self._failure_after
 
     # ---- timers ------------------------------------------------------------------------------
 
@@ -378,7 +375,7 @@ class PullEngine(ReplicaBase):
     def _check_pull_timeout(self, now: float) -> None:
         fetch = self._fetch
         if fetch is not None and fetch.source is not None:
-            if now >= fetch.sent_at + self._pull_failure_after():
+            if now >= fetch.sent_at + self._failure_after:
                 # The source stopped answering: choose another one; if that one says we are
                 # too stale for it too, the copy resumes there.
                 self.stats.pulls_timed_out += 1
@@ -387,7 +384,7 @@ class PullEngine(ReplicaBase):
                 )
             return
         pull = self._pull
-        if pull is None or now < pull.sent_at + self._pull_failure_after():
+        if pull is None or now < pull.sent_at + self._failure_after:
             return
         self.stats.pulls_timed_out += 1
         self._cancel_pull()
