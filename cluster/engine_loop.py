@@ -348,15 +348,18 @@ class EngineLoop:
         # uvloop (libuv) keeps time in milliseconds and rounds a delay to the nearest one: a
         # timer could fire up to half a millisecond before the engine's deadline and wake the
         # loop for nothing (a quarter of a pull node's wake-ups at rest). Round up instead.
-        delay = math.ceil(delay * 1000.0) / 1000.0
-        # A future and a timer handle: the loop sleeps here once per turn.
+        # A future and a timer handle: the loop sleeps here once per turn (no timer when the
+        # engine has no deadline at all: only input can wake it then).
         loop = asyncio.get_running_loop()
         self._wake = wake = loop.create_future()
-        timer = loop.call_later(delay, _resolve, wake)
+        timer = None
+        if delay != math.inf:
+            timer = loop.call_later(math.ceil(delay * 1000.0) / 1000.0, _resolve, wake)
         try:
             await wake
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
             self._wake = None
         if self._inbox or self._peer_inbox:
             return "input"
@@ -444,7 +447,12 @@ class EngineLoop:
         started = time.perf_counter()
         args = (hard_state, ready.truncate_after, ready.entries)
         snapshot = ready.snapshot
-        if self._offload:
+        # Only a Ready whose messages left first has anything to overlap with its write (a
+        # leader's followers write meanwhile; its loop reads their answers). Everyone else
+        # waits for the write before sending anyway, and the hand-off to the persist thread
+        # and back cost more than a small fsync (W=1 latency and CPU per write: README, "A lean
+        # node"). A snapshot, large, still goes to the thread.
+        if self._offload and (ready.send_first or snapshot is not None):
             if snapshot is not None:
                 await self._in_persister(self._store.save_snapshot, snapshot)
             await self._in_persister(self._store.persist, *args)

@@ -304,3 +304,70 @@ async def test_a_reply_is_handed_over_before_the_peer_messages_of_its_ready(
             loop.close()
     assert reply is not None and reply.status is ReplyStatus.OK
     assert answered_at_send == [True, True]
+
+
+class ThreadRecordingStore(MemoryLogStore):
+    """Records the thread each persist ran on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[int] = []
+
+    def persist(
+        self, hard_state: HardState | None, truncate_after: int | None, entries: list[Entry]
+    ) -> None:
+        self.threads.append(threading.get_ident())
+        super().persist(hard_state, truncate_after, entries)
+
+
+class Writer(PushEngine):
+    """One Ready carrying an entry to persist and a reply, sending first or not."""
+
+    def __init__(self, *args: object, send_first: bool) -> None:
+        super().__init__(*args)  # type: ignore[arg-type]
+        self.send_first = send_first
+        self.request_id: int | None = None
+
+    def propose(self, request: ClientRequest, now: float) -> None:
+        self.request_id = request.request_id
+
+    def next_deadline(self) -> float:
+        return math.inf
+
+    def has_ready(self) -> bool:
+        return self.request_id is not None
+
+    def ready(self) -> Ready:
+        assert self.request_id is not None
+        entry = Entry(1, 1, Command(Op.PUT, "k", "v"))
+        return Ready(
+            entries=[entry],
+            messages=[Envelope("n1", "n2", Heartbeat(1, 0))],
+            replies=[ClientReply(self.request_id, ReplyStatus.OK)],
+            send_first=self.send_first,
+        )
+
+    def advance(self, ready: Ready) -> None:
+        self.request_id = None
+
+
+@pytest.mark.parametrize("send_first", [True, False])
+async def test_only_a_write_that_overlaps_its_sends_goes_to_the_persist_thread(
+    send_first: bool,
+) -> None:
+    """A leader's write (messages sent first) runs on the persist thread so the loop can read
+    answers meanwhile; a follower's write is waited for before anything leaves, so it runs on
+    the loop's own thread and saves two thread hand-offs per write."""
+    config = Config("n1", ("n1", "n2", "n3"), election_timeout=0.2, heartbeat_interval=0.04)
+    store = ThreadRecordingStore()
+    engine = Writer(config, store.load(), random.Random(1), 0.0, send_first=send_first)
+    loop = EngineLoop(engine, store, lambda envelope: None)
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as group:
+            group.start_soon(loop.run)
+            (reply,) = await loop.execute([put("k", "v")], DEADLINE)
+            loop.close()
+    assert reply is not None and reply.status is ReplyStatus.OK
+    loop_thread = threading.get_ident()
+    assert len(store.threads) == 1
+    assert (store.threads[0] != loop_thread) is send_first
