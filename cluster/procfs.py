@@ -61,6 +61,39 @@ def _stat_fields(pid: int) -> list[str] | None:
     return raw[raw.rindex(")") + 2 :].split()
 
 
+def thread_run_ns(pid: int) -> dict[int, int] | None:
+    """Nanoseconds each live thread of `pid` has run (``/proc/<pid>/task/<tid>/schedstat``,
+    first field), by thread id; None when /proc does not have it.
+
+    Why: utime and stime come in clock ticks (10 ms), so a few seconds of an idle node's CPU
+    (tens of ms) read from them are off by up to a tick at each end, per process. The
+    scheduler's own counter is exact, but per thread: a thread that exits takes its time
+    with it, so a caller compares two readings with `run_seconds_between`.
+    """
+    run: dict[int, int] = {}
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return None
+    for task in tasks:
+        try:
+            run[int(task.name)] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, IndexError, ValueError):
+            continue  # the thread ended between the listing and the read: it ran nothing new
+    return run or None
+
+
+def run_seconds_between(before: dict[int, int], after: dict[int, int]) -> float | None:
+    """CPU seconds the threads ran from reading `before` to `after`; None when a thread of
+    `before` is gone (its time left with it: use utime+stime for that window instead)."""
+    if not before.keys() <= after.keys():
+        return None
+    ran = [ns - before.get(tid, 0) for tid, ns in after.items()]
+    if min(ran, default=0) < 0:
+        return None  # a thread id was reused by a newer thread
+    return sum(ran) / 1e9
+
+
 def rss_bytes(pid: int) -> int | None:
     """Resident bytes of `pid` (``/proc/<pid>/statm``), None when it cannot be read."""
     try:
@@ -77,5 +110,7 @@ __all__ = [
     "cpu_seconds",
     "read_stat",
     "rss_bytes",
+    "run_seconds_between",
     "start_ticks",
+    "thread_run_ns",
 ]

@@ -15,7 +15,9 @@ Each round starts a fresh cluster per label, in a rotated order (round r starts 
 measures idle, W=1 and W=64 on it; the ratios to the reference label (etcd) are taken within a
 round, so a slow minute of a shared machine moves both sides of a ratio, and the medians over
 rounds are printed. Server CPU is the members' utime+stime over the measured window (all
-members summed) divided by the writes acknowledged in it. The load generators' own CPU share of
+members summed) divided by the writes acknowledged in it; idle CPU, a few tens of ms, is read
+from the scheduler's exact per-thread counters instead (clock ticks would round it by ±10 ms
+per process and reading). The load generators' own CPU share of
 the machine is printed beside each phase: when it is high, the generator, not the cluster, set
 the pace.
 """
@@ -33,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cluster.procfs import run_seconds_between, thread_run_ns
 from cluster.target import Target
 from protocols.types import NodeId
 from workloads.loadgen import (
@@ -156,10 +159,10 @@ def _block(settings: BenchSettings, label: str, round_: int, directory: Path) ->
     try:
         leader = target.wait_for_leader(LEADER_WAIT)
         time.sleep(SETTLE)
-        before = _server_cpu(target)
+        before = _member_readings(target)
         started = monotonic()
         time.sleep(settings.idle)
-        idle = (_server_cpu(target) - before) / (monotonic() - started)
+        idle = _cpu_between(before, _member_readings(target)) / (monotonic() - started)
         block = Block(label, round_, leader, idle)
         for width in settings.widths:
             scenario = bench_scenario(settings, width)
@@ -270,9 +273,53 @@ def _member_cpu(target: Target) -> dict[NodeId, float]:
     return cpu
 
 
-def _server_cpu(target: Target) -> float:
-    """CPU seconds of all members' processes so far."""
-    return sum(_member_cpu(target).values())
+@dataclass(frozen=True, slots=True)
+class _Reading:
+    """One member's process at one moment: who it is, its ticks, its threads' exact time."""
+
+    pid: int
+    start_ticks: int
+    cpu: float  # utime + stime, clock ticks
+    threads: dict[int, int] | None  # ns per live thread
+
+
+def _member_readings(target: Target) -> dict[NodeId, _Reading | None]:
+    """Each member's CPU now (the bench's targets are local processes: their pids are ours)."""
+    readings: dict[NodeId, _Reading | None] = {}
+    for node in target.node_ids:
+        stat = target.process_stat(node)
+        readings[node] = (
+            None
+            if stat is None
+            else _Reading(stat.pid, stat.start_ticks, stat.cpu, thread_run_ns(stat.pid))
+        )
+    return readings
+
+
+def _cpu_between(
+    before: dict[NodeId, _Reading | None], after: dict[NodeId, _Reading | None]
+) -> float:
+    """CPU seconds the members ran between two readings, summed: exact where every thread
+    lived through the window (idle windows are a few tens of ms, which clock ticks would
+    round by up to 10 ms per reading and process), from ticks otherwise."""
+    total = 0.0
+    for node, first in before.items():
+        last = after.get(node)
+        if (
+            first is None
+            or last is None
+            or (first.pid, first.start_ticks)
+            != (
+                last.pid,
+                last.start_ticks,
+            )
+        ):
+            continue  # not running throughout: it ran nothing we can attribute
+        exact = None
+        if first.threads is not None and last.threads is not None:
+            exact = run_seconds_between(first.threads, last.threads)
+        total += exact if exact is not None else last.cpu - first.cpu
+    return total
 
 
 def _sleep_until(when: float) -> None:
