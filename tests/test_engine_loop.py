@@ -251,8 +251,8 @@ async def test_the_loop_never_wakes_before_the_engine_deadline() -> None:
     assert turns.value("timer") == engine.ticks
 
 
-class Replier(PushEngine):
-    """One Ready carrying a client's reply and two peer messages, persisting nothing."""
+class OneReady(PushEngine):
+    """Answers each proposal with one Ready of the subclass's making, then nothing."""
 
     def __init__(self, *args: object, send_first: bool) -> None:
         super().__init__(*args)  # type: ignore[arg-type]
@@ -268,6 +268,13 @@ class Replier(PushEngine):
     def has_ready(self) -> bool:
         return self.request_id is not None
 
+    def advance(self, ready: Ready) -> None:
+        self.request_id = None
+
+
+class Replier(OneReady):
+    """One Ready carrying a client's reply and two peer messages, persisting nothing."""
+
     def ready(self) -> Ready:
         assert self.request_id is not None
         heartbeat = Heartbeat(1, 0)
@@ -276,9 +283,6 @@ class Replier(PushEngine):
             replies=[ClientReply(self.request_id, ReplyStatus.OK)],
             send_first=self.send_first,
         )
-
-    def advance(self, ready: Ready) -> None:
-        self.request_id = None
 
 
 @pytest.mark.parametrize("send_first", [True, False])
@@ -320,22 +324,8 @@ class ThreadRecordingStore(MemoryLogStore):
         super().persist(hard_state, truncate_after, entries)
 
 
-class Writer(PushEngine):
+class Writer(OneReady):
     """One Ready carrying an entry to persist and a reply, sending first or not."""
-
-    def __init__(self, *args: object, send_first: bool) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
-        self.send_first = send_first
-        self.request_id: int | None = None
-
-    def propose(self, request: ClientRequest, now: float) -> None:
-        self.request_id = request.request_id
-
-    def next_deadline(self) -> float:
-        return math.inf
-
-    def has_ready(self) -> bool:
-        return self.request_id is not None
 
     def ready(self) -> Ready:
         assert self.request_id is not None
@@ -346,9 +336,6 @@ class Writer(PushEngine):
             replies=[ClientReply(self.request_id, ReplyStatus.OK)],
             send_first=self.send_first,
         )
-
-    def advance(self, ready: Ready) -> None:
-        self.request_id = None
 
 
 @pytest.mark.parametrize("send_first", [True, False])
