@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from protocols.errors import RaftbenchError
+from workloads.absent_labels import absent_label_notes
 from workloads.aggregate import (
     METRICS,
     GroupStats,
@@ -666,6 +667,12 @@ def _scenario_section(
     raw = groups[0].runs[0].record.metadata.get("scenario_raw")
     if isinstance(raw, dict) and raw.get("description"):
         doc.add(Paragraph(str(raw["description"])))
+    for note in absent_label_notes(
+        _unique(g.label for g in report.groups),
+        [g.label for g in groups],
+        raw if isinstance(raw, dict) else None,
+    ):
+        doc.add(Paragraph(note))
     for group in groups:
         if group.not_applied:
             doc.add(

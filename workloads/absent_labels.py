@@ -1,0 +1,55 @@
+"""Say why a label that a report measures elsewhere is missing from one of its scenarios.
+
+A multi-scenario report (the reference) runs etcd only where it can take the scenario as
+written; a reader who finds no etcd row in a scenario should learn why from the report itself,
+not only from the README.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from cluster.etcd import LOOPBACK_UNSUPPORTED
+from workloads.real_driver import ETCD, settings_not_applied
+from workloads.scenario import FaultAction, ScenarioError, parse_scenario
+
+
+def absent_label_notes(
+    report_labels: Sequence[str], scenario_labels: Sequence[str], raw: Mapping[str, Any] | None
+) -> list[str]:
+    """One sentence per label of the report that this scenario's runs lack, in report order.
+
+    For etcd it names what of the scenario (`raw`, the parsed TOML its runs recorded) an etcd
+    cluster on loopback could not take, which is why a report leaves it out there.
+    """
+    notes = []
+    for label in report_labels:
+        if label in scenario_labels:
+            continue
+        reasons = etcd_reasons(raw) if label == ETCD else []
+        if reasons:
+            notes.append(
+                f"{label} did not run this scenario: on loopback it does not take all of it. "
+                + "; ".join(reasons)
+                + "."
+            )
+        else:
+            notes.append(f"{label} has no runs of this scenario in this report.")
+    return notes
+
+
+def etcd_reasons(raw: Mapping[str, Any] | None) -> list[str]:
+    """What of the scenario an etcd target on loopback does not apply, as `what: why`."""
+    if raw is None:
+        return []
+    try:
+        scenario = parse_scenario(raw)
+    except ScenarioError:
+        return []
+    reasons = dict(settings_not_applied(scenario, ETCD))
+    for fault in scenario.faults:
+        why = LOOPBACK_UNSUPPORTED.get(fault.action.value)
+        if why is not None and fault.action is not FaultAction.HEAL:  # heal: its partition's
+            reasons.setdefault(f"{fault.action.value} faults", why)
+    return [f"{what}: {why}" for what, why in reasons.items()]
