@@ -34,7 +34,6 @@ from rich.console import Console
 from rich.progress import Progress
 
 from protocols.errors import RaftbenchError
-from workloads.absent_labels import absent_label_notes
 from workloads.aggregate import (
     METRICS,
     GroupStats,
@@ -45,6 +44,7 @@ from workloads.aggregate import (
 from workloads.bandwidth_report import bandwidth_section
 from workloads.catchup_report import catchup_section, catchup_summary
 from workloads.checker import LINEARIZABLE, NOT_LINEARIZABLE
+from workloads.etcd_absence import etcd_absence_note
 from workloads.failover import STAGES as FAILOVER_STAGES
 from workloads.failover import mean_stages, per_trial_rate_back, timelines
 from workloads.failover_plot import draw_failover_timeline
@@ -667,12 +667,13 @@ def _scenario_section(
     raw = groups[0].runs[0].record.metadata.get("scenario_raw")
     if isinstance(raw, dict) and raw.get("description"):
         doc.add(Paragraph(str(raw["description"])))
-    for note in absent_label_notes(
-        _unique(g.label for g in report.groups),
+    etcd_note = etcd_absence_note(
+        [g.label for g in report.groups],
         [g.label for g in groups],
         raw if isinstance(raw, dict) else None,
-    ):
-        doc.add(Paragraph(note))
+    )
+    if etcd_note is not None:
+        doc.add(Paragraph(etcd_note))
     for group in groups:
         if group.not_applied:
             doc.add(
