@@ -61,6 +61,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import random
 import secrets
 import socket
 import tomllib
@@ -691,21 +692,47 @@ def _toml_value(value: object) -> str:
 
 
 def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """`count` distinct ports the OS just had free on `host` (bound together, then released).
+    """`count` distinct ports free on `host` now (bound together, then released), drawn below
+    the kernel's ephemeral range.
 
-    Another process may take one before it is used; good enough for local clusters and tests.
+    A port the OS picks for a bind to port 0 comes from that range, which is also where every
+    outgoing connection gets its local port: between the release and the node's own bind, a
+    connection (another node dialing a peer that is not up yet, say) could take it, and the
+    node would fail to start. Below the range only an explicit bind can take one (as
+    `cluster.launcher` picks its ports).
     """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sockets = []
+    low = _ephemeral_low()
+    rng = random.Random()
+    sockets: list[socket.socket] = []
+    chosen: list[int] = []
     try:
-        for _ in range(count):
+        for _ in range(50 * count):
+            port = rng.randrange(10000, max(10001 + count, low))
+            if port in chosen:
+                continue
             sock = socket.socket(family, socket.SOCK_STREAM)
+            try:
+                sock.bind((host, port))
+            except OSError:
+                sock.close()
+                continue
             sockets.append(sock)
-            sock.bind((host, 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+        raise ConfigError(f"could not find {count} free ports on {host}")
     finally:
         for sock in sockets:
             sock.close()
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral (outgoing connection) range."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def local_cluster_config(

@@ -28,7 +28,6 @@ import importlib.resources
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -41,6 +40,7 @@ import anyio.to_thread
 import httpx
 
 from cluster import netns as netns_mod
+from cluster.config import free_ports as config_free_ports
 from cluster.etcd_client import b64, unb64
 from cluster.launcher import proc_stat
 from cluster.nemesis import FaultEvent, NemesisError
@@ -110,12 +110,10 @@ def binary_version(binary: Path) -> str:
 
 
 def free_ports(count: int) -> list[int]:
-    """`count` distinct loopback ports free right now (the kernel's ephemeral picks)."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
+    """`count` distinct loopback ports free right now, below the kernel's ephemeral range
+    (`cluster.config.free_ports`: a port from that range, released until etcd binds it, could
+    meanwhile become the local port of a member dialing a peer that is not up yet)."""
+    return config_free_ports(count, HOST)
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,6 +175,18 @@ def test_local_cluster_config_has_distinct_free_ports_and_a_fresh_secret() -> No
     assert len(set(free_ports(5))) == 5
 
 
+def test_free_ports_are_below_the_ephemeral_range() -> None:
+    # Outgoing connections take their local ports from that range: one could take a port
+    # between free_ports and the node's bind (a node dialing a peer that is not up yet).
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_ports(20)
+    assert len(set(ports)) == 20
+    assert all(1024 < port < low for port in ports), ports
+    assert all(
+        port < low for m in local_cluster_config(3).members for port in (m.peer.port, m.client.port)
+    )
+
+
 def test_client_endpoints_of_a_cluster_folder(tmp_path: Path) -> None:
     config = parse_cluster_config(base(), tmp_path)
     write_cluster_config(config, tmp_path / "cluster.toml")

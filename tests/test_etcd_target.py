@@ -38,6 +38,14 @@ def test_a_missing_binary_is_a_clear_error(tmp_path: Path) -> None:
         find_binary(tmp_path / "no-etcd")
 
 
+def test_member_ports_are_below_the_ephemeral_range() -> None:
+    # A port from that range, released until etcd binds it, could meanwhile become the local
+    # port of a member dialing a peer that is not up yet.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = free_ports(6)
+    assert len(set(ports)) == 6 and all(port < low for port in ports), ports
+
+
 def test_an_election_timeout_etcd_refuses_is_refused_before_starting(tmp_path: Path) -> None:
     with pytest.raises(EtcdError, match="5 heartbeat"):
         EtcdCluster(tmp_path, EtcdSpec(3, 0.2, 0.1, find_binary()))

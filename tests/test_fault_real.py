@@ -159,7 +159,9 @@ async def settle(cluster: LocalCluster, history: History) -> dict[str, str | Non
             history.add(process, "read", key, final[key], invoke, "ok")
         leader = client.leader
         assert leader is not None
-        async with httpx.AsyncClient(trust_env=False, timeout=5.0) as http:
+        # Generous per request: a node just resumed or restarted on a loaded machine may take
+        # seconds to answer; the poll itself is bounded by SETTLE_TIMEOUT.
+        async with httpx.AsyncClient(trust_env=False, timeout=SETTLE_TIMEOUT) as http:
             with anyio.fail_after(SETTLE_TIMEOUT):
                 while True:  # real processes offer nothing to wait on: bounded polling
                     target = (await http.get(leader + "/status")).json()["commit_index"]

@@ -41,16 +41,27 @@ def test_start_signal_and_stop_a_node(tmp_path: Path) -> None:
     assert isinstance(pid, int)
     try:
         assert (directory / "logs" / "n1.out").read_text().startswith("ready n1 ")
-        found = host_agent.stats(directory)["n1"]
+        # Two readings of a live process: its state may be D for a moment (a write to disk)
+        # and its resident size may move between them while it settles after start. Poll,
+        # bounded, for a pair taken close together that agrees.
+        deadline = time.monotonic() + 30.0
+        while True:
+            found = host_agent.stats(directory)["n1"]
+            rss = _vm_rss(pid)
+            agrees = found[1] in ("R", "S") and abs(found[3] - rss) < 2**20
+            if agrees or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         assert found[0] == pid and found[1] in ("R", "S")
-        assert abs(found[3] - _vm_rss(pid)) < 2**20  # its resident bytes, as /proc says
+        assert abs(found[3] - rss) < 2**20  # its resident bytes, as /proc says
         assert _agent(*start) == {"error": "n1 is already running"}
         assert host_agent.send(directory, "n1", "STOP", 5.0) == {"result": "signalled"}
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 30.0
         while host_agent.stats(directory)["n1"][1] != "T" and time.monotonic() < deadline:
             time.sleep(0.01)
         assert host_agent.stats(directory)["n1"][1] == "T"
-        assert host_agent.send(directory, "n1", "TERM", 5.0) == {"result": "stopped"}
+        # A clean exit within the wait (SIGKILL only after it): generous, for a loaded machine.
+        assert host_agent.send(directory, "n1", "TERM", 60.0) == {"result": "stopped"}
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         assert host_agent.stats(directory) == {}  # its pid file went with it
         assert host_agent.send(directory, "n1", "KILL", 5.0) == {"result": "not-running"}

@@ -9,7 +9,8 @@ host key, no Python, nothing deployed) is a clear error before anything starts.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -142,7 +143,8 @@ def test_deploy_cluster_and_compare_over_ssh(
     code, out, err = _cli(capsys, "cluster", "status", "--dir", folder)
     assert code == 0, err
     assert out.count("running") == 3 and "leader" in out
-    code, out, err = _cli(capsys, "cluster", "down", "--dir", folder)
+    # A clean stop may take a loaded machine more than the default 5 s.
+    code, out, err = _cli(capsys, "cluster", "down", "--dir", folder, "--grace", "30")
     assert code == 0, err
     assert "stopped: n1, n2, n3" in out
     assert hosts.leftovers() == {}
@@ -209,9 +211,13 @@ async def test_nemesis_on_hosts_kills_pauses_and_partitions_with_nftables(
             await nemesis.heal()
             assert all(netns.blocked_outgoing(hosts.layout, h) == set() for h in hosts.names)
 
+            # The host's agent answers once the signal is sent; the process stops (or runs
+            # again) when it is next scheduled, and the host's monitor says so a line later.
             await nemesis.pause(new)
+            await _until(lambda: cluster.process_state(new) == "paused")
             assert cluster.process_state(new) == "paused"
             await nemesis.resume(new)
+            await _until(lambda: cluster.process_state(new) == "running")
             assert cluster.process_state(new) == "running"
 
             old_pid = cluster.records[new].pid
@@ -222,7 +228,8 @@ async def test_nemesis_on_hosts_kills_pauses_and_partitions_with_nftables(
             assert gone is None or gone[0] == "Z"  # reaped, or a zombie of whoever adopted it
             await nemesis.restart(new)
             assert cluster.is_alive(new) and cluster.records[new].pid != old_pid
-            await anyio.sleep(0.5)  # the host's monitor reports the new process
+            # The host's monitor reports the new process a line or more later: poll, bounded.
+            await _until(lambda: cluster.process_stat(new) is not None)
             stat = cluster.process_stat(new)
             assert stat is not None and stat[0] == cluster.records[new].pid and stat[1] != "T"
         finally:
@@ -230,3 +237,10 @@ async def test_nemesis_on_hosts_kills_pauses_and_partitions_with_nftables(
     assert sorted(report.stopped + report.killed) == ["n1", "n2", "n3"]
     assert report.problems == ()
     assert hosts.leftovers() == {}
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    """Wait (bounded) until `condition` holds; the caller then asserts it."""
+    deadline = time.monotonic() + timeout
+    while not await anyio.to_thread.run_sync(condition) and time.monotonic() < deadline:
+        await anyio.sleep(0.05)

@@ -14,6 +14,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -112,32 +113,57 @@ async def test_three_nodes_elect_a_leader_and_serve_writes_and_reads(
         assert (await client.get("greeting")).value == "hello"
         assert (await client.cas("greeting", "hello", "bye")).ok
         assert client.leader is not None
-        leader = await client.status(client.leader)
-        assert leader["role"] == "leader" and leader["commit_index"] >= 3
-        followers = [e for e in cluster.endpoints if e != client.leader]
-        async with httpx.AsyncClient(trust_env=False) as http:
-            for endpoint in followers:
-                # A follower applies the write when the leader's next message tells it the
-                # commit index: poll it (a real process offers nothing to wait on).
-                with anyio.fail_after(DEADLINE):
-                    while True:
-                        r = await http.get(f"{endpoint}/kv/greeting?consistency=local")
-                        if r.json()["value"] == "bye":
+        async with httpx.AsyncClient(trust_env=False, timeout=DEADLINE) as http:
+            # A follower applies the write when the leader's next message tells it the commit
+            # index, and under load the leader may change after the client last saw it: poll
+            # (a real process offers nothing to wait on) for one leader that the others
+            # follow, each having applied the write.
+            with anyio.fail_after(DEADLINE):
+                while True:
+                    found = await settled_leader(http, cluster.endpoints)
+                    if found is not None:
+                        leader_url, statuses = found
+                        followers = [e for e in cluster.endpoints if e != leader_url]
+                        values = [
+                            (await http.get(f"{e}/kv/greeting?consistency=local")).json()["value"]
+                            for e in followers
+                        ]
+                        if values == ["bye"] * len(followers):
                             break
-                status = (await http.get(f"{endpoint}/status")).json()
-                assert status["role"] == "follower" and status["leader_url"] == client.leader
+                    await anyio.sleep(0.05)
+        leader = statuses[leader_url]
+        assert leader["role"] == "leader" and leader["commit_index"] >= 3
+        for endpoint in followers:
+            status = statuses[endpoint]
+            assert status["role"] == "follower" and status["leader_url"] == leader_url
 
         # The signed admin hooks reach the running node.
         secret = cluster.config.secret_bytes
-        answer = await set_disk_delay(client.leader, secret, 0.001)
+        answer = await set_disk_delay(leader_url, secret, 0.001)
         assert answer == {"fsync_delay_seconds": 0.001}
         peer = leader["peers_seen"][0]
-        answer = await set_links(client.leader, secret, {peer: {"delay_ms": 1.0}})
+        answer = await set_links(leader_url, secret, {peer: {"delay_ms": 1.0}})
         assert answer["links"][peer]["delay_ms"] == 1.0
         assert (await client.put("greeting", "again")).ok
 
     for node_id, process in cluster.processes.items():
         assert await stop(process) == 0, node_id
+
+
+async def settled_leader(
+    http: httpx.AsyncClient, endpoints: list[str]
+) -> tuple[str, dict[str, dict[str, Any]]] | None:
+    """(leader URL, every node's /status) when exactly one node leads and every other one
+    follows it; None while that is not so."""
+    statuses = {e: (await http.get(f"{e}/status")).json() for e in endpoints}
+    leaders = [e for e, s in statuses.items() if s["role"] == "leader"]
+    if len(leaders) != 1:
+        return None
+    (leader,) = leaders
+    for endpoint, status in statuses.items():
+        if endpoint != leader and (status["role"], status["leader_url"]) != ("follower", leader):
+            return None
+    return leader, statuses
 
 
 async def test_kv_command_puts_and_gets_through_the_cluster_folder(

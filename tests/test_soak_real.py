@@ -60,10 +60,14 @@ def _vm_rss(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-async def _sample_for(sampler: NodeSampler, seconds: float) -> None:
+async def _sample_until(sampler: NodeSampler, rows: int, timeout: float = 30.0) -> None:
+    """Run the sampler until it has `rows` rows with a resident size (bounded: a loaded
+    machine may take longer than the sampling interval between rows)."""
     async with anyio.create_task_group() as group:
         group.start_soon(sampler.run)
-        await anyio.sleep(seconds)
+        with anyio.move_on_after(timeout):
+            while sum(row["rss"] is not None for row in sampler.rows) < rows:
+                await anyio.sleep(0.05)
         group.cancel_scope.cancel()
 
 
@@ -83,7 +87,7 @@ def test_the_sampler_reads_the_resident_memory_of_a_real_process() -> None:
             assert stat is not None
             target = _OneProcess(holder.pid, stat.start_ticks)
             sampler = NodeSampler(target, clock=time.monotonic, interval=0.05)  # type: ignore[arg-type]
-            anyio.run(_sample_for, sampler, 0.3)
+            anyio.run(_sample_until, sampler, 3)
             rows = [row for row in sampler.rows if row["rss"] is not None]
             assert rows, sampler.rows
             expected = _vm_rss(holder.pid)

@@ -104,6 +104,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     down = actions.add_parser("down", help="stop the nodes this folder's cluster started")
     down.add_argument("--purge", action="store_true", help="also delete the folder")
+    down.add_argument(
+        "--grace",
+        type=_seconds,
+        default=5.0,
+        help="seconds each node may take to stop cleanly before SIGKILL (default 5)",
+    )
     for sub in (up, status, down):
         sub.add_argument(
             "--dir", type=Path, default=DEFAULT_DIR, help=f"cluster folder (default {DEFAULT_DIR})"
@@ -305,7 +311,7 @@ def format_rtt(
 
 def _down(args: argparse.Namespace) -> int:
     cluster = LocalCluster.open(args.dir)
-    report = cluster.down(purge=args.purge)
+    report = cluster.down(purge=args.purge, grace=args.grace)
     fault_record.clear(cluster.directory)  # the processes and namespaces that had them are gone
     if report.stopped:
         print(f"stopped: {', '.join(report.stopped)}")

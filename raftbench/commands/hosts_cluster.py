@@ -113,7 +113,7 @@ def _down(args: argparse.Namespace) -> int:
     cluster = _open(args)
     try:
         logs = cluster.directory / "logs"
-        report = cluster.down(purge=False)
+        report = cluster.down(purge=False, grace=args.grace)
         fetched = [] if args.purge else cluster.fetch_logs(logs)
         if args.purge:
             cluster.down(purge=True)
