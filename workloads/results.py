@@ -75,7 +75,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
@@ -270,6 +270,11 @@ def compact_run(folder: Path) -> bool:
     return True
 
 
+# An op's row, field by field: `dataclasses.asdict` deep-copies every value and was most of
+# the time it took to write a long run (the rows are only read, so a shallow one will do).
+_OP_FIELDS = tuple(f.name for f in fields(OpRecord))
+
+
 def _write_compact(record: RunRecord, folder: Path) -> float | None:
     """Write the compact form; returns the share of keys the streams predicted (None: the
     keys are stored plainly)."""
@@ -296,7 +301,7 @@ def _encode_ops(
 ) -> tuple[Arrays, float | None]:
     """The tables `ops`, `ops_key`, `ops_value` (see the module's docstring), and the share of
     operations the streams predicted."""
-    rows = [asdict(op) for op in ops]
+    rows = [{name: getattr(op, name) for name in _OP_FIELDS} for op in ops]
     drawn = [(row.pop("f"), row.pop("key"), row.pop("consistency")) for row in rows]
     values = [
         {"key": op[1], "value": row.pop("value")} for op, row in zip(drawn, rows, strict=True)
