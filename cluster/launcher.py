@@ -30,7 +30,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import random
 import secrets
 import select
 import shutil
@@ -57,6 +56,7 @@ from cluster.config import (
     ConfigError,
     MemberConfig,
     Topology,
+    free_ports,
     load_cluster_config,
     parse_cluster_config,
     write_cluster_config,
@@ -982,9 +982,9 @@ def _addresses(
 def _pick_ports(count: int, host: str, base_port: int | None) -> list[int]:
     """`count` ports free on `host` now.
 
-    With no base port they are drawn below the kernel's ephemeral range: a port taken from
-    that range could be grabbed by some outgoing connection while its node is down, and a
-    restart would then fail.
+    With no base port they are drawn below the kernel's ephemeral range (`free_ports`): a port
+    taken from that range could be grabbed by some outgoing connection while its node is down,
+    and a restart would then fail.
     """
     if base_port is not None:
         ports = list(range(base_port, base_port + count))
@@ -994,24 +994,10 @@ def _pick_ports(count: int, host: str, base_port: int | None) -> list[int]:
         if busy:
             raise LauncherError(f"--base-port: port {busy[0]} on {host} is in use")
         return ports
-    low, _ = _ephemeral_range()
-    rng = random.Random()
-    chosen: list[int] = []
-    for _ in range(50 * count):
-        port = rng.randrange(10000, max(10001 + count, low))
-        if port not in chosen and _is_free(host, port):
-            chosen.append(port)
-            if len(chosen) == count:
-                return chosen
-    raise LauncherError(f"could not find {count} free ports on {host}")
-
-
-def _ephemeral_range() -> tuple[int, int]:
     try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32768, 60999
+        return free_ports(count, host)
+    except ConfigError as error:
+        raise LauncherError(str(error)) from None
 
 
 def _is_free(host: str, port: int) -> bool:
