@@ -19,6 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from real_cluster import DEADLINE, put_at_leader
 
 from cluster.admin import AUTH_HEADER, admin_signature
 from cluster.config import CLUSTER_FILE, Topology, load_cluster_config
@@ -30,8 +31,6 @@ from cluster.launcher import (
     LocalCluster,
     load_topology_file,
 )
-
-DEADLINE = 60.0  # guards against hangs only
 
 
 def fast(
@@ -114,18 +113,8 @@ def test_up_writes_the_cluster_folder_and_down_stops_every_node(cluster: LocalCl
 
 def test_kill_pause_resume_and_restart_keep_the_data(cluster: LocalCluster) -> None:
     with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
-        # The leader may change under load before the write reaches it: retry (same seq: it
-        # applies once) at whoever leads, bounded.
-        deadline = time.monotonic() + DEADLINE
-        while True:
-            leader = cluster.wait_for_leader(DEADLINE)
-            answer = http.put(
-                cluster.url(leader) + "/kv/k", json={"value": "v1", "client_id": "t", "seq": 1}
-            )
-            if answer.status_code == 200:
-                break
-            assert time.monotonic() < deadline, answer.text
-            time.sleep(0.05)
+        body = {"value": "v1", "client_id": "t", "seq": 1}
+        leader = put_at_leader(cluster, http, "k", body, cluster.wait_for_leader(DEADLINE))
 
         follower = next(n for n in cluster.node_ids if n != leader)
         cluster.pause(follower)

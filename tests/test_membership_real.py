@@ -11,32 +11,18 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from real_cluster import DEADLINE, poll
 
 from cluster.launcher import ClusterSpec, LauncherError, LocalCluster
 from raftbench.cli import main
 
-DEADLINE = 60.0  # guards against hangs only
 THRESHOLD = 30
-
-
-def poll(what: str, check: Callable[[], Any]) -> Any:
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 class Writer(threading.Thread):

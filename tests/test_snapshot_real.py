@@ -7,50 +7,23 @@ elapsed time.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from real_cluster import DEADLINE, poll, put_at_leader
 
 from cluster.launcher import ClusterSpec, LocalCluster
 
-DEADLINE = 60.0  # guards against hangs only
 WRITES = 120
 THRESHOLD = 20
 
 
-def poll(what: str, check: Callable[[], Any]) -> Any:
-    """Call `check` until it returns something truthy (bounded by DEADLINE)."""
-    deadline = time.monotonic() + DEADLINE
-    while True:
-        try:
-            value = check()
-        except httpx.HTTPError:
-            value = None
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def write(cluster: LocalCluster, http: httpx.Client, key: str, seq: int, leader: str) -> str:
-    """One acknowledged write, retried (same seq: applies once) until some leader takes it;
-    returns the leader that took it."""
+    """One acknowledged write (see `put_at_leader`); returns the leader that took it."""
     body = {"value": f"value-{seq}", "client_id": "snapshot-test", "seq": seq}
-    known = [leader]
-
-    def attempt() -> bool:
-        answer = http.put(cluster.url(known[0]) + f"/kv/{key}", json=body)
-        if answer.status_code == 200:
-            return True
-        known[0] = cluster.leader() or known[0]
-        return False
-
-    poll(f"write {key}", attempt)
-    return known[0]
+    return put_at_leader(cluster, http, key, body, leader)
 
 
 @pytest.mark.parametrize(("protocol", "policy"), [("push", None), ("pull", "nearest")])

@@ -12,12 +12,12 @@ from typing import Any
 
 import anyio
 import httpx
+from real_cluster import DEADLINE, put_at_leader
 
 from cluster.config import CLUSTER_FILE, load_cluster_config
 from cluster.launcher import ClusterSpec, LocalCluster
 from cluster.target import RaftbenchTarget
 
-DEADLINE = 60.0  # guards against hangs only
 WRITES = 40
 CAP = 2
 
@@ -70,19 +70,8 @@ def test_five_real_nodes_form_a_capped_tree_and_commit(tmp_path: Path) -> None:
         leader = cluster.wait_for_leader(DEADLINE)
         with httpx.Client(trust_env=False, timeout=DEADLINE) as http:
             for seq in range(1, WRITES + 1):
-                # Under load the leader may change mid-run: retry (same seq: it applies once)
-                # at whoever leads, bounded.
-                deadline = time.monotonic() + DEADLINE
-                while True:
-                    answer = http.put(
-                        cluster.url(leader) + f"/kv/k{seq % 7}",
-                        json={"value": f"v{seq}", "client_id": "spread-test", "seq": seq},
-                    )
-                    if answer.status_code == 200:
-                        break
-                    assert time.monotonic() < deadline, answer.text
-                    time.sleep(0.05)
-                    leader = cluster.leader() or leader
+                body = {"value": f"v{seq}", "client_id": "spread-test", "seq": seq}
+                leader = put_at_leader(cluster, http, f"k{seq % 7}", body, leader)
             # The node that acknowledged the last write has committed at least that far.
             commit = int(http.get(cluster.url(leader) + "/status").json()["commit_index"])
         assert commit >= WRITES
