@@ -188,7 +188,7 @@ def write_run(record: RunRecord, results_dir: Path, run_name: str, compress: boo
         _write_compact(record, folder)
     else:
         _dump(folder / "metadata.json", record.metadata)
-        _lines(folder / "ops.jsonl", (asdict(op) for op in record.ops))
+        _lines(folder / "ops.jsonl", (_op_row(op) for op in record.ops))
         _lines(folder / "history.jsonl", history_events(record.ops))
         _lines(folder / "timeseries.jsonl", record.timeseries)
     _dump(folder / "links.json", {"links": record.links, "regions": record.regions})
@@ -270,9 +270,13 @@ def compact_run(folder: Path) -> bool:
     return True
 
 
-# An op's row, field by field: `dataclasses.asdict` deep-copies every value and was most of
-# the time it took to write a long run (the rows are only read, so a shallow one will do).
 _OP_FIELDS = tuple(f.name for f in fields(OpRecord))
+
+
+def _op_row(op: OpRecord) -> dict[str, Any]:
+    """An op's fields as a dict, shallow: `dataclasses.asdict` deep-copies every value and
+    was most of the time it took to write a long run (the rows are only read)."""
+    return {name: getattr(op, name) for name in _OP_FIELDS}
 
 
 def _write_compact(record: RunRecord, folder: Path) -> float | None:
@@ -301,7 +305,7 @@ def _encode_ops(
 ) -> tuple[Arrays, float | None]:
     """The tables `ops`, `ops_key`, `ops_value` (see the module's docstring), and the share of
     operations the streams predicted."""
-    rows = [{name: getattr(op, name) for name in _OP_FIELDS} for op in ops]
+    rows = [_op_row(op) for op in ops]
     drawn = [(row.pop("f"), row.pop("key"), row.pop("consistency")) for row in rows]
     values = [
         {"key": op[1], "value": row.pop("value")} for op, row in zip(drawn, rows, strict=True)
