@@ -47,6 +47,7 @@ def etcd_reasons(raw: Mapping[str, Any] | None) -> list[str]:
     reasons = dict(settings_not_applied(scenario, ETCD))
     for fault in scenario.faults:
         why = LOOPBACK_UNSUPPORTED.get(fault.action.value)
-        if why is not None and fault.action is not FaultAction.HEAL:  # heal: its partition's
+        # A heal only undoes a partition, which is named already.
+        if why is not None and fault.action is not FaultAction.HEAL:
             reasons.setdefault(f"{fault.action.value} faults", why)
     return [f"{what}: {why}" for what, why in reasons.items()]
